@@ -1,0 +1,316 @@
+"""Run configuration: the defaults every config file starts from, loading, CLI overrides, validation.
+
+A config file is a Python file with `get_config(arg=None)` returning a ConfigDict built on
+`base_config()`. `load_config("configs/gpt2.py:small", ["train.batch_size=64"])` imports it,
+applies `key=value` overrides (typed by the existing field, so an unknown key or a wrong type is
+an error), validates, and returns a locked config.
+"""
+
+import ast
+import difflib
+import importlib.util
+import json
+import os
+from typing import Sequence
+
+import ml_collections
+
+from roots_jax.errors import ConfigError
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+# Logical axis -> mesh axes. Flax never maps one mesh axis twice in a spec, so activations
+# [batch, length, embed] keep `embed` unsharded where `batch` already took `fsdp`.
+RULE_PRESETS = {
+    "dp": (("batch", ("data", "fsdp")),),
+    "fsdp": (("batch", ("data", "fsdp")), ("embed", "fsdp")),
+    "fsdp_tp": (
+        ("batch", ("data", "fsdp")),
+        ("embed", "fsdp"),
+        ("heads", "tensor"),
+        ("kv_heads", "tensor"),
+        ("mlp", "tensor"),
+        ("vocab", "tensor"),
+    ),
+}
+
+# Dense peak FLOP/s per device for the compute dtype (bf16 on accelerators), used for MFU.
+# CPU: the measured fp32 sgemm ceiling of a 2-core host, per core.
+PEAK_FLOPS = {
+    "cpu": 95e9,
+    "TPU v4": 275e12,
+    "TPU v5 lite": 197e12,
+    "TPU v5e": 197e12,
+    "TPU v5p": 459e12,
+    "TPU v6 lite": 918e12,
+    "NVIDIA A100": 312e12,
+    "NVIDIA H100": 989e12,
+    "NVIDIA H200": 989e12,
+}
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every key a run understands, with defaults that suit a small CPU run."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.model = ml_collections.ConfigDict(dict(
+      family="decoder",          # decoder (GPT); encoder and encoder_decoder come later
+      vocab_size=8192,
+      num_layers=2,
+      embed_dim=128,
+      num_heads=4,
+      num_kv_heads=0,            # 0: same as num_heads (MHA); 1: MQA; in between: GQA
+      head_dim=0,                # 0: embed_dim // num_heads
+      mlp_dim=512,
+      mlp_activation="gelu",     # gelu | swiglu
+      norm="layernorm",          # layernorm | rmsnorm
+      norm_eps=1e-5,
+      position="learned",        # learned | sinusoidal | rope
+      max_len=1024,
+      rope_theta=10000.0,
+      dropout_rate=0.0,
+      attention_dropout_rate=0.0,
+      use_bias=True,
+      tie_embeddings=True,
+      attention_impl="xla",      # xla (einsum) | dot_product_attention (jax.nn, XLA) | cudnn
+      remat_policy="none",       # none | full | dots | dots_no_batch
+      scan_layers=True,
+      dtype="float32",           # compute dtype; params stay param_dtype
+      param_dtype="float32",
+  ))
+
+  c.tokenizer = ml_collections.ConfigDict(dict(
+      path="",                   # an existing sentencepiece .model; empty: train one into workdir/tokenizer
+      model_type="unigram",      # unigram | bpe
+      train_max_bytes=8_000_000, # text sampled from the training split to train the tokenizer
+  ))
+
+  c.data = ml_collections.ConfigDict(dict(
+      source="builtin",          # builtin (Python stdlib) | files | tfds
+      train_files="",            # comma-separated paths or globs (.txt, .jsonl, .parquet)
+      eval_files="",             # empty: hold out eval_fraction of the documents
+      format="auto",             # auto (by extension) | text | jsonl | parquet
+      text_field="text",         # JSONL / Parquet / TFDS field holding the text
+      tfds_name="",
+      tfds_data_dir="",
+      train_split="train",
+      eval_split="validation",
+      eval_fraction=0.02,
+      seq_len=128,
+      shuffle_window=1024,       # documents shuffled within a window (the source is a stream)
+      num_workers=0,             # grain worker processes; fixed within a run
+      prefetch=2,
+  ))
+
+  c.optimizer = ml_collections.ConfigDict(dict(
+      name="adamw",              # adamw | sgd | adafactor | lion
+      learning_rate=3e-4,
+      b1=0.9,
+      b2=0.95,
+      eps=1e-8,
+      weight_decay=0.1,          # decoupled; never on norms, biases or embeddings
+      momentum=0.9,              # sgd
+      nesterov=False,            # sgd
+      clip_norm=1.0,             # global-norm clipping; 0 disables
+      schedule="cosine",         # cosine | linear | inverse_sqrt | constant (after linear warmup)
+      warmup_steps=100,
+      decay_steps=0,             # 0: train.steps
+      end_lr_fraction=0.1,       # final learning rate as a fraction of the peak
+  ))
+
+  c.train = ml_collections.ConfigDict(dict(
+      batch_size=32,             # global, in sequences of data.seq_len tokens
+      steps=1000,
+      grad_accum_steps=1,
+      z_loss=0.0,                # PaLM uses 1e-4
+      log_every=50,
+      eval_every=500,
+      eval_batches=10,
+      checkpoint_every=500,
+      keep_checkpoints=3,
+  ))
+
+  c.mesh = ml_collections.ConfigDict(dict(
+      shape=(-1, 1, 1),          # (data, fsdp, tensor); -1: the rest of the devices
+      parallelism="fsdp",        # dp | fsdp | fsdp_tp: the logical-axis rules preset
+      rules=(),                  # explicit ((logical, mesh_axes), ...); empty: the preset's
+  ))
+
+  c.distributed = ml_collections.ConfigDict(dict(
+      initialize="auto",         # auto (when the platform says so) | yes | no
+      coordinator_address="",
+      num_processes=0,
+      process_id=-1,
+  ))
+
+  c.hardware = ml_collections.ConfigDict(dict(
+      peak_flops_per_device=0.0,  # 0: look the device kind up in PEAK_FLOPS
+  ))
+  return c
+
+
+def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+  """Loads `path.py[:arg]`, applies `key=value` overrides, validates and locks the result."""
+  path, _, arg = spec.partition(":")
+  if not os.path.isfile(path):
+    raise ConfigError(f"config file {path!r} does not exist")
+  module_spec = importlib.util.spec_from_file_location("roots_jax_user_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ConfigError(f"config file {path!r} has no get_config(arg=None) function")
+  try:
+    config = module.get_config(arg or None)
+  except (ValueError, KeyError, TypeError, AttributeError) as e:
+    raise ConfigError(f"{path}:{arg}: {e}") from e
+  config = ml_collections.ConfigDict(config.to_dict())  # our own copy, locked below
+  config.lock()
+  for item in overrides:
+    apply_override(config, item)
+  validate(config)
+  return config
+
+
+def apply_override(config: ml_collections.ConfigDict, item: str) -> None:
+  """Sets `a.b=value`, parsing the value as the type the field already has."""
+  key, sep, text = item.partition("=")
+  if not sep:
+    raise ConfigError(f"override {item!r} must look like key=value, e.g. train.batch_size=64")
+  *parents, leaf = key.split(".")
+  node = config
+  for i, name in enumerate(parents):
+    node = _child(node, name, ".".join(parents[:i + 1]))
+    if not isinstance(node, ml_collections.ConfigDict):
+      raise ConfigError(f"config key {'.'.join(parents[:i + 1])!r} is a value, not a section")
+  old = _child(node, leaf, key)
+  if isinstance(old, ml_collections.ConfigDict):
+    raise ConfigError(f"config key {key!r} is a section; set one of its fields instead")
+  with node.unlocked():
+    node[leaf] = _parse(text, old, key)
+
+
+def _child(node, name, key):
+  if name not in node:
+    close = difflib.get_close_matches(name, list(node.keys()), n=1)
+    hint = f"; did you mean {key.rsplit('.', 1)[0] + '.' if '.' in key else ''}{close[0]}?" if close else ""
+    raise ConfigError(f"unknown config key {key!r}{hint}")
+  return node[name]
+
+
+def _parse(text: str, old, key: str):
+  kind = type(old)
+  try:
+    if kind is bool:
+      low = text.lower()
+      if low not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValueError
+      return low in ("true", "1", "yes")
+    if kind is int:
+      return int(text)
+    if kind is float:
+      return float(text)
+    if kind is str:
+      return text
+    if kind in (tuple, list):
+      value = ast.literal_eval(text if text.strip().startswith(("(", "[")) else f"({text},)")
+      return kind(_tuplify(value))
+  except (ValueError, SyntaxError):
+    pass
+  raise ConfigError(f"config key {key!r} takes a {kind.__name__} (e.g. {old!r}), not {text!r}")
+
+
+def _tuplify(value):
+  return tuple(_tuplify(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+_CHOICES = {
+    "model.family": ("decoder",),
+    "model.mlp_activation": ("gelu", "swiglu"),
+    "model.norm": ("layernorm", "rmsnorm"),
+    "model.position": ("learned", "sinusoidal", "rope"),
+    "model.attention_impl": ("xla", "dot_product_attention", "cudnn"),
+    "model.remat_policy": ("none", "full", "dots", "dots_no_batch"),
+    "model.dtype": ("float32", "bfloat16", "float16"),
+    "model.param_dtype": ("float32", "bfloat16"),
+    "tokenizer.model_type": ("unigram", "bpe"),
+    "data.source": ("builtin", "files", "tfds"),
+    "data.format": ("auto", "text", "jsonl", "parquet"),
+    "optimizer.name": ("adamw", "sgd", "adafactor", "lion"),
+    "optimizer.schedule": ("cosine", "linear", "inverse_sqrt", "constant"),
+    "mesh.parallelism": tuple(RULE_PRESETS),
+    "distributed.initialize": ("auto", "yes", "no"),
+}
+
+
+def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
+  """Rejects impossible values and combinations with a one-line message. Device-dependent checks
+  (batch vs. mesh) run when `num_devices` is given."""
+  for key, choices in _CHOICES.items():
+    section, name = key.split(".")
+    if config[section][name] not in choices:
+      raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {config[section][name]!r}")
+  m, t, d = config.model, config.train, config.data
+  for key in ("vocab_size", "num_layers", "embed_dim", "num_heads", "mlp_dim", "max_len"):
+    if m[key] <= 0:
+      raise ConfigError(f"model.{key} must be positive; got {m[key]}")
+  if m.head_dim == 0 and m.embed_dim % m.num_heads:
+    raise ConfigError(f"model.num_heads ({m.num_heads}) must divide model.embed_dim ({m.embed_dim}), "
+                      "or set model.head_dim")
+  kv_heads = m.num_kv_heads or m.num_heads
+  if m.num_heads % kv_heads:
+    raise ConfigError(f"model.num_kv_heads ({kv_heads}) must divide model.num_heads ({m.num_heads})")
+  if m.position == "rope" and (m.head_dim or m.embed_dim // m.num_heads) % 2:
+    raise ConfigError("rope needs an even head dimension")
+  if d.seq_len <= 0 or (m.position != "rope" and d.seq_len > m.max_len):
+    raise ConfigError(f"data.seq_len ({d.seq_len}) must be in 1..model.max_len ({m.max_len})")
+  for key in ("batch_size", "steps", "grad_accum_steps", "log_every", "eval_every", "eval_batches",
+              "checkpoint_every", "keep_checkpoints"):
+    if t[key] <= 0:
+      raise ConfigError(f"train.{key} must be positive; got {t[key]}")
+  if t.batch_size % t.grad_accum_steps:
+    raise ConfigError(f"train.grad_accum_steps ({t.grad_accum_steps}) must divide train.batch_size "
+                      f"({t.batch_size})")
+  if d.source == "files" and not d.train_files:
+    raise ConfigError("data.source=files needs data.train_files (paths or globs)")
+  if d.source == "tfds" and not d.tfds_name:
+    raise ConfigError("data.source=tfds needs data.tfds_name (e.g. lm1b)")
+  if not 0.0 <= d.eval_fraction < 1.0:
+    raise ConfigError(f"data.eval_fraction must be in [0, 1); got {d.eval_fraction}")
+  if len(config.mesh.shape) != len(MESH_AXES):
+    raise ConfigError(f"mesh.shape needs {len(MESH_AXES)} sizes for {MESH_AXES}; got {config.mesh.shape}")
+  if num_devices is not None:
+    shape = mesh_shape(config, num_devices)
+    dp = shape[0] * shape[1]
+    micro = t.batch_size // t.grad_accum_steps
+    if micro % dp:
+      raise ConfigError(f"the batch per accumulation step ({micro} = train.batch_size / "
+                        f"train.grad_accum_steps) must be divisible by the data-parallel size "
+                        f"data*fsdp = {dp} of mesh {shape}")
+
+
+def mesh_shape(config: ml_collections.ConfigDict, num_devices: int) -> tuple[int, ...]:
+  """Resolves a -1 in mesh.shape to the remaining devices and checks the product."""
+  shape = list(config.mesh.shape)
+  if shape.count(-1) > 1 or any(s == 0 or s < -1 for s in shape):
+    raise ConfigError(f"mesh.shape {tuple(shape)} may hold at most one -1 and otherwise positive sizes")
+  known = 1
+  for s in shape:
+    known *= s if s > 0 else 1
+  if -1 in shape:
+    if num_devices % known:
+      raise ConfigError(f"mesh.shape {tuple(shape)} does not fit {num_devices} devices")
+    shape[shape.index(-1)] = num_devices // known
+  elif known != num_devices:
+    raise ConfigError(f"mesh.shape {tuple(shape)} needs {known} devices; there are {num_devices}")
+  return tuple(shape)
+
+
+def logical_rules(config: ml_collections.ConfigDict) -> tuple:
+  """The logical-axis rules in force: mesh.rules if given, else the parallelism preset's."""
+  return tuple(config.mesh.rules) or RULE_PRESETS[config.mesh.parallelism]
+
+
+def save_config(config: ml_collections.ConfigDict, path: str) -> None:
+  with open(path, "w") as f:
+    json.dump(config.to_dict(), f, indent=2, sort_keys=True)

@@ -1,0 +1,242 @@
+"""Pretraining driver.
+
+  python -m roots_jax.train --config configs/quickstart.py --workdir /tmp/run
+  python -m roots_jax.train --config configs/gpt2.py:small --workdir DIR --config.train.batch_size=64
+
+Running the same command again resumes from the newest complete checkpoint in the workdir.
+"""
+
+import logging
+import os
+import signal
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import linen as nn
+
+from roots_jax import config as config_lib
+from roots_jax import models
+from roots_jax.data import pipeline
+from roots_jax.data import tokenizer as tokenizer_lib
+from roots_jax.errors import ConfigError, RootsError, TrainingHalted
+from roots_jax.models.config import ModelConfig
+from roots_jax.training import checkpoints, distributed, metrics as metrics_lib, optimizers
+from roots_jax.training import partitioning, steps
+
+log = logging.getLogger("roots_jax")
+
+USAGE = ("usage: python -m roots_jax.train --config FILE.py[:ARG] --workdir DIR "
+         "[--config.SECTION.KEY=VALUE ...]")
+
+
+def parse_args(argv: list[str]) -> tuple[str, str, list[str]]:
+  """-> (config spec, workdir, overrides). Accepts `--flag value` and `--flag=value`."""
+  spec, workdir, overrides = None, None, []
+  args = list(argv)
+  while args:
+    arg = args.pop(0)
+    name, eq, value = arg.partition("=")
+    if name in ("--config", "--workdir") and not eq:
+      if not args:
+        raise ConfigError(f"{name} needs a value; {USAGE}")
+      value = args.pop(0)
+    if name == "--config":
+      spec = value
+    elif name == "--workdir":
+      workdir = value
+    elif name.startswith("--config."):
+      if not eq:
+        if not args:
+          raise ConfigError(f"{name} needs a value; {USAGE}")
+        value = args.pop(0)
+      overrides.append(f"{name[len('--config.'):]}={value}")
+    else:
+      raise ConfigError(f"unknown argument {arg!r}; {USAGE}")
+  if not spec or not workdir:
+    raise ConfigError(USAGE)
+  return spec, workdir, overrides
+
+
+def train(config, workdir: str) -> dict:
+  """Trains (or resumes) the configured model in `workdir`; returns the last eval metrics."""
+  distributed.maybe_initialize(config.distributed)
+  config_lib.validate(config, jax.device_count())
+  is_main = jax.process_index() == 0
+  os.makedirs(workdir, exist_ok=True)
+  if is_main:
+    config_lib.save_config(config, os.path.join(workdir, "config.json"))
+  t, rules = config.train, config_lib.logical_rules(config)
+
+  # Mesh.
+  mesh = partitioning.make_mesh(config)
+  log.info("mesh %s over %d devices (%d processes), rules %s", dict(mesh.shape), jax.device_count(),
+           jax.process_count(), config.mesh.parallelism if not config.mesh.rules else "custom")
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+
+    # Data.
+    tokenizer = tokenizer_lib.load_or_train_tokenizer(config, workdir)
+    shard = dict(process_index=jax.process_index(), process_count=jax.process_count())
+    train_iter = iter(pipeline.make_dataset(config, tokenizer, "train", **shard))
+    batch_sharding = partitioning.data_sharding(mesh, rules)
+
+    # Model and optimizer, abstractly first: shardings come from the logical annotations.
+    model_config = ModelConfig.from_config(config.model)
+    model = models.build_model(model_config)
+    tx = optimizers.make_optimizer(config.optimizer, t.steps)
+    dummy = jnp.zeros((1, config.data.seq_len), jnp.int32)
+    init_params = lambda rng: model.init(rng, dummy)["params"]
+    init_state = lambda rng: steps.init_state(nn.meta.unbox(init_params(rng)), tx)
+    rng = jax.random.key(config.seed)
+    boxed_params = jax.eval_shape(init_params, rng)
+    abstract_state = jax.eval_shape(init_state, rng)
+    state_sharding = _state_shardings(abstract_state, boxed_params, tx, mesh, rules)
+    num_params = sum(x.size for x in jax.tree.leaves(abstract_state.params))
+    log.info("model: %s, %.2fM parameters", config.model.family, num_params / 1e6)
+
+    # Jitted steps with explicit shardings; the state is donated.
+    schedule = optimizers.make_schedule(config.optimizer, t.steps)
+    train_step = jax.jit(
+        steps.make_train_step(model, tx, seed=config.seed, grad_accum_steps=t.grad_accum_steps,
+                              z_loss=t.z_loss, schedule=schedule),
+        in_shardings=(state_sharding, batch_sharding),
+        out_shardings=(state_sharding, partitioning.replicated(mesh)), donate_argnums=0)
+    eval_step = jax.jit(steps.make_eval_step(model),
+                        in_shardings=(state_sharding.params, batch_sharding))
+
+    # Restore, or initialise.
+    manager = checkpoints.make_manager(workdir, keep=t.keep_checkpoints)
+    state = checkpoints.restore(manager, checkpoints.abstract_like(abstract_state, state_sharding),
+                                train_iter)
+    if state is None:
+      state = jax.jit(init_state, out_shardings=state_sharding)(rng)
+    else:
+      log.info("resumed from checkpoint step %d", int(state.step))
+
+    # Loop.
+    writer = metrics_lib.MetricWriter(workdir, enabled=is_main)
+    flops_per_token = models.flops_per_token(model_config, config.data.seq_len)
+    peak = metrics_lib.peak_flops_per_device(config.hardware.peak_flops_per_device)
+    tokens_per_step = t.batch_size * config.data.seq_len
+    to_global = lambda b: jax.make_array_from_process_local_data(batch_sharding, b)
+    stop = _PreemptionFlag()
+    step = int(state.step)
+    eval_metrics = {}
+    pending, timer = [], None
+    while step < t.steps:
+      state, m = train_step(state, jax.tree.map(to_global, next(train_iter)))
+      step += 1
+      pending.append(m)
+      if timer is None:  # the first step includes compilation: time from its end
+        jax.block_until_ready(m)
+        timer, timer_step, pending = time.perf_counter(), step, []
+      last = step == t.steps
+      if step % t.log_every == 0 or last:
+        _check_health(state, manager)
+        if pending:
+          elapsed = time.perf_counter() - timer
+          row = {k: float(np.mean([x[k] for x in jax.device_get(pending)])) for k in pending[0]}
+          tps = tokens_per_step * (step - timer_step) / elapsed
+          row.update(tokens_per_sec=tps, step_time=elapsed / (step - timer_step),
+                     mfu=metrics_lib.mfu(tps, flops_per_token, peak))
+          writer.write(step, "train", row)
+          timer, timer_step, pending = time.perf_counter(), step, []
+      if step % t.eval_every == 0 or last:
+        eval_metrics = _evaluate(config, tokenizer, shard, eval_step, state.params, to_global)
+        writer.write(step, "eval", eval_metrics)
+      preempted = stop.is_set()
+      if step % t.checkpoint_every == 0 or last or preempted:
+        _check_health(state, manager)
+        checkpoints.save(manager, step, state, train_iter, force=True)
+      if preempted:
+        log.warning("preempted: saved the checkpoint of step %d; rerun the same command to resume",
+                    step)
+        break
+    manager.wait_until_finished()
+    manager.close()
+    writer.close()
+    return eval_metrics
+
+
+def _state_shardings(abstract_state, boxed_params, tx, mesh, rules):
+  """Params by their logical axes; optimizer leaves shaped like their parameter share its
+  sharding (Adafactor's factored moments and counters are replicated)."""
+  param_sharding = partitioning.tree_shardings(boxed_params, mesh, rules)
+  replicated = partitioning.replicated(mesh)
+  opt_sharding = optax.tree_map_params(
+      tx, lambda leaf, sharding, param: sharding if leaf.shape == param.shape else replicated,
+      abstract_state.opt_state, param_sharding, abstract_state.params,
+      transform_non_params=lambda _: replicated)
+  return abstract_state.replace(
+      step=replicated, params=param_sharding, opt_state=opt_sharding,
+      bad_step=replicated, bad_loss=replicated, bad_grad_norm=replicated)
+
+
+def _evaluate(config, tokenizer, shard, eval_step, params, to_global) -> dict:
+  """Loss, perplexity and accuracy over train.eval_batches held-out batches. Every process runs
+  the same number of steps: a process whose share runs out feeds zero-weight batches."""
+  it = iter(pipeline.make_dataset(config, tokenizer, "eval", **shard))
+  totals = {"nll_sum": 0.0, "correct": 0.0, "weight": 0.0}
+  filler = None
+  for _ in range(config.train.eval_batches):
+    batch = next(it, None)
+    if batch is None:
+      if filler is None:
+        raise ConfigError("the eval split is empty: give data.eval_files or raise data.eval_fraction")
+      batch = filler
+    filler = jax.tree.map(np.zeros_like, batch)
+    out = jax.device_get(eval_step(params, jax.tree.map(to_global, batch)))
+    totals = {k: totals[k] + float(out[k]) for k in totals}
+  loss = totals["nll_sum"] / max(totals["weight"], 1.0)
+  return {"loss": loss, "perplexity": float(np.exp(min(loss, 100.0))),
+          "accuracy": totals["correct"] / max(totals["weight"], 1.0)}
+
+
+def _check_health(state, manager) -> None:
+  """Halts on the first non-finite loss or gradient norm (whose update was never applied)."""
+  bad_step = int(state.bad_step)
+  if bad_step < 0:
+    return
+  manager.wait_until_finished()
+  good = manager.latest_step()
+  raise TrainingHalted(
+      f"non-finite loss ({float(state.bad_loss)}) or gradient norm ({float(state.bad_grad_norm)}) "
+      f"at step {bad_step + 1}; the update was not applied and "
+      f"{'checkpoint ' + str(good) if good is not None else 'no checkpoint'} is intact: "
+      "lower optimizer.learning_rate, raise optimizer.warmup_steps or set train.z_loss")
+
+
+class _PreemptionFlag:
+  """Set by SIGTERM (how TPU VMs and SLURM announce preemption) so the loop saves and exits."""
+
+  def __init__(self):
+    self._set = False
+    if jax.process_count() == 1:
+      signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    self._set = True
+
+  def is_set(self) -> bool:
+    return self._set
+
+
+def main(argv=None) -> int:
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+  try:
+    spec, workdir, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    config = config_lib.load_config(spec, overrides)
+    result = train(config, workdir)
+  except RootsError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  if result:
+    log.info("final eval: loss %.4f, perplexity %.2f", result["loss"], result["perplexity"])
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,68 @@
+"""Metric rows to the console, `metrics.jsonl` and TensorBoard (process 0 only), and MFU."""
+
+import json
+import logging
+import math
+import os
+
+import jax
+
+from roots_jax import config as config_lib
+
+log = logging.getLogger("roots_jax")
+
+
+class MetricWriter:
+  """Writes one row per call: {"step": .., "split": "train"|"eval", <name>: float, ...}."""
+
+  def __init__(self, workdir: str, enabled: bool = True):
+    self.enabled = enabled
+    self._jsonl = None
+    self._tb = None
+    if enabled:
+      os.makedirs(workdir, exist_ok=True)
+      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+      from tensorboardX import SummaryWriter  # heavy import, process 0 only
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=30)
+
+  def write(self, step: int, split: str, values: dict) -> None:
+    if not self.enabled:
+      return
+    values = {k: float(v) for k, v in values.items()}
+    self._jsonl.write(json.dumps({"step": step, "split": split, **values}) + "\n")
+    self._jsonl.flush()
+    for name, value in values.items():
+      if math.isfinite(value):
+        self._tb.add_scalar(f"{split}/{name}", value, step)
+    shown = "  ".join(f"{k} {_fmt(v)}" for k, v in values.items())
+    log.info("%s step %d  %s", split, step, shown)
+
+  def close(self) -> None:
+    if self.enabled:
+      self._jsonl.close()
+      self._tb.close()
+
+
+def _fmt(v: float) -> str:
+  if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
+    return f"{v:.3e}"
+  return f"{v:.4f}"
+
+
+def peak_flops_per_device(configured: float) -> float:
+  """The config's value, else the known peak of this device kind (0 when unknown)."""
+  if configured > 0:
+    return configured
+  device = jax.devices()[0]
+  kind = "cpu" if device.platform == "cpu" else device.device_kind
+  for name, flops in config_lib.PEAK_FLOPS.items():
+    if kind.startswith(name):
+      return flops
+  log.warning("unknown device kind %r: set hardware.peak_flops_per_device to get MFU", kind)
+  return 0.0
+
+
+def mfu(tokens_per_sec: float, flops_per_token: float, peak_per_device: float) -> float:
+  """Model FLOPs utilisation: achieved training FLOP/s over the peak of all devices."""
+  peak = peak_per_device * jax.device_count()
+  return tokens_per_sec * flops_per_token / peak if peak > 0 else 0.0

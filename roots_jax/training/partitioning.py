@@ -1,0 +1,53 @@
+"""Mesh construction and logical-axis -> mesh sharding: the only module that names mesh axes.
+
+Model code annotates parameters and activations with logical names (batch, embed, heads, ...);
+the rules table in the config maps them to mesh axes (data, fsdp, tensor).
+"""
+
+import jax
+import ml_collections
+import numpy as np
+from flax import linen as nn
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+
+from roots_jax import config as config_lib
+from roots_jax.errors import ConfigError
+
+
+def make_mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
+  """The (data, fsdp, tensor) mesh over all devices of all processes."""
+  shape = config_lib.mesh_shape(config, jax.device_count())
+  return jax.make_mesh(shape, config_lib.MESH_AXES, axis_types=(AxisType.Auto,) * len(shape))
+
+
+def data_sharding(mesh: jax.sharding.Mesh, rules) -> NamedSharding:
+  """Batches [B, T]: the batch dimension split over the data-parallel axes."""
+  return NamedSharding(mesh, nn.logical_to_mesh_axes(("batch", None), rules))
+
+
+def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def tree_shardings(abstract_tree, mesh: jax.sharding.Mesh, rules):
+  """NamedShardings for a tree of (possibly logically boxed) abstract values; unboxed leaves are
+  replicated. Raises ConfigError when a sharded dimension does not divide evenly."""
+  specs = nn.get_partition_spec(abstract_tree)
+  shardings = nn.logical_to_mesh_sharding(specs, mesh, rules)
+  check_divisible(nn.meta.unbox(abstract_tree), shardings)
+  return shardings
+
+
+def check_divisible(abstract_tree, shardings) -> None:
+  """Every sharded dimension must be a multiple of its mesh axes' size."""
+  for (path, leaf), sharding in zip(jax.tree_util.tree_leaves_with_path(abstract_tree),
+                                    jax.tree_util.tree_leaves(shardings)):
+    mesh = sharding.mesh
+    for dim, axes in zip(leaf.shape, sharding.spec):
+      if axes is None:
+        continue
+      size = int(np.prod([mesh.shape[a] for a in (axes if isinstance(axes, tuple) else (axes,))]))
+      if dim % size:
+        name = jax.tree_util.keystr(path)
+        raise ConfigError(f"parameter {name} of shape {leaf.shape} cannot be split {size} ways over "
+                          f"mesh axes {axes}: change mesh.shape or the model size")

@@ -1,0 +1,28 @@
+"""roots_jax: pretraining Transformer language models at scale in JAX."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="roots_jax",
+    version="0.1.0",
+    description="GPT, BERT and T5-style Transformer pretraining in one sharded JAX code path",
+    packages=find_packages(include=["roots_jax", "roots_jax.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.7",
+        "flax>=0.11",
+        "optax>=0.2.5",
+        "orbax-checkpoint>=0.11",
+        "tensorflow-datasets>=4.9.8",
+        "ml-collections>=1.0",
+        "sentencepiece>=0.2",
+        "grain>=0.2.12",
+        "numpy",
+        "pyarrow",
+        "tensorboardX",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-xdist", "hypothesis"],
+        "tf": ["tensorflow-cpu"],
+    },
+)
