@@ -11,12 +11,14 @@ import os
 import signal
 import sys
 import time
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import linen as nn
+from jax.experimental import multihost_utils
 
 from roots_jax import config as config_lib
 from roots_jax import models
@@ -33,32 +35,29 @@ USAGE = ("usage: python -m roots_jax.train --config FILE.py[:ARG] --workdir DIR 
          "[--config.SECTION.KEY=VALUE ...]")
 
 
-def parse_args(argv: list[str]) -> tuple[str, str, list[str]]:
-  """-> (config spec, workdir, overrides). Accepts `--flag value` and `--flag=value`."""
-  spec, workdir, overrides = None, None, []
+def parse_args(argv: list[str], names=("config", "workdir"), usage: str = USAGE):
+  """-> ({name: value}, overrides) from `--name value` / `--name=value` and `--config.a.b=v`.
+  Every name is required."""
+  values, overrides = {}, []
   args = list(argv)
   while args:
     arg = args.pop(0)
-    name, eq, value = arg.partition("=")
-    if name in ("--config", "--workdir") and not eq:
+    flag, eq, value = arg.partition("=")
+    name = flag[2:]
+    if not flag.startswith("--") or (name not in names and not name.startswith("config.")):
+      raise ConfigError(f"unknown argument {arg!r}; {usage}")
+    if not eq:
       if not args:
-        raise ConfigError(f"{name} needs a value; {USAGE}")
+        raise ConfigError(f"{flag} needs a value; {usage}")
       value = args.pop(0)
-    if name == "--config":
-      spec = value
-    elif name == "--workdir":
-      workdir = value
-    elif name.startswith("--config."):
-      if not eq:
-        if not args:
-          raise ConfigError(f"{name} needs a value; {USAGE}")
-        value = args.pop(0)
-      overrides.append(f"{name[len('--config.'):]}={value}")
+    if name.startswith("config."):
+      overrides.append(f"{name[len('config.'):]}={value}")
     else:
-      raise ConfigError(f"unknown argument {arg!r}; {USAGE}")
-  if not spec or not workdir:
-    raise ConfigError(USAGE)
-  return spec, workdir, overrides
+      values[name] = value
+  missing = [n for n in names if n not in values]
+  if missing:
+    raise ConfigError(f"missing --{missing[0]}; {usage}")
+  return values, overrides
 
 
 def train(config, workdir: str) -> dict:
@@ -81,73 +80,52 @@ def train(config, workdir: str) -> dict:
     tokenizer = tokenizer_lib.load_or_train_tokenizer(config, workdir)
     shard = dict(process_index=jax.process_index(), process_count=jax.process_count())
     train_iter = iter(pipeline.make_dataset(config, tokenizer, "train", **shard))
-    batch_sharding = partitioning.data_sharding(mesh, rules)
 
-    # Model and optimizer, abstractly first: shardings come from the logical annotations.
-    model_config = ModelConfig.from_config(config.model)
-    model = models.build_model(model_config)
-    tx = optimizers.make_optimizer(config.optimizer, t.steps)
-    dummy = jnp.zeros((1, config.data.seq_len), jnp.int32)
-    init_params = lambda rng: model.init(rng, dummy)["params"]
-    init_state = lambda rng: steps.init_state(nn.meta.unbox(init_params(rng)), tx)
-    rng = jax.random.key(config.seed)
-    boxed_params = jax.eval_shape(init_params, rng)
-    abstract_state = jax.eval_shape(init_state, rng)
-    state_sharding = _state_shardings(abstract_state, boxed_params, tx, mesh, rules)
-    num_params = sum(x.size for x in jax.tree.leaves(abstract_state.params))
-    log.info("model: %s, %.2fM parameters", config.model.family, num_params / 1e6)
-
-    # Jitted steps with explicit shardings; the state is donated.
-    schedule = optimizers.make_schedule(config.optimizer, t.steps)
-    train_step = jax.jit(
-        steps.make_train_step(model, tx, seed=config.seed, grad_accum_steps=t.grad_accum_steps,
-                              z_loss=t.z_loss, schedule=schedule),
-        in_shardings=(state_sharding, batch_sharding),
-        out_shardings=(state_sharding, partitioning.replicated(mesh)), donate_argnums=0)
-    eval_step = jax.jit(steps.make_eval_step(model),
-                        in_shardings=(state_sharding.params, batch_sharding))
+    parts = build(config, mesh)
+    log.info("model: %s, %.2fM parameters", config.model.family, parts.num_params / 1e6)
 
     # Restore, or initialise.
     manager = checkpoints.make_manager(workdir, keep=t.keep_checkpoints)
-    state = checkpoints.restore(manager, checkpoints.abstract_like(abstract_state, state_sharding),
-                                train_iter)
+    state = checkpoints.restore(
+        manager, checkpoints.abstract_like(parts.abstract_state, parts.state_sharding), train_iter)
     if state is None:
-      state = jax.jit(init_state, out_shardings=state_sharding)(rng)
+      state = parts.init(jax.random.key(config.seed))
     else:
       log.info("resumed from checkpoint step %d", int(state.step))
 
     # Loop.
     writer = metrics_lib.MetricWriter(workdir, enabled=is_main)
-    flops_per_token = models.flops_per_token(model_config, config.data.seq_len)
+    flops_per_token = models.flops_per_token(parts.model_config, config.data.seq_len)
     peak = metrics_lib.peak_flops_per_device(config.hardware.peak_flops_per_device)
     tokens_per_step = t.batch_size * config.data.seq_len
-    to_global = lambda b: jax.make_array_from_process_local_data(batch_sharding, b)
+    to_global = lambda b: jax.make_array_from_process_local_data(parts.batch_sharding, b)
     stop = _PreemptionFlag()
     step = int(state.step)
     eval_metrics = {}
     pending, timer = [], None
     while step < t.steps:
-      state, m = train_step(state, jax.tree.map(to_global, next(train_iter)))
+      state, m = parts.train_step(state, jax.tree.map(to_global, next(train_iter)))
       step += 1
       pending.append(m)
       if timer is None:  # the first step includes compilation: time from its end
-        jax.block_until_ready(m)
-        timer, timer_step, pending = time.perf_counter(), step, []
+        timer, timer_step = _restart_timer(m, step)
       last = step == t.steps
       if step % t.log_every == 0 or last:
         _check_health(state, manager)
-        if pending:
+        row = {k: float(np.mean([x[k] for x in jax.device_get(pending)])) for k in pending[0]}
+        if step > timer_step:
           elapsed = time.perf_counter() - timer
-          row = {k: float(np.mean([x[k] for x in jax.device_get(pending)])) for k in pending[0]}
           tps = tokens_per_step * (step - timer_step) / elapsed
           row.update(tokens_per_sec=tps, step_time=elapsed / (step - timer_step),
                      mfu=metrics_lib.mfu(tps, flops_per_token, peak))
-          writer.write(step, "train", row)
-          timer, timer_step, pending = time.perf_counter(), step, []
+          timer, timer_step = time.perf_counter(), step
+        writer.write(step, "train", row)
+        pending = []
       if step % t.eval_every == 0 or last:
-        eval_metrics = _evaluate(config, tokenizer, shard, eval_step, state.params, to_global)
+        eval_metrics = _evaluate(config, tokenizer, shard, parts.eval_step, state.params, to_global)
         writer.write(step, "eval", eval_metrics)
-      preempted = stop.is_set()
+        timer, timer_step = _restart_timer(m, step)  # eval time is not training throughput
+      preempted = stop.check(step % t.log_every == 0)
       if step % t.checkpoint_every == 0 or last or preempted:
         _check_health(state, manager)
         checkpoints.save(manager, step, state, train_iter, force=True)
@@ -159,6 +137,44 @@ def train(config, workdir: str) -> dict:
     manager.close()
     writer.close()
     return eval_metrics
+
+
+class Parts(NamedTuple):
+  """What a run is made of, built from the config for a mesh (also used by benchmarks)."""
+  model_config: ModelConfig
+  model: nn.Module
+  num_params: int
+  abstract_state: steps.TrainState
+  state_sharding: steps.TrainState
+  batch_sharding: jax.sharding.NamedSharding
+  init: Callable          # rng -> sharded TrainState
+  train_step: Callable    # (state, batch) -> (state, metrics); donates state
+  eval_step: Callable     # (params, batch) -> sums
+
+
+def build(config, mesh) -> Parts:
+  """Model and optimizer, abstractly first: shardings come from the logical annotations. Call
+  inside `jax.set_mesh(mesh)` and `nn.logical_axis_rules(rules)`."""
+  t, rules = config.train, config_lib.logical_rules(config)
+  model_config = ModelConfig.from_config(config.model)
+  model = models.build_model(model_config)
+  tx = optimizers.make_optimizer(config.optimizer, t.steps)
+  dummy = jnp.zeros((1, config.data.seq_len), jnp.int32)
+  init_params = lambda rng: model.init(rng, dummy)["params"]
+  init_state = lambda rng: steps.init_state(nn.meta.unbox(init_params(rng)), tx)
+  rng = jax.random.key(config.seed)
+  abstract_state = jax.eval_shape(init_state, rng)
+  state_sharding = _state_shardings(abstract_state, jax.eval_shape(init_params, rng), tx, mesh, rules)
+  batch_sharding = partitioning.data_sharding(mesh, rules)
+  train_step = jax.jit(
+      steps.make_train_step(model, tx, seed=config.seed, grad_accum_steps=t.grad_accum_steps,
+                            z_loss=t.z_loss, schedule=optimizers.make_schedule(config.optimizer, t.steps)),
+      in_shardings=(state_sharding, batch_sharding),
+      out_shardings=(state_sharding, partitioning.replicated(mesh)), donate_argnums=0)
+  eval_step = jax.jit(steps.make_eval_step(model), in_shardings=(state_sharding.params, batch_sharding))
+  return Parts(model_config, model, sum(x.size for x in jax.tree.leaves(abstract_state.params)),
+               abstract_state, state_sharding, batch_sharding,
+               jax.jit(init_state, out_shardings=state_sharding), train_step, eval_step)
 
 
 def _state_shardings(abstract_state, boxed_params, tx, mesh, rules):
@@ -195,8 +211,13 @@ def _evaluate(config, tokenizer, shard, eval_step, params, to_global) -> dict:
           "accuracy": totals["correct"] / max(totals["weight"], 1.0)}
 
 
+def _restart_timer(metrics, step):
+  jax.block_until_ready(metrics)
+  return time.perf_counter(), step
+
+
 def _check_health(state, manager) -> None:
-  """Halts on the first non-finite loss or gradient norm (whose update was never applied)."""
+  """Halts on the first non-finite loss or gradient norm; runs before every save."""
   bad_step = int(state.bad_step)
   if bad_step < 0:
     return
@@ -204,32 +225,34 @@ def _check_health(state, manager) -> None:
   good = manager.latest_step()
   raise TrainingHalted(
       f"non-finite loss ({float(state.bad_loss)}) or gradient norm ({float(state.bad_grad_norm)}) "
-      f"at step {bad_step + 1}; the update was not applied and "
+      f"at step {bad_step + 1}; nothing after it was saved and "
       f"{'checkpoint ' + str(good) if good is not None else 'no checkpoint'} is intact: "
       "lower optimizer.learning_rate, raise optimizer.warmup_steps or set train.z_loss")
 
 
 class _PreemptionFlag:
-  """Set by SIGTERM (how TPU VMs and SLURM announce preemption) so the loop saves and exits."""
+  """Set by SIGTERM (how TPU VMs and SLURM announce preemption) so the loop saves and exits.
+  With several processes the flag is agreed on at log steps, so all save the same step."""
 
   def __init__(self):
     self._set = False
-    if jax.process_count() == 1:
-      signal.signal(signal.SIGTERM, self._handle)
+    signal.signal(signal.SIGTERM, self._handle)
 
   def _handle(self, signum, frame):
     self._set = True
 
-  def is_set(self) -> bool:
-    return self._set
+  def check(self, at_log_step: bool) -> bool:
+    if jax.process_count() == 1:
+      return self._set
+    return at_log_step and bool(multihost_utils.process_allgather(np.array(self._set)).any())
 
 
 def main(argv=None) -> int:
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
   try:
-    spec, workdir, overrides = parse_args(sys.argv[1:] if argv is None else argv)
-    config = config_lib.load_config(spec, overrides)
-    result = train(config, workdir)
+    values, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    config = config_lib.load_config(values["config"], overrides)
+    result = train(config, values["workdir"])
   except RootsError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -1,0 +1,87 @@
+"""Train-step throughput and MFU of a config on this machine's devices, on synthetic batches.
+
+  python benchmarks/train_throughput.py --config configs/quickstart.py --steps 20 [--config.KEY=VALUE ...]
+
+Measures the jitted train step alone (the data pipeline has its own numbers); prints a table.
+"""
+
+import sys
+import time
+
+import jax
+import numpy as np
+from flax import linen as nn
+
+from roots_jax import config as config_lib, models
+from roots_jax.errors import RootsError
+from roots_jax.train import build, parse_args
+from roots_jax.training import metrics as metrics_lib, partitioning
+
+USAGE = "usage: python benchmarks/train_throughput.py --config FILE.py[:ARG] --steps N [--config.KEY=VALUE ...]"
+
+
+def benchmark(config, num_steps: int) -> dict:
+  config_lib.validate(config, jax.device_count())
+  mesh, rules = partitioning.make_mesh(config), config_lib.logical_rules(config)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    parts = build(config, mesh)
+    b, t = config.train.batch_size, config.data.seq_len
+    rng = np.random.default_rng(0)
+    batch = {
+        "inputs": rng.integers(0, config.model.vocab_size, (b, t), dtype=np.int32),
+        "targets": rng.integers(0, config.model.vocab_size, (b, t), dtype=np.int32),
+        "segment_ids": np.ones((b, t), np.int32),
+        "positions": np.tile(np.arange(t, dtype=np.int32), (b, 1)),
+        "weights": np.ones((b, t), np.float32),
+    }
+    batch = jax.device_put(batch, parts.batch_sharding)
+    state = parts.init(jax.random.key(0))
+    start = time.perf_counter()
+    state, m = parts.train_step(state, batch)
+    jax.block_until_ready(m)
+    compile_s = time.perf_counter() - start
+    state, m = parts.train_step(state, batch)  # one warm step outside the timing
+    jax.block_until_ready(m)
+    start = time.perf_counter()
+    for _ in range(num_steps):
+      state, m = parts.train_step(state, batch)
+    jax.block_until_ready(m)
+    step_s = (time.perf_counter() - start) / num_steps
+  tokens_per_sec = b * t / step_s
+  flops_per_token = models.flops_per_token(parts.model_config, t)
+  peak = metrics_lib.peak_flops_per_device(config.hardware.peak_flops_per_device)
+  return {
+      "params (M)": parts.num_params / 1e6,
+      "devices": jax.device_count(),
+      "device": jax.devices()[0].device_kind,
+      "mesh": "x".join(map(str, mesh.shape.values())),
+      "batch x seq": f"{b}x{t}",
+      "dtype": config.model.dtype,
+      "compile (s)": compile_s,
+      "step (ms)": step_s * 1e3,
+      "tokens/s": tokens_per_sec,
+      "TFLOP/s/device": tokens_per_sec * flops_per_token / jax.device_count() / 1e12,
+      "MFU": metrics_lib.mfu(tokens_per_sec, flops_per_token, peak),
+  }
+
+
+def print_table(rows: dict) -> None:
+  width = max(map(len, rows))
+  for name, value in rows.items():
+    shown = f"{value:,.4g}" if isinstance(value, float) else str(value)
+    print(f"| {name:<{width}} | {shown:>14} |")
+
+
+def main() -> int:
+  try:
+    values, overrides = parse_args(sys.argv[1:], names=("config", "steps"), usage=USAGE)
+    config = config_lib.load_config(values["config"], overrides)
+    print_table(benchmark(config, int(values["steps"])))
+  except (RootsError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,70 @@
+"""Two local processes (4 CPU devices each) against a coordinator on 127.0.0.1 train like one
+process holding the same global batches."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+from flax import linen as nn
+
+from conftest import tiny_overrides
+from roots_jax import config as config_lib
+from roots_jax.data import pipeline, tokenizer as tokenizer_lib
+from roots_jax.train import build
+from roots_jax.training import partitioning
+
+STEPS = 4
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _reference_losses(config, workdir) -> list[float]:
+  """One process, 8 devices: each global batch is the two processes' local batches together."""
+  mesh, rules = partitioning.make_mesh(config), config_lib.logical_rules(config)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    tokenizer = tokenizer_lib.load_or_train_tokenizer(config, str(workdir))
+    shares = [iter(pipeline.make_dataset(config, tokenizer, "train", process_index=i, process_count=2))
+              for i in range(2)]
+    parts = build(config, mesh)
+    state = parts.init(jax.random.key(config.seed))
+    losses = []
+    for _ in range(STEPS):
+      local = [next(it) for it in shares]
+      batch = {k: np.concatenate([b[k] for b in local]) for k in local[0]}
+      state, metrics = parts.train_step(state, jax.device_put(batch, parts.batch_sharding))
+      losses.append(float(metrics["loss"]))
+  return losses
+
+
+def test_two_processes_match_one_process_on_the_same_global_batch(corpus, tmp_path):
+  overrides = tiny_overrides(corpus, train__steps=STEPS, mesh__shape="2,2,2",
+                             mesh__parallelism="fsdp_tp")
+  address = f"127.0.0.1:{_free_port()}"
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env.update(JAX_NUM_CPU_DEVICES="4", JAX_PLATFORMS="cpu")
+  workdir = tmp_path / "run"
+  processes = [
+      subprocess.Popen([sys.executable, "-m", "roots_jax.train", "--config", "configs/gpt2.py:tiny",
+                        "--workdir", str(workdir), *[f"--config.{o}" for o in overrides],
+                        f"--config.distributed.coordinator_address={address}",
+                        "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}"],
+                       env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      for i in range(2)]
+  outputs = [p.communicate(timeout=600)[0] for p in processes]
+  assert [p.returncode for p in processes] == [0, 0], outputs
+  assert "over 8 devices (2 processes)" in outputs[0]
+
+  rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+  losses = [r["loss"] for r in rows if r["split"] == "train"]
+  assert len(losses) == STEPS
+  reference = _reference_losses(config_lib.load_config("configs/gpt2.py:tiny", overrides), tmp_path)
+  np.testing.assert_allclose(losses, reference, rtol=2e-5)
+  assert sorted(os.listdir(workdir / "checkpoints")) == [str(STEPS)]
