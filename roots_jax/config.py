@@ -88,6 +88,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict(dict(
       source="builtin",          # builtin (Python stdlib) | files | tfds
+      objective="causal",        # causal (GPT); later mlm_nsp (BERT) and span_corruption (T5)
       train_files="",            # comma-separated paths or globs (.txt, .jsonl, .parquet)
       eval_files="",             # empty: hold out eval_fraction of the documents
       format="auto",             # auto (by extension) | text | jsonl | parquet
@@ -98,7 +99,8 @@ def base_config() -> ml_collections.ConfigDict:
       eval_split="validation",
       eval_fraction=0.02,
       seq_len=128,
-      shuffle_window=1024,       # documents shuffled within a window (the source is a stream)
+      shuffle_window=1024,       # examples (seq_len windows) shuffled within a window; the file or
+                                 # record order is re-permuted every epoch; below ~256 is slow
       num_workers=0,             # grain worker processes; fixed within a run
       prefetch=2,
   ))
@@ -235,6 +237,7 @@ _CHOICES = {
     "model.param_dtype": ("float32", "bfloat16"),
     "tokenizer.model_type": ("unigram", "bpe"),
     "data.source": ("builtin", "files", "tfds"),
+    "data.objective": ("causal",),
     "data.format": ("auto", "text", "jsonl", "parquet"),
     "optimizer.name": ("adamw", "sgd", "adafactor", "lion"),
     "optimizer.schedule": ("cosine", "linear", "inverse_sqrt", "constant"),
@@ -260,6 +263,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   kv_heads = m.num_kv_heads or m.num_heads
   if m.num_heads % kv_heads:
     raise ConfigError(f"model.num_kv_heads ({kv_heads}) must divide model.num_heads ({m.num_heads})")
+  if m.attention_dropout_rate > 0 and m.attention_impl != "xla":
+    raise ConfigError("model.attention_dropout_rate > 0 needs model.attention_impl=xla "
+                      "(the fused kernels have no attention dropout)")
   if m.position == "rope" and (m.head_dim or m.embed_dim // m.num_heads) % 2:
     raise ConfigError("rope needs an even head dimension")
   if d.seq_len <= 0 or (m.position != "rope" and d.seq_len > m.max_len):

@@ -247,8 +247,18 @@ class _PreemptionFlag:
     return at_log_step and bool(multihost_utils.process_allgather(np.array(self._set)).any())
 
 
+def _log_to_console() -> None:
+  """Our own handler: absl (imported by grain and Orbax) owns the root logger."""
+  if not log.handlers:
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
 def main(argv=None) -> int:
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+  _log_to_console()
   try:
     values, overrides = parse_args(sys.argv[1:] if argv is None else argv)
     config = config_lib.load_config(values["config"], overrides)

@@ -36,10 +36,11 @@ def test_overrides_are_typed():
     ("train.grad_accum_steps=5", "must divide train.batch_size"),
     ("mesh.shape=2,2", "mesh.shape needs 3 sizes"),
     ("data.source=files", "needs data.train_files"),
+    ("model.attention_dropout_rate=0.1 model.attention_impl=cudnn", "needs model.attention_impl=xla"),
 ])
 def test_bad_overrides_are_one_line_errors(override, message):
   with pytest.raises(ConfigError, match=None) as e:
-    config_lib.load_config("configs/quickstart.py", [override])
+    config_lib.load_config("configs/quickstart.py", override.split())
   assert message in str(e.value) and "\n" not in str(e.value)
 
 

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 from flax import linen as nn
 
-from conftest import tiny_overrides
+from tiny_gpt import tiny_overrides
 from roots_jax import config as config_lib
 from roots_jax.data import pipeline, tokenizer as tokenizer_lib
 from roots_jax.train import build

@@ -13,7 +13,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import tiny_overrides
+from tiny_gpt import tiny_overrides
 from roots_jax import config as config_lib
 from roots_jax.errors import TrainingHalted
 from roots_jax.train import train
@@ -101,7 +101,8 @@ def test_sigkill_then_resume_matches_an_unbroken_run(corpus, tmp_path):
   process = subprocess.Popen(_cli(corpus, broken, **extra), stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE)
   steps_logged = lambda: len(_metrics(broken)) if (broken / "metrics.jsonl").exists() else 0
-  _wait_for(lambda: steps_logged() >= 6, process)  # past the step-4 checkpoint
+  # Past the step-4 checkpoint, whose directory appears only once the async save is complete.
+  _wait_for(lambda: steps_logged() >= 6 and (broken / "checkpoints" / "4").exists(), process)
   process.send_signal(signal.SIGKILL)
   process.wait()
   assert steps_logged() < 16

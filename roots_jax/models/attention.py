@@ -1,0 +1,104 @@
+"""Multi-head attention with grouped KV heads, its masks, and the one attention core.
+
+Einsum legend: B batch, T query length, S key length, D embed, N query heads, K kv heads,
+G query heads per kv head (N = K * G), H head dim.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from roots_jax.errors import ConfigError
+from roots_jax.models.config import ModelConfig
+from roots_jax.models.layers import dense, residual_init_std
+from roots_jax.models.positions import apply_rope
+
+IMPLS = ("xla", "dot_product_attention", "cudnn")
+
+
+def make_attention_mask(q_segment_ids: jax.Array, kv_segment_ids: jax.Array, *,
+                        causal: bool) -> jax.Array:
+  """[B, 1, T, S] bool, True where query t may attend to key s.
+
+  Segment ids number the packed sequences of a row from 1 and mark padding with 0. A query sees
+  only keys of its own segment, so real tokens never see padding or another document; padding is
+  a segment of its own, so no row is fully masked (fused kernels would return NaN there).
+  """
+  mask = q_segment_ids[:, :, None] == kv_segment_ids[:, None, :]  # [B, T, S]
+  if causal:
+    mask &= jnp.tril(jnp.ones((q_segment_ids.shape[1], kv_segment_ids.shape[1]), bool))
+  return mask[:, None]
+
+
+def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *,
+                          impl: str = "xla", dropout_rate: float = 0.0,
+                          dropout_rng: jax.Array | None = None) -> jax.Array:
+  """softmax(q k^T / sqrt(H), masked) v: the core every attention layer goes through.
+
+  q: [B, T, N, H]; k, v: [B, S, K, H] with K dividing N (GQA; MQA when K = 1); mask: [B, 1, T, S]
+  bool. Returns [B, T, N, H]. Softmax statistics are float32.
+  impl: "xla" (explicit einsums, the reference), "dot_product_attention" (jax.nn's XLA path) or
+  "cudnn" (jax.nn's fused cuDNN kernel: NVIDIA GPUs, bfloat16/float16). Attention dropout, active
+  when `dropout_rng` is given and the rate is positive, exists only in "xla".
+  """
+  if impl not in IMPLS:
+    raise ConfigError(f"model.attention_impl must be one of {', '.join(IMPLS)}; got {impl!r}")
+  if dropout_rng is not None and dropout_rate > 0 and impl != "xla":
+    raise ConfigError(f"model.attention_dropout_rate > 0 needs model.attention_impl=xla "
+                      f"(jax.nn.dot_product_attention has no dropout); got {impl!r}")
+  if impl == "xla":
+    return _einsum_attention(q, k, v, mask, dropout_rate, dropout_rng)
+  if impl == "cudnn":
+    if jax.default_backend() != "gpu":
+      raise ConfigError(f"cudnn attention needs an NVIDIA GPU (running on "
+                        f"{jax.default_backend()}); set model.attention_impl=xla")
+    if q.dtype not in (jnp.bfloat16, jnp.float16):
+      raise ConfigError(f"cudnn attention needs model.dtype bfloat16 or float16; got {q.dtype}")
+  return jax.nn.dot_product_attention(
+      q, k, v, mask=mask, implementation="cudnn" if impl == "cudnn" else "xla")
+
+
+def _einsum_attention(q, k, v, mask, dropout_rate, dropout_rng):
+  b, t, n, h = q.shape
+  kv_heads = k.shape[2]
+  q = q.reshape(b, t, kv_heads, n // kv_heads, h)  # [B, T, K, G, H]
+  logits = jnp.einsum("BTKGH,BSKH->BKGTS", q, k, preferred_element_type=jnp.float32)
+  logits = logits * np.float32(1 / np.sqrt(h))
+  logits = jnp.where(mask[:, :, None], logits, jnp.finfo(jnp.float32).min)  # mask [B, 1, 1, T, S]
+  probs = jax.nn.softmax(logits, axis=-1)  # [B, K, G, T, S] float32
+  if dropout_rng is not None and dropout_rate > 0:
+    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
+    probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
+  out = jnp.einsum("BKGTS,BSKH->BTKGH", probs.astype(v.dtype), v)
+  return out.reshape(b, t, n, h)  # [B, T, N, H]
+
+
+class Attention(nn.Module):
+  """Multi-head attention with K <= N key/value heads (GQA, Ainslie et al. 2023; MQA if K = 1).
+
+  Self-attention by default; pass `kv` [B, S, D] for cross-attention. With `positions` [B, T]
+  (self-attention under position="rope") queries and keys are rotated by RoPE.
+  """
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x: jax.Array, kv: jax.Array | None = None, *, mask: jax.Array,
+               positions: jax.Array | None = None, deterministic: bool = True) -> jax.Array:
+    cfg = self.config
+    kv = x if kv is None else kv
+    n, k, h = cfg.num_heads, cfg.kv_heads, cfg.head_size
+    q = dense(cfg, (n, h), ("embed", "heads", "kv"), name="query")(x)  # [B, T, N, H]
+    key = dense(cfg, (k, h), ("embed", "kv_heads", "kv"), name="key")(kv)  # [B, S, K, H]
+    value = dense(cfg, (k, h), ("embed", "kv_heads", "kv"), name="value")(kv)  # [B, S, K, H]
+    if positions is not None:
+      q = apply_rope(q, positions, cfg.rope_theta)
+      key = apply_rope(key, positions, cfg.rope_theta)
+    dropout_rng = None
+    if not deterministic and cfg.attention_dropout_rate > 0:
+      dropout_rng = self.make_rng("dropout")
+    out = dot_product_attention(q, key, value, mask, impl=cfg.attention_impl,
+                                dropout_rate=cfg.attention_dropout_rate,
+                                dropout_rng=dropout_rng)  # [B, T, N, H]
+    return dense(cfg, (cfg.embed_dim,), ("heads", "kv", "embed"), init_std=residual_init_std(cfg),
+                 name="out")(out)  # [B, T, D]

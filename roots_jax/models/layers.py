@@ -1,0 +1,142 @@
+"""Shared building blocks of every family: projections, norms and the feed-forward MLP.
+
+Einsum legend: B batch, T length, D embed, F mlp, V vocab.
+"""
+
+import functools
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from roots_jax.models.config import ModelConfig
+
+# GPT-2 initialisation (as in nanoGPT): N(0, 0.02) for kernels and embeddings, and the projections
+# that write into the residual stream scaled by 1/sqrt(2L) (GPT-2 paper, section 2.3).
+INIT_STD = 0.02
+
+
+def residual_init_std(config: ModelConfig) -> float:
+  return INIT_STD / math.sqrt(2 * config.num_layers)
+
+
+class DenseGeneral(nn.Module):
+  """Contracts the trailing input dims with a kernel of logical `axes` (inputs..., features...).
+
+  Flax's nn.DenseGeneral initialises a multi-dim kernel flat and reshapes the boxed value, which
+  breaks its logical sharding constraint under a mesh; this one creates it in its true shape.
+  """
+  features: tuple[int, ...]
+  axes: tuple[str | None, ...]
+  use_bias: bool
+  dtype: Any
+  param_dtype: Any
+  init_std: float = INIT_STD
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    n_in = len(self.axes) - len(self.features)
+    kernel = self.param(
+        "kernel", nn.with_logical_partitioning(nn.initializers.normal(self.init_std), self.axes),
+        x.shape[x.ndim - n_in:] + self.features, self.param_dtype)
+    contract = (tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in)))
+    y = jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype), (contract, ((), ())))
+    if self.use_bias:
+      bias = self.param(
+          "bias", nn.with_logical_partitioning(nn.initializers.zeros, self.axes[n_in:]),
+          self.features, self.param_dtype)
+      y = y + bias.astype(self.dtype)
+    return y
+
+
+def dense(config: ModelConfig, features: tuple[int, ...], axes: tuple[str | None, ...], **kwargs):
+  """A DenseGeneral with the config's bias choice and dtypes."""
+  return DenseGeneral(features, axes, use_bias=config.use_bias, dtype=config.compute_dtype,
+                      param_dtype=config.weight_dtype, **kwargs)
+
+
+class Embed(nn.Module):
+  """Token embedding table [V, D]; `attend` reuses it as the tied LM head (GPT-2)."""
+  vocab_size: int
+  features: int
+  dtype: Any
+  param_dtype: Any
+
+  def setup(self):
+    init = nn.with_logical_partitioning(nn.initializers.normal(INIT_STD), ("vocab", "embed"))
+    self.embedding = self.param("embedding", init, (self.vocab_size, self.features),
+                                self.param_dtype)
+
+  def __call__(self, ids: jax.Array) -> jax.Array:
+    return lookup(self.embedding, ids, ("vocab", None)).astype(self.dtype)  # [B, T, D]
+
+  def attend(self, x: jax.Array) -> jax.Array:
+    return jnp.einsum("BTD,VD->BTV", x, self.embedding.astype(self.dtype))  # [B, T, V]
+
+
+def lookup(table: jax.Array, ids: jax.Array, table_axes: tuple[str | None, ...]) -> jax.Array:
+  """Rows of `table` at `ids` [B, T] -> [B, T, D], batch-sharded like the activations.
+
+  The table is first constrained to `table_axes`, which leave "embed" unsharded: rows gathered
+  from an embed-sharded (FSDP) table make XLA replicate the result to re-shard it by batch.
+  """
+  rows = jnp.take(nn.with_logical_constraint(table, table_axes), ids, axis=0)
+  return nn.with_logical_constraint(rows, ("batch", "length", "embed"))
+
+
+class LayerNorm(nn.Module):
+  """LayerNorm (Ba et al. 2016) over the last axis, statistics in float32."""
+  eps: float
+  param_dtype: Any
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+                       x.shape[-1:], self.param_dtype)
+    bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+                      x.shape[-1:], self.param_dtype)
+    x32 = x.astype(jnp.float32)
+    mean = jnp.mean(x32, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
+    y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
+    return (y * scale.astype(jnp.float32) + bias.astype(jnp.float32)).astype(x.dtype)
+
+
+class RMSNorm(nn.Module):
+  """RMSNorm (Zhang & Sennrich 2019; T5, LLaMA): no centring and no bias, statistics in float32."""
+  eps: float
+  param_dtype: Any
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+                       x.shape[-1:], self.param_dtype)
+    x32 = x.astype(jnp.float32)
+    y = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
+    return (y * scale.astype(jnp.float32)).astype(x.dtype)
+
+
+NORMS = {"layernorm": LayerNorm, "rmsnorm": RMSNorm}
+
+
+def norm(config: ModelConfig, name: str) -> nn.Module:
+  """The config's norm layer (model.norm)."""
+  return NORMS[config.norm](eps=config.norm_eps, param_dtype=config.weight_dtype, name=name)
+
+
+class Mlp(nn.Module):
+  """Position-wise feed-forward: GELU (GPT-2, BERT) or SwiGLU (Shazeer 2020; PaLM, LLaMA)."""
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    cfg = self.config
+    wi = functools.partial(dense, cfg, (cfg.mlp_dim,), ("embed", "mlp"))
+    if cfg.mlp_activation == "swiglu":
+      h = nn.silu(wi(name="wi_gate")(x)) * wi(name="wi_up")(x)  # [B, T, F]
+    else:
+      h = nn.gelu(wi(name="wi")(x), approximate=True)  # [B, T, F]; GPT-2's tanh approximation
+    return dense(cfg, (cfg.embed_dim,), ("mlp", "embed"), init_std=residual_init_std(cfg),
+                 name="wo")(h)  # [B, T, D]

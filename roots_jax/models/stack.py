@@ -1,0 +1,38 @@
+"""Stacking identical blocks: nn.scan over layers (one compiled body) or a loop, under nn.remat."""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+
+from roots_jax.models.config import ModelConfig
+
+# What the backward pass may keep instead of recomputing (model.remat_policy; "none": no remat).
+REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+def stack_layers(block: type[nn.Module], config: ModelConfig, x: jax.Array, *args: Any,
+                 **attrs: Any) -> jax.Array:
+  """Applies config.num_layers blocks `block(config, **attrs)` to x; call inside a compact method.
+
+  A block maps (x, *args) -> (x, None); `args` (masks, positions) are the same for every layer.
+  Scanned parameters live under `layers` with a leading "layers" logical axis; looped ones under
+  layers_0, layers_1, ...
+  """
+  if config.remat_policy != "none":
+    block = nn.remat(block, policy=REMAT_POLICIES[config.remat_policy],
+                     prevent_cse=not config.scan_layers)
+  if config.scan_layers:
+    block = nn.scan(block, variable_axes={"params": 0},
+                    split_rngs={"params": True, "dropout": True},
+                    in_axes=(nn.broadcast,) * len(args), length=config.num_layers,
+                    metadata_params={nn.PARTITION_NAME: "layers"})
+    x, _ = block(config, **attrs, name="layers")(x, *args)
+    return x
+  for i in range(config.num_layers):
+    x, _ = block(config, **attrs, name=f"layers_{i}")(x, *args)
+  return x

@@ -1,0 +1,15 @@
+"""The throughput benchmark runs and prints its table."""
+
+import subprocess
+import sys
+
+
+def test_train_throughput_prints_a_table():
+  result = subprocess.run(
+      [sys.executable, "benchmarks/train_throughput.py", "--config", "configs/gpt2.py:tiny",
+       "--steps", "2", "--config.mesh.shape=2,2,2", "--config.mesh.parallelism=fsdp_tp"],
+      capture_output=True, text=True, check=True)
+  rows = dict(line.strip("| ").split(" | ") for line in result.stdout.splitlines())
+  rows = {k.strip(): v.strip() for k, v in rows.items()}
+  assert rows["devices"] == "8" and rows["mesh"] == "2x2x2" and rows["batch x seq"] == "16x128"
+  assert float(rows["tokens/s"].replace(",", "")) > 0 and 0 < float(rows["MFU"]) < 1
