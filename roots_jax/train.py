@@ -99,43 +99,47 @@ def train(config, workdir: str) -> dict:
     peak = metrics_lib.peak_flops_per_device(config.hardware.peak_flops_per_device)
     tokens_per_step = t.batch_size * config.data.seq_len
     to_global = lambda b: jax.make_array_from_process_local_data(parts.batch_sharding, b)
-    stop = _PreemptionFlag()
     step = int(state.step)
     eval_metrics = {}
-    pending, timer = [], None
-    while step < t.steps:
-      state, m = parts.train_step(state, jax.tree.map(to_global, next(train_iter)))
-      step += 1
-      pending.append(m)
-      if timer is None:  # the first step includes compilation: time from its end
-        timer, timer_step = _restart_timer(m, step)
-      last = step == t.steps
-      if step % t.log_every == 0 or last:
-        _check_health(state, manager)
-        row = {k: float(np.mean([x[k] for x in jax.device_get(pending)])) for k in pending[0]}
-        if step > timer_step:
-          elapsed = time.perf_counter() - timer
-          tps = tokens_per_step * (step - timer_step) / elapsed
-          row.update(tokens_per_sec=tps, step_time=elapsed / (step - timer_step),
-                     mfu=metrics_lib.mfu(tps, flops_per_token, peak))
-          timer, timer_step = time.perf_counter(), step
-        writer.write(step, "train", row)
-        pending = []
-      if step % t.eval_every == 0 or last:
-        eval_metrics = _evaluate(config, tokenizer, shard, parts.eval_step, state.params, to_global)
-        writer.write(step, "eval", eval_metrics)
-        timer, timer_step = _restart_timer(m, step)  # eval time is not training throughput
-      preempted = stop.check(step % t.log_every == 0)
-      if step % t.checkpoint_every == 0 or last or preempted:
-        _check_health(state, manager)
-        checkpoints.save(manager, step, state, train_iter, force=True)
-      if preempted:
-        log.warning("preempted: saved the checkpoint of step %d; rerun the same command to resume",
-                    step)
-        break
-    manager.wait_until_finished()
-    manager.close()
-    writer.close()
+    stop = _PreemptionFlag()
+    try:
+      pending, timer = [], None
+      while step < t.steps:
+        state, m = parts.train_step(state, jax.tree.map(to_global, next(train_iter)))
+        step += 1
+        pending.append(m)
+        if timer is None:  # the first step includes compilation: time from its end
+          timer, timer_step = _restart_timer(m, step)
+        last = step == t.steps
+        if step % t.log_every == 0 or last:
+          _check_health(state, manager)
+          row = {k: float(np.mean([x[k] for x in jax.device_get(pending)])) for k in pending[0]}
+          if step > timer_step:
+            elapsed = time.perf_counter() - timer
+            tps = tokens_per_step * (step - timer_step) / elapsed
+            row.update(tokens_per_sec=tps, step_time=elapsed / (step - timer_step),
+                       mfu=metrics_lib.mfu(tps, flops_per_token, peak))
+            timer, timer_step = time.perf_counter(), step
+          writer.write(step, "train", row)
+          pending = []
+        if step % t.eval_every == 0 or last:
+          eval_metrics = _evaluate(config, tokenizer, shard, parts.eval_step, state.params, to_global)
+          writer.write(step, "eval", eval_metrics)
+          timer, timer_step = _restart_timer(m, step)  # eval time is not training throughput
+        preempted = stop.check(step % t.log_every == 0)
+        if step % t.checkpoint_every == 0 or last or preempted:
+          _check_health(state, manager)
+          checkpoints.save(manager, step, state, train_iter, force=True)
+        if preempted:
+          log.warning("preempted: saved the checkpoint of step %d; rerun the same command to resume",
+                      step)
+          break
+    finally:
+      stop.restore()
+      manager.wait_until_finished()
+      manager.close()
+      writer.close()
+      train_iter.close()
     return eval_metrics
 
 
@@ -206,6 +210,7 @@ def _evaluate(config, tokenizer, shard, eval_step, params, to_global) -> dict:
     filler = jax.tree.map(np.zeros_like, batch)
     out = jax.device_get(eval_step(params, jax.tree.map(to_global, batch)))
     totals = {k: totals[k] + float(out[k]) for k in totals}
+  it.close()
   loss = totals["nll_sum"] / max(totals["weight"], 1.0)
   return {"loss": loss, "perplexity": float(np.exp(min(loss, 100.0))),
           "accuracy": totals["correct"] / max(totals["weight"], 1.0)}
@@ -236,7 +241,10 @@ class _PreemptionFlag:
 
   def __init__(self):
     self._set = False
-    signal.signal(signal.SIGTERM, self._handle)
+    self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def restore(self) -> None:
+    signal.signal(signal.SIGTERM, self._previous)
 
   def _handle(self, signum, frame):
     self._set = True
