@@ -92,6 +92,8 @@ def train(config, workdir: str) -> dict:
       state = parts.init(jax.random.key(config.seed))
     else:
       log.info("resumed from checkpoint step %d", int(state.step))
+      if int(state.step) >= t.steps:
+        log.info("the run is complete (train.steps=%d); raise train.steps to train further", t.steps)
 
     # Loop.
     writer = metrics_lib.MetricWriter(workdir, enabled=is_main)

@@ -19,8 +19,8 @@ class TrainState:
   params: Any
   opt_state: Any
   # The first step whose loss or gradient norm was not finite (-1: none), with those values.
-  # The host checks it before every save, so a state past a bad step is never checkpointed.
-  # (Gating the update in the step, by select or cond, doubles the CPU step time.)
+  # The host checks it at log steps and before every save, so a state past a bad step is never
+  # checkpointed and the run halts there.
   bad_step: jax.Array
   bad_loss: jax.Array
   bad_grad_norm: jax.Array
