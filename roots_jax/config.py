@@ -56,20 +56,27 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0
 
   c.model = ml_collections.ConfigDict(dict(
-      family="decoder",          # decoder (GPT); encoder and encoder_decoder come later
+      family="decoder",          # decoder (GPT) | encoder (BERT) | encoder_decoder (Transformer, T5)
       vocab_size=8192,
-      num_layers=2,
+      num_layers=2,              # encoder_decoder: the encoder's
+      num_decoder_layers=0,      # encoder_decoder: 0 = num_layers
       embed_dim=128,
       num_heads=4,
       num_kv_heads=0,            # 0: same as num_heads (MHA); 1: MQA; in between: GQA
       head_dim=0,                # 0: embed_dim // num_heads
       mlp_dim=512,
-      mlp_activation="gelu",     # gelu | swiglu
+      mlp_activation="gelu",     # gelu (GPT-2/BERT) | relu (2017 Transformer, T5 v1.0) | swiglu | geglu (T5 v1.1)
       norm="layernorm",          # layernorm | rmsnorm
       norm_eps=1e-5,
-      position="learned",        # learned | sinusoidal | rope
+      norm_placement="pre",      # pre (GPT-2, T5) | post (BERT, the 2017 Transformer)
+      position="learned",        # learned | sinusoidal | rope | relative (T5 bucketed bias)
       max_len=1024,
       rope_theta=10000.0,
+      relative_buckets=32,       # T5: 32 buckets, max distance 128
+      relative_max_distance=128,
+      type_vocab_size=0,         # BERT token types (segments A/B): 2; 0 = none
+      scale_embeddings=False,    # multiply embeddings by sqrt(embed_dim) (the 2017 Transformer)
+      scaled_attention=True,     # q k^T / sqrt(head_dim); T5 folds the scale into its init: False
       dropout_rate=0.0,
       attention_dropout_rate=0.0,
       use_bias=True,
@@ -89,7 +96,15 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict(dict(
       source="builtin",          # builtin (Python stdlib) | files | tfds
-      objective="causal",        # causal (GPT); later mlm_nsp (BERT) and span_corruption (T5)
+      objective="causal",        # causal (GPT) | mlm_nsp (BERT) | span_corruption (T5) | seq2seq
+      target_len=0,              # encoder_decoder: decoder length; 0 = derived from the objective
+      mask_rate=0.15,            # mlm: fraction of tokens selected (BERT: 0.15, then 80/10/10)
+      whole_word_masking=False,  # mlm: select whole words (pieces starting with a word boundary)
+      next_sentence_prediction=True,  # mlm_nsp: B is the true next segment with probability 0.5
+      noise_density=0.15,        # span_corruption (T5 paper: 0.15)
+      mean_noise_span_length=3.0,  # span_corruption (T5 paper: 3)
+      input_field="input",       # seq2seq: JSONL / TFDS fields of the (input, target) pairs
+      target_field="target",
       train_files="",            # comma-separated paths or globs (.txt, .jsonl, .parquet)
       eval_files="",             # empty: hold out eval_fraction of the documents
       format="auto",             # auto (by extension) | text | jsonl | parquet
@@ -228,17 +243,18 @@ def _tuplify(value):
 
 
 _CHOICES = {
-    "model.family": ("decoder",),
-    "model.mlp_activation": ("gelu", "swiglu"),
+    "model.family": ("decoder", "encoder", "encoder_decoder"),
+    "model.mlp_activation": ("gelu", "relu", "swiglu", "geglu"),
+    "model.norm_placement": ("pre", "post"),
     "model.norm": ("layernorm", "rmsnorm"),
-    "model.position": ("learned", "sinusoidal", "rope"),
+    "model.position": ("learned", "sinusoidal", "rope", "relative"),
     "model.attention_impl": ("xla", "dot_product_attention", "cudnn"),
     "model.remat_policy": ("none", "full", "dots", "dots_no_batch"),
     "model.dtype": ("float32", "bfloat16", "float16"),
     "model.param_dtype": ("float32", "bfloat16"),
     "tokenizer.model_type": ("unigram", "bpe"),
     "data.source": ("builtin", "files", "tfds"),
-    "data.objective": ("causal",),
+    "data.objective": ("causal", "mlm_nsp", "span_corruption", "seq2seq"),
     "data.format": ("auto", "text", "jsonl", "parquet"),
     "optimizer.name": ("adamw", "sgd", "adafactor", "lion"),
     "optimizer.schedule": ("cosine", "linear", "inverse_sqrt", "constant"),

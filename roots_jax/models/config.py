@@ -11,6 +11,7 @@ class ModelConfig:
   family: str = "decoder"
   vocab_size: int = 8192
   num_layers: int = 2
+  num_decoder_layers: int = 0
   embed_dim: int = 128
   num_heads: int = 4
   num_kv_heads: int = 0
@@ -19,9 +20,15 @@ class ModelConfig:
   mlp_activation: str = "gelu"
   norm: str = "layernorm"
   norm_eps: float = 1e-5
+  norm_placement: str = "pre"
   position: str = "learned"
   max_len: int = 1024
   rope_theta: float = 10000.0
+  relative_buckets: int = 32
+  relative_max_distance: int = 128
+  type_vocab_size: int = 0
+  scale_embeddings: bool = False
+  scaled_attention: bool = True
   dropout_rate: float = 0.0
   attention_dropout_rate: float = 0.0
   use_bias: bool = True
@@ -39,6 +46,10 @@ class ModelConfig:
   @property
   def kv_heads(self) -> int:
     return self.num_kv_heads or self.num_heads
+
+  @property
+  def decoder_layers(self) -> int:
+    return self.num_decoder_layers or self.num_layers
 
   @property
   def head_size(self) -> int:
