@@ -13,6 +13,7 @@ import numpy as np
 from flax import linen as nn
 
 from roots_jax import config as config_lib, models
+from roots_jax.data import objectives
 from roots_jax.errors import RootsError
 from roots_jax.train import build, parse_args
 from roots_jax.training import metrics as metrics_lib, partitioning
@@ -26,15 +27,7 @@ def benchmark(config, num_steps: int) -> dict:
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     parts = build(config, mesh)
     b, t = config.train.batch_size, config.data.seq_len
-    rng = np.random.default_rng(0)
-    batch = {
-        "inputs": rng.integers(0, config.model.vocab_size, (b, t), dtype=np.int32),
-        "targets": rng.integers(0, config.model.vocab_size, (b, t), dtype=np.int32),
-        "segment_ids": np.ones((b, t), np.int32),
-        "positions": np.tile(np.arange(t, dtype=np.int32), (b, 1)),
-        "weights": np.ones((b, t), np.float32),
-    }
-    batch = jax.device_put(batch, parts.batch_sharding)
+    batch = jax.device_put(synthetic_batch(parts.task, config), parts.batch_sharding)
     state = parts.init(jax.random.key(0))
     start = time.perf_counter()
     state, m = parts.train_step(state, batch)
@@ -48,7 +41,8 @@ def benchmark(config, num_steps: int) -> dict:
     jax.block_until_ready(m)
     step_s = (time.perf_counter() - start) / num_steps
   tokens_per_sec = b * t / step_s
-  flops_per_token = models.flops_per_token(parts.model_config, t)
+  flops_per_token = models.flops_per_token(parts.model_config, t,
+                                           objectives.target_len(config.data) or None)
   peak = metrics_lib.peak_flops_per_device(config.hardware.peak_flops_per_device)
   return {
       "params (M)": parts.num_params / 1e6,
@@ -63,6 +57,23 @@ def benchmark(config, num_steps: int) -> dict:
       "TFLOP/s/device": tokens_per_sec * flops_per_token / jax.device_count() / 1e12,
       "MFU": metrics_lib.mfu(tokens_per_sec, flops_per_token, peak),
   }
+
+
+def synthetic_batch(task, config) -> dict:
+  """Random tokens in the task's batch layout: one segment per row, every target counted."""
+  rng = np.random.default_rng(0)
+  b, t = config.train.batch_size, config.data.seq_len
+  batch = {}
+  for key, (shape, dtype) in task.example(t, objectives.target_len(config.data)).items():
+    shape = (b, *shape)
+    if key.endswith("segment_ids") or np.issubdtype(dtype, np.floating):
+      batch[key] = np.ones(shape, dtype)
+    elif key.endswith("positions"):
+      batch[key] = np.broadcast_to(np.arange(shape[-1], dtype=dtype), shape).copy()
+    else:
+      batch[key] = rng.integers(0, 2 if key in ("token_types", "nsp_labels") else
+                                config.model.vocab_size, shape, dtype=dtype)
+  return batch
 
 
 def print_table(rows: dict) -> None:

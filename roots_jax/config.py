@@ -285,7 +285,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
                       "(the fused kernels have no attention dropout)")
   if m.position == "rope" and (m.head_dim or m.embed_dim // m.num_heads) % 2:
     raise ConfigError("rope needs an even head dimension")
-  if d.seq_len <= 0 or (m.position != "rope" and d.seq_len > m.max_len):
+  if d.seq_len <= 0 or (m.position not in ("rope", "relative") and d.seq_len > m.max_len):
     raise ConfigError(f"data.seq_len ({d.seq_len}) must be in 1..model.max_len ({m.max_len})")
   for key in ("batch_size", "steps", "grad_accum_steps", "log_every", "eval_every", "eval_batches",
               "checkpoint_every", "keep_checkpoints"):
@@ -298,6 +298,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     raise ConfigError("data.source=files needs data.train_files (paths or globs)")
   if d.source == "tfds" and not d.tfds_name:
     raise ConfigError("data.source=tfds needs data.tfds_name (e.g. lm1b)")
+  if d.objective == "seq2seq" and d.source == "builtin":
+    raise ConfigError("data.objective=seq2seq needs (input, target) pairs: set data.source=files "
+                      "or tfds with data.input_field and data.target_field, or pretrain with "
+                      "data.objective=span_corruption on the built-in corpus")
   if not 0.0 <= d.eval_fraction < 1.0:
     raise ConfigError(f"data.eval_fraction must be in [0, 1); got {d.eval_fraction}")
   if len(config.mesh.shape) != len(MESH_AXES):

@@ -22,12 +22,12 @@ from jax.experimental import multihost_utils
 
 from roots_jax import config as config_lib
 from roots_jax import models
-from roots_jax.data import pipeline
+from roots_jax.data import objectives, pipeline
 from roots_jax.data import tokenizer as tokenizer_lib
 from roots_jax.errors import ConfigError, RootsError, TrainingHalted
 from roots_jax.models.config import ModelConfig
 from roots_jax.training import checkpoints, distributed, metrics as metrics_lib, optimizers
-from roots_jax.training import partitioning, steps
+from roots_jax.training import partitioning, steps, tasks
 
 log = logging.getLogger("roots_jax")
 
@@ -97,7 +97,8 @@ def train(config, workdir: str) -> dict:
 
     # Loop.
     writer = metrics_lib.MetricWriter(workdir, enabled=is_main)
-    flops_per_token = models.flops_per_token(parts.model_config, config.data.seq_len)
+    flops_per_token = models.flops_per_token(parts.model_config, config.data.seq_len,
+                                             objectives.target_len(config.data) or None)
     peak = metrics_lib.peak_flops_per_device(config.hardware.peak_flops_per_device)
     tokens_per_step = t.batch_size * config.data.seq_len
     to_global = lambda b: jax.make_array_from_process_local_data(parts.batch_sharding, b)
@@ -125,7 +126,7 @@ def train(config, workdir: str) -> dict:
           writer.write(step, "train", row)
           pending = []
         if step % t.eval_every == 0 or last:
-          eval_metrics = _evaluate(config, tokenizer, shard, parts.eval_step, state.params, to_global)
+          eval_metrics = _evaluate(config, tokenizer, shard, parts, state.params, to_global)
           writer.write(step, "eval", eval_metrics)
           timer, timer_step = _restart_timer(m, step)  # eval time is not training throughput
         preempted = stop.check(step % t.log_every == 0)
@@ -149,6 +150,7 @@ class Parts(NamedTuple):
   """What a run is made of, built from the config for a mesh (also used by benchmarks)."""
   model_config: ModelConfig
   model: nn.Module
+  task: tasks.Task
   num_params: int
   abstract_state: steps.TrainState
   state_sharding: steps.TrainState
@@ -164,21 +166,24 @@ def build(config, mesh) -> Parts:
   t, rules = config.train, config_lib.logical_rules(config)
   model_config = ModelConfig.from_config(config.model)
   model = models.build_model(model_config)
+  task = tasks.get_task(config.data.objective, config.model.family)
   tx = optimizers.make_optimizer(config.optimizer, t.steps)
-  dummy = jnp.zeros((1, config.data.seq_len), jnp.int32)
-  init_params = lambda rng: model.init(rng, dummy)["params"]
+  args, kwargs = task.model_inputs(task.init_batch(config.data.seq_len,
+                                                   objectives.target_len(config.data)))
+  init_params = lambda rng: model.init(rng, *args, **kwargs)["params"]
   init_state = lambda rng: steps.init_state(nn.meta.unbox(init_params(rng)), tx)
   rng = jax.random.key(config.seed)
   abstract_state = jax.eval_shape(init_state, rng)
   state_sharding = _state_shardings(abstract_state, jax.eval_shape(init_params, rng), tx, mesh, rules)
   batch_sharding = partitioning.data_sharding(mesh, rules)
   train_step = jax.jit(
-      steps.make_train_step(model, tx, seed=config.seed, grad_accum_steps=t.grad_accum_steps,
+      steps.make_train_step(model, tx, task, seed=config.seed, grad_accum_steps=t.grad_accum_steps,
                             z_loss=t.z_loss, schedule=optimizers.make_schedule(config.optimizer, t.steps)),
       in_shardings=(state_sharding, batch_sharding),
       out_shardings=(state_sharding, partitioning.replicated(mesh)), donate_argnums=0)
-  eval_step = jax.jit(steps.make_eval_step(model), in_shardings=(state_sharding.params, batch_sharding))
-  return Parts(model_config, model, sum(x.size for x in jax.tree.leaves(abstract_state.params)),
+  eval_step = jax.jit(steps.make_eval_step(model, task),
+                      in_shardings=(state_sharding.params, batch_sharding))
+  return Parts(model_config, model, task, sum(x.size for x in jax.tree.leaves(abstract_state.params)),
                abstract_state, state_sharding, batch_sharding,
                jax.jit(init_state, out_shardings=state_sharding), train_step, eval_step)
 
@@ -197,12 +202,11 @@ def _state_shardings(abstract_state, boxed_params, tx, mesh, rules):
       bad_step=replicated, bad_loss=replicated, bad_grad_norm=replicated)
 
 
-def _evaluate(config, tokenizer, shard, eval_step, params, to_global) -> dict:
-  """Loss, perplexity and accuracy over train.eval_batches held-out batches. Every process runs
-  the same number of steps: a process whose share runs out feeds zero-weight batches."""
+def _evaluate(config, tokenizer, shard, parts: Parts, params, to_global) -> dict:
+  """Every loss term, the loss and perplexity over train.eval_batches held-out batches. Every
+  process runs the same number of steps: a process whose share runs out feeds zero-weight batches."""
   it = iter(pipeline.make_dataset(config, tokenizer, "eval", **shard))
-  totals = {"nll_sum": 0.0, "correct": 0.0, "weight": 0.0}
-  filler = None
+  sums, counts, filler = {}, {}, None
   for _ in range(config.train.eval_batches):
     batch = next(it, None)
     if batch is None:
@@ -210,12 +214,15 @@ def _evaluate(config, tokenizer, shard, eval_step, params, to_global) -> dict:
         raise ConfigError("the eval split is empty: give data.eval_files or raise data.eval_fraction")
       batch = filler
     filler = jax.tree.map(np.zeros_like, batch)
-    out = jax.device_get(eval_step(params, jax.tree.map(to_global, batch)))
-    totals = {k: totals[k] + float(out[k]) for k in totals}
+    batch_sums, batch_counts = jax.device_get(parts.eval_step(params, jax.tree.map(to_global, batch)))
+    for term in batch_sums:
+      sums[term] = sums.get(term, 0.0) + float(batch_sums[term])
+      counts[term] = counts.get(term, 0.0) + float(batch_counts[term])
   it.close()
-  loss = totals["nll_sum"] / max(totals["weight"], 1.0)
-  return {"loss": loss, "perplexity": float(np.exp(min(loss, 100.0))),
-          "accuracy": totals["correct"] / max(totals["weight"], 1.0)}
+  values = {t: sums[t] / max(counts[t], 1.0) for t in sums if not t.endswith("z_loss")}
+  loss = sum(values[t] for t in parts.task.loss_terms if t in values)
+  return {"loss": loss, "perplexity": float(np.exp(min(values[parts.task.nll_term], 100.0))),
+          **values}
 
 
 def _restart_timer(metrics, step):

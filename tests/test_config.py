@@ -8,6 +8,19 @@ from roots_jax import config as config_lib
 from roots_jax.errors import ConfigError
 
 
+def test_family_presets():
+  bert = config_lib.load_config("configs/bert.py:base").model
+  assert (bert.num_layers, bert.embed_dim, bert.num_heads, bert.mlp_dim, bert.max_len) == (
+      12, 768, 12, 3072, 512)
+  t5 = config_lib.load_config("configs/t5.py:small")
+  assert (t5.model.num_layers, t5.model.embed_dim, t5.model.num_heads, t5.model.mlp_dim,
+          t5.model.relative_buckets, t5.data.objective) == (6, 512, 8, 2048, 32, "span_corruption")
+  base = config_lib.load_config("configs/transformer.py:base", ["data.source=files",
+                                                                 "data.train_files=x.jsonl"]).model
+  assert (base.num_layers, base.num_decoder_layers, base.embed_dim, base.num_heads, base.mlp_dim,
+          base.position) == (6, 6, 512, 8, 2048, "sinusoidal")
+
+
 def test_presets_have_gpt2_sizes():
   sizes = {v: config_lib.load_config(f"configs/gpt2.py:{v}").model for v in ("small", "medium", "large")}
   assert [(m.num_layers, m.embed_dim, m.num_heads, m.mlp_dim) for m in sizes.values()] == [
@@ -37,6 +50,7 @@ def test_overrides_are_typed():
     ("mesh.shape=2,2", "mesh.shape needs 3 sizes"),
     ("data.source=files", "needs data.train_files"),
     ("model.attention_dropout_rate=0.1 model.attention_impl=cudnn", "needs model.attention_impl=xla"),
+    ("data.objective=seq2seq", "data.objective=seq2seq needs (input, target) pairs"),
 ])
 def test_bad_overrides_are_one_line_errors(override, message):
   with pytest.raises(ConfigError, match=None) as e:

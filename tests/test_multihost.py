@@ -1,5 +1,5 @@
 """Two local processes (4 CPU devices each) against a coordinator on 127.0.0.1 train like one
-process holding the same global batches."""
+process holding the same global batches, for each model family."""
 
 import json
 import os
@@ -9,6 +9,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 from flax import linen as nn
 
 from tiny_gpt import tiny_overrides
@@ -44,15 +45,18 @@ def _reference_losses(config, workdir) -> list[float]:
   return losses
 
 
-def test_two_processes_match_one_process_on_the_same_global_batch(corpus, tmp_path):
+@pytest.mark.parametrize("spec, extra", [
+    ("configs/gpt2.py:tiny", {}), ("configs/bert.py:tiny", {}),
+    ("configs/t5.py:tiny", {"model__head_dim": 16})])
+def test_two_processes_match_one_process_on_the_same_global_batch(corpus, tmp_path, spec, extra):
   overrides = tiny_overrides(corpus, train__steps=STEPS, mesh__shape="2,2,2",
-                             mesh__parallelism="fsdp_tp")
+                             mesh__parallelism="fsdp_tp", **extra)
   address = f"127.0.0.1:{_free_port()}"
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   env.update(JAX_NUM_CPU_DEVICES="4", JAX_PLATFORMS="cpu")
   workdir = tmp_path / "run"
   processes = [
-      subprocess.Popen([sys.executable, "-m", "roots_jax.train", "--config", "configs/gpt2.py:tiny",
+      subprocess.Popen([sys.executable, "-m", "roots_jax.train", "--config", spec,
                         "--workdir", str(workdir), *[f"--config.{o}" for o in overrides],
                         f"--config.distributed.coordinator_address={address}",
                         "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}"],
@@ -65,6 +69,6 @@ def test_two_processes_match_one_process_on_the_same_global_batch(corpus, tmp_pa
   rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
   losses = [r["loss"] for r in rows if r["split"] == "train"]
   assert len(losses) == STEPS
-  reference = _reference_losses(config_lib.load_config("configs/gpt2.py:tiny", overrides), tmp_path)
+  reference = _reference_losses(config_lib.load_config(spec, overrides), tmp_path)
   np.testing.assert_allclose(losses, reference, rtol=2e-5)
   assert sorted(os.listdir(workdir / "checkpoints")) == [str(STEPS)]

@@ -1,8 +1,8 @@
-"""Input pipeline: documents -> token ids -> objective examples -> packed rows -> batches.
+"""Input pipeline: documents -> token ids -> examples -> packed (BERT: padded) rows -> batches.
 
 Everything runs per process on that process's share of the documents and yields this
-process's share of the global batch, as a dict of numpy arrays [local_batch, seq_len] (see
-the objective for the keys). The trainer turns it into a global array with
+process's share of the global batch, as a dict of numpy arrays [local_batch, ...] (see the
+objective for the keys and shapes). The trainer turns it into a global array with
 `jax.make_array_from_process_local_data`. The iterator is deterministic for a given seed and
 data.num_workers, and its `get_state()` / `set_state()` (or `grain.checkpoint.CheckpointSave`
 / `CheckpointRestore` inside an Orbax Composite) resume exactly.
@@ -26,13 +26,15 @@ MIN_PACKING_BINS = 64
 
 
 class _Tokenize(grain.transforms.Map):
-  """Document text -> int32 token ids."""
+  """Document text -> int32 token ids; an (input, target) pair -> a pair of them."""
 
   def __init__(self, tokenizer: Tokenizer):
     self.tokenizer = tokenizer
 
-  def map(self, text: str) -> np.ndarray:
-    return np.asarray(self.tokenizer.encode(text), np.int32)
+  def map(self, text: str | tuple[str, str]) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    if isinstance(text, str):
+      return np.asarray(self.tokenizer.encode(text), np.int32)
+    return tuple(np.asarray(self.tokenizer.encode(t), np.int32) for t in text)
 
 
 def _stack_padded(rows: list[dict[str, np.ndarray]], batch_size: int) -> dict[str, np.ndarray]:
@@ -56,22 +58,19 @@ def make_dataset(config: ml_collections.ConfigDict, tokenizer: Tokenizer, split:
                     f"model.vocab_size is {config.model.vocab_size}; make them equal")
   local_batch = config.train.batch_size // process_count
   train = split == "train"
-  objective = objectives.make_objective(data.objective, tokenizer, data.seq_len)
+  objective = objectives.make_objective(data, tokenizer, seed=config.seed)
 
   ds = sources.DocumentStream(sources.make_source(data, split), repeat=train,
                               seed=config.seed if train else None,
                               shard_index=process_index, shard_count=process_count)
   ds = ds.map(_Tokenize(tokenizer))
-  ds = grain.experimental.FlatMapIterDataset(ds, objective)
+  ds = objective.examples(ds)
   if train and data.shuffle_window > 1:
     # Examples, not documents: a long document's windows would otherwise fill whole batches.
     ds = grain.experimental.WindowShuffleIterDataset(ds, window_size=data.shuffle_window,
                                                      seed=config.seed)
-  ds = grain.experimental.FirstFitPackIterDataset(
-      ds, length_struct=objective.length_struct,
-      num_packing_bins=max(local_batch, MIN_PACKING_BINS),
-      seed=config.seed, shuffle_bins=train)
-  ds = ds.map(objective.finalize)
+  ds = objective.rows(ds, num_packing_bins=max(local_batch, MIN_PACKING_BINS),
+                      seed=config.seed, shuffle_bins=train)
   ds = ds.batch(local_batch, batch_fn=functools.partial(_stack_padded, batch_size=local_batch))
   if data.num_workers:
     if not flags.FLAGS.is_parsed():  # grain's worker processes read absl flags.

@@ -6,6 +6,10 @@ grain `IterDataset` of str: it reshuffles the unit order every epoch, shards doc
 between processes and grain workers, and checkpoints as (epoch, unit, position, count), so a
 restore seeks instead of replaying the stream. Files are streamed: memory holds one document
 (one record or paragraph), never a whole file.
+
+Supervised objectives (seq2seq) read pairs instead: give a source the pair of field names
+(data.input_field, data.target_field) instead of one text field, and each document becomes an
+(input, target) tuple of str, from JSONL, Parquet or TFDS.
 """
 
 import functools
@@ -33,9 +37,20 @@ _BUILTIN_SKIP_DIRS = frozenset(
 MAX_PERMUTATION = 1 << 24
 _FORMATS = {".txt": "text", ".jsonl": "jsonl", ".parquet": "parquet"}
 
-# A unit's records: (position after the record, thunk returning its text). Positions are
-# JSON values (checkpointed); None means the start of the unit.
-Records = Iterator[tuple[Any, Callable[[], str]]]
+# A unit's records: (position after the record, thunk returning its text, or its (input,
+# target) texts). Positions are JSON values (checkpointed); None means the start of the unit.
+Records = Iterator[tuple[Any, Callable[[], str | tuple[str, str]]]]
+# What a source reads from each record: one text field, or an (input, target) pair of fields.
+Fields = str | tuple[str, str]
+
+
+def _field_list(fields: Fields) -> list[str]:
+  return [fields] if isinstance(fields, str) else list(fields)
+
+
+def _field_keys(fields: Fields) -> str:
+  """The config keys that name `fields`, for error messages."""
+  return "data.text_field" if isinstance(fields, str) else "data.input_field/data.target_field"
 
 
 def _hash01(key: str) -> float:
@@ -80,18 +95,19 @@ def _read_file(path: str) -> str:
 
 class FileSource:
   """Local files. Text: one document per block of lines separated by blank lines (the BERT
-  pretraining-data convention). JSONL: one document per line, in `text_field`. Parquet: one
-  per row of column `text_field`, read by batches.
+  pretraining-data convention). JSONL: one document per line, in `fields`. Parquet: one per
+  row of the column(s) `fields`, read by batches. With a pair of fields a record is an
+  (input, target) pair; text files hold no pairs.
 
   Without eval files, `eval_fraction` of the documents is held out by a hash of (file name,
   record offset), which is stable when the files move and costs no parsing.
   """
 
-  def __init__(self, patterns: str, fmt: str, text_field: str, *, split: str,
+  def __init__(self, patterns: str, fmt: str, fields: Fields, *, split: str,
                eval_fraction: float | None):
     self.paths = expand_patterns(patterns)
-    self.formats = [_check_file(p, fmt, text_field) for p in self.paths]
-    self.text_field = text_field
+    self.formats = [_check_file(p, fmt, fields) for p in self.paths]
+    self.fields = fields
     self.split = split
     self.eval_fraction = eval_fraction  # None: every document belongs to `split`
 
@@ -103,7 +119,7 @@ class FileSource:
     path = self.paths[unit]
     name = os.path.basename(path)
     reader = {"text": _text_records, "jsonl": _jsonl_records, "parquet": _parquet_records}
-    for position, key, thunk in reader[self.formats[unit]](path, position, self.text_field):
+    for position, key, thunk in reader[self.formats[unit]](path, position, self.fields):
       if self.eval_fraction is None or _in_split(f"{name}:{key}", self.split, self.eval_fraction):
         yield position, thunk
 
@@ -126,13 +142,16 @@ def expand_patterns(patterns: str) -> list[str]:
   return paths
 
 
-def _check_file(path: str, fmt: str, text_field: str) -> str:
+def _check_file(path: str, fmt: str, fields: Fields) -> str:
   """Fails early, in the main process, on the mistakes a reader would only hit later."""
   if fmt == "auto":
     fmt = _FORMATS.get(os.path.splitext(path)[1].lower())
     if fmt is None:
       raise DataError(f"cannot tell the format of {path} from its extension; set data.format "
                       f"to text, jsonl or parquet (auto knows {', '.join(_FORMATS)})")
+  if fmt == "text" and not isinstance(fields, str):
+    raise DataError(f"{path} is a text file, which holds documents, not (input, target) pairs; "
+                    "give JSONL or Parquet files with data.input_field and data.target_field")
   try:
     if os.path.getsize(path) == 0:
       raise DataError(f"data file {path} is empty; remove it or narrow the glob")
@@ -140,9 +159,10 @@ def _check_file(path: str, fmt: str, text_field: str) -> str:
       head = f.read(1024)
       if fmt == "parquet":
         names = pq.read_schema(path).names
-        if text_field not in names:
-          raise DataError(f"{path} has no column {text_field!r} (columns: {', '.join(names)}); "
-                          "set data.text_field")
+        for field in _field_list(fields):
+          if field not in names:
+            raise DataError(f"{path} has no column {field!r} (columns: {', '.join(names)}); "
+                            f"set {_field_keys(fields)}")
         return fmt
       if b"\0" in head:
         raise DataError(f"{path} looks binary (NUL bytes in its first KB); {fmt} files must be "
@@ -151,7 +171,7 @@ def _check_file(path: str, fmt: str, text_field: str) -> str:
         f.seek(0)
         line_no, line = next(((i, l) for i, l in enumerate(f, 1) if l.strip()), (0, b""))
         if line:
-          _jsonl_text(path, line_no, line, text_field)
+          _jsonl_text(path, line_no, line, fields)
   except OSError as e:
     raise DataError(f"cannot read data file {path}: {e.strerror or e}") from e
   except DataError:
@@ -161,8 +181,8 @@ def _check_file(path: str, fmt: str, text_field: str) -> str:
   return fmt
 
 
-def _text_records(path: str, position: Any, text_field: str):
-  del text_field
+def _text_records(path: str, position: Any, fields: Fields):
+  del fields
   offset, line_no = position or (0, 0)
   lines, start = [], offset
   with open(path, "rb") as f:
@@ -187,7 +207,7 @@ def _join_lines(lines: list[bytes]) -> str:
   return b"".join(lines).decode("utf-8", errors="replace").rstrip("\r\n")
 
 
-def _jsonl_records(path: str, position: Any, text_field: str):
+def _jsonl_records(path: str, position: Any, fields: Fields):
   offset, line_no = position or (0, 0)
   with open(path, "rb") as f:
     f.seek(offset)
@@ -197,27 +217,29 @@ def _jsonl_records(path: str, position: Any, text_field: str):
       line_no += 1
       if line.strip():
         yield [offset, line_no], start, functools.partial(_jsonl_text, path, line_no, line,
-                                                          text_field)
+                                                          fields)
 
 
-def _jsonl_text(path: str, line_no: int, line: bytes, text_field: str) -> str:
+def _jsonl_text(path: str, line_no: int, line: bytes, fields: Fields) -> str | tuple[str, str]:
   try:
     record = json.loads(line.decode("utf-8", errors="replace"))
   except json.JSONDecodeError as e:
     raise DataError(f"{path}:{line_no} is not valid JSON ({e.msg}); JSONL needs one object per "
                     "line") from e
-  if not isinstance(record, dict) or text_field not in record:
-    keys = ", ".join(record) if isinstance(record, dict) else type(record).__name__
-    raise DataError(f"{path}:{line_no} has no field {text_field!r} (has: {keys}); "
-                    "set data.text_field")
-  text = record[text_field]
-  if not isinstance(text, str):
-    raise DataError(f"{path}:{line_no}: field {text_field!r} holds {type(text).__name__}, "
-                    "not a string")
-  return text
+  texts = []
+  for field in _field_list(fields):
+    if not isinstance(record, dict) or field not in record:
+      keys = ", ".join(record) if isinstance(record, dict) else type(record).__name__
+      raise DataError(f"{path}:{line_no} has no field {field!r} (has: {keys}); "
+                      f"set {_field_keys(fields)}")
+    if not isinstance(record[field], str):
+      raise DataError(f"{path}:{line_no}: field {field!r} holds {type(record[field]).__name__}, "
+                      "not a string")
+    texts.append(record[field])
+  return texts[0] if isinstance(fields, str) else tuple(texts)
 
 
-def _parquet_records(path: str, position: Any, text_field: str):
+def _parquet_records(path: str, position: Any, fields: Fields):
   first = position or 0
   with pq.ParquetFile(path) as parquet:
     row = 0
@@ -227,21 +249,27 @@ def _parquet_records(path: str, position: Any, text_field: str):
         row += rows
         continue
       for batch in parquet.iter_batches(batch_size=1024, row_groups=[group],
-                                        columns=[text_field]):
-        for value in batch.column(0).to_pylist():
+                                        columns=_field_list(fields)):
+        for values in zip(*(column.to_pylist() for column in batch.columns)):
           row += 1
-          if row > first and value is not None:
-            yield row, row - 1, functools.partial(_as_text, value)
+          if row > first and None not in values:
+            yield row, row - 1, functools.partial(_as_texts, values, fields)
 
 
 def _as_text(value: str | bytes) -> str:
   return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
 
 
+def _as_texts(values, fields: Fields) -> str | tuple[str, str]:
+  """A record's values of `fields` as text; TFDS and Parquet may hold bytes."""
+  texts = tuple(_as_text(v) for v in values)
+  return texts[0] if isinstance(fields, str) else texts
+
+
 class TfdsSource:
   """A prepared TFDS dataset read through ArrayRecord (`tfds.data_source`, no TensorFlow)."""
 
-  def __init__(self, name: str, split: str, data_dir: str, text_field: str):
+  def __init__(self, name: str, split: str, data_dir: str, fields: Fields):
     import tensorflow_datasets as tfds  # Slow to import; only this source needs it.
     try:
       self.data = tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
@@ -252,10 +280,11 @@ class TfdsSource:
                       "Prepare it first (tfds build) and check data.tfds_name, "
                       "data.tfds_data_dir and the split (slices like 'train[:98%]' work)") from e
     self.name = name
-    self.text_field = text_field
-    if len(self.data) and text_field not in self.data[0]:
-      raise DataError(f"TFDS {name!r} has no feature {text_field!r} "
-                      f"(has: {', '.join(self.data[0])}); set data.text_field")
+    self.fields = fields
+    for field in _field_list(fields):
+      if len(self.data) and field not in self.data[0]:
+        raise DataError(f"TFDS {name!r} has no feature {field!r} "
+                        f"(has: {', '.join(self.data[0])}); set {_field_keys(fields)}")
 
   @property
   def num_units(self) -> int:
@@ -265,26 +294,32 @@ class TfdsSource:
     if position is None:
       yield 1, functools.partial(self._text, unit)
 
-  def _text(self, index: int) -> str:
-    return _as_text(self.data[index][self.text_field])
+  def _text(self, index: int) -> str | tuple[str, str]:
+    record = self.data[index]
+    return _as_texts([record[f] for f in _field_list(self.fields)], self.fields)
 
 
 def make_source(data: ml_collections.ConfigDict, split: str):
-  """The source of `split` ("train" | "eval") described by the `data` config section."""
+  """The source of `split` ("train" | "eval") described by the `data` config section; it reads
+  (input, target) pairs for the seq2seq objective, documents otherwise."""
   if split not in ("train", "eval"):
     raise ValueError(f"split must be 'train' or 'eval', not {split!r}")
+  pairs = data.objective == "seq2seq"
+  fields = (data.input_field, data.target_field) if pairs else data.text_field
   if split == "eval" and not (data.source == "tfds" or data.eval_files or data.eval_fraction):
     raise DataError("there is no eval data: set data.eval_files or a data.eval_fraction > 0")
   if data.source == "builtin":
+    if pairs:
+      raise DataError("the built-in corpus has no (input, target) pairs for data.objective="
+                      "seq2seq; set data.source=files (JSONL/Parquet) or tfds")
     return BuiltinSource(split, data.eval_fraction)
   if data.source == "tfds":
     tfds_split = data.train_split if split == "train" else data.eval_split
-    return TfdsSource(data.tfds_name, tfds_split, data.tfds_data_dir, data.text_field)
+    return TfdsSource(data.tfds_name, tfds_split, data.tfds_data_dir, fields)
   if data.source == "files":
     if split == "eval" and data.eval_files:
-      return FileSource(data.eval_files, data.format, data.text_field, split=split,
-                        eval_fraction=None)
-    return FileSource(data.train_files, data.format, data.text_field, split=split,
+      return FileSource(data.eval_files, data.format, fields, split=split, eval_fraction=None)
+    return FileSource(data.train_files, data.format, fields, split=split,
                       eval_fraction=None if data.eval_files else data.eval_fraction)
   raise DataError(f"unknown data.source {data.source!r}; use builtin, files or tfds")
 
@@ -295,7 +330,8 @@ def _shuffle_seed(seed: int, epoch: int) -> int:
 
 
 class DocumentStream(grain.IterDataset):
-  """A source's documents as a checkpointable stream of str.
+  """A source's documents as a checkpointable stream of str (of (input, target) pairs when the
+  source reads pairs).
 
   Each epoch visits the units in an order permuted with (seed, epoch) (natural order when
   `seed` is None), and this stream keeps the documents whose running count in the epoch is
@@ -344,7 +380,7 @@ class _DocumentIterator(grain.DatasetIterator):
     self._stream = stream
     self.set_state(dict(epoch=0, unit=0, position=None, count=0))
 
-  def __next__(self) -> str:
+  def __next__(self) -> str | tuple[str, str]:
     text, self._state = next(self._documents)
     return text
 

@@ -82,6 +82,13 @@ class Tokenizer:
       raise DataError(f"tokenizer {self.path} has no piece {piece!r}; train a new one")
     return i
 
+  def id_to_piece(self, i: int) -> str:
+    return self._sp.id_to_piece(i)
+
+  def is_special(self, i: int) -> bool:
+    """Control pieces (pad, bos, eos, [CLS], [SEP], [MASK]) and unk: never text, never masked."""
+    return self._sp.is_control(i) or self._sp.is_unknown(i)
+
   def encode(self, text: str) -> list[int]:
     return self._sp.encode(text)
 
@@ -95,11 +102,13 @@ class Tokenizer:
     self.__init__(state["proto"], state["path"])
 
 
-def _lines(documents: Iterable[str], max_bytes: int) -> Iterator[str]:
-  """The documents' non-empty lines, up to `max_bytes` of UTF-8 in all."""
+def _lines(documents: Iterable[str | tuple[str, str]], max_bytes: int) -> Iterator[str]:
+  """The documents' (or both sides of (input, target) pairs') non-empty lines, up to
+  `max_bytes` of UTF-8 in all."""
   total = 0
   for doc in documents:
-    for line in doc.splitlines():
+    for line in (l for text in ((doc,) if isinstance(doc, str) else doc)
+                 for l in text.splitlines()):
       size = len(line.encode())
       if not line.strip() or size > _MAX_LINE_BYTES:
         continue

@@ -5,9 +5,11 @@ import flax.linen as nn
 from roots_jax.errors import ConfigError
 from roots_jax.models.config import ModelConfig
 from roots_jax.models.decoder import Decoder
+from roots_jax.models.encoder import Encoder
+from roots_jax.models.encoder_decoder import EncoderDecoder
 from roots_jax.models.flops import flops_per_token
 
-FAMILIES = {"decoder": Decoder}
+FAMILIES = {"decoder": Decoder, "encoder": Encoder, "encoder_decoder": EncoderDecoder}
 
 
 def build_model(config: ModelConfig) -> nn.Module:
@@ -17,4 +19,5 @@ def build_model(config: ModelConfig) -> nn.Module:
   return FAMILIES[config.family](config)
 
 
-__all__ = ["Decoder", "ModelConfig", "build_model", "flops_per_token"]
+__all__ = ["Decoder", "Encoder", "EncoderDecoder", "ModelConfig", "build_model",
+           "flops_per_token"]

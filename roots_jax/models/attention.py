@@ -32,12 +32,15 @@ def make_attention_mask(q_segment_ids: jax.Array, kv_segment_ids: jax.Array, *,
 
 
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *,
+                          bias: jax.Array | None = None, scale: float | None = None,
                           impl: str = "xla", dropout_rate: float = 0.0,
                           dropout_rng: jax.Array | None = None) -> jax.Array:
-  """softmax(q k^T / sqrt(H), masked) v: the core every attention layer goes through.
+  """softmax(scale q k^T + bias, masked) v: the core every attention layer goes through.
 
   q: [B, T, N, H]; k, v: [B, S, K, H] with K dividing N (GQA; MQA when K = 1); mask: [B, 1, T, S]
-  bool. Returns [B, T, N, H]. Softmax statistics are float32.
+  bool; bias: additive logits [1 or B, N, T, S] (T5's relative position bias), added before the
+  mask; scale: None for 1/sqrt(H), 1.0 for none (T5). Returns [B, T, N, H]. Softmax statistics
+  are float32.
   impl: "xla" (explicit einsums, the reference), "dot_product_attention" (jax.nn's XLA path) or
   "cudnn" (jax.nn's fused cuDNN kernel: NVIDIA GPUs, bfloat16/float16). Attention dropout, active
   when `dropout_rng` is given and the rate is positive, exists only in "xla".
@@ -48,7 +51,7 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
     raise ConfigError(f"model.attention_dropout_rate > 0 needs model.attention_impl=xla "
                       f"(jax.nn.dot_product_attention has no dropout); got {impl!r}")
   if impl == "xla":
-    return _einsum_attention(q, k, v, mask, dropout_rate, dropout_rng)
+    return _einsum_attention(q, k, v, mask, bias, scale, dropout_rate, dropout_rng)
   if impl == "cudnn":
     if jax.default_backend() != "gpu":
       raise ConfigError(f"cudnn attention needs an NVIDIA GPU (running on "
@@ -56,15 +59,19 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
     if q.dtype not in (jnp.bfloat16, jnp.float16):
       raise ConfigError(f"cudnn attention needs model.dtype bfloat16 or float16; got {q.dtype}")
   return jax.nn.dot_product_attention(
-      q, k, v, mask=mask, implementation="cudnn" if impl == "cudnn" else "xla")
+      q, k, v, bias=None if bias is None else bias.astype(q.dtype), mask=mask, scale=scale,
+      implementation="cudnn" if impl == "cudnn" else "xla")
 
 
-def _einsum_attention(q, k, v, mask, dropout_rate, dropout_rng):
+def _einsum_attention(q, k, v, mask, bias, scale, dropout_rate, dropout_rng):
   b, t, n, h = q.shape
   kv_heads = k.shape[2]
   q = q.reshape(b, t, kv_heads, n // kv_heads, h)  # [B, T, K, G, H]
   logits = jnp.einsum("BTKGH,BSKH->BKGTS", q, k, preferred_element_type=jnp.float32)
-  logits = logits * np.float32(1 / np.sqrt(h))
+  logits = logits * np.float32(1 / np.sqrt(h) if scale is None else scale)
+  if bias is not None:
+    logits = logits + bias.astype(jnp.float32).reshape(
+        bias.shape[0], kv_heads, n // kv_heads, *bias.shape[2:])  # [B or 1, K, G, T, S]
   logits = jnp.where(mask[:, :, None], logits, jnp.finfo(jnp.float32).min)  # mask [B, 1, 1, T, S]
   probs = jax.nn.softmax(logits, axis=-1)  # [B, K, G, T, S] float32
   if dropout_rng is not None and dropout_rate > 0:
@@ -78,13 +85,16 @@ class Attention(nn.Module):
   """Multi-head attention with K <= N key/value heads (GQA, Ainslie et al. 2023; MQA if K = 1).
 
   Self-attention by default; pass `kv` [B, S, D] for cross-attention. With `positions` [B, T]
-  (self-attention under position="rope") queries and keys are rotated by RoPE.
+  (self-attention under position="rope") queries and keys are rotated by RoPE; `bias`
+  [1 or B, N, T, S] is added to the logits (position="relative"). Logits are scaled by 1/sqrt(H)
+  unless model.scaled_attention is False (T5, which folds the scale into its initialisation).
   """
   config: ModelConfig
 
   @nn.compact
   def __call__(self, x: jax.Array, kv: jax.Array | None = None, *, mask: jax.Array,
-               positions: jax.Array | None = None, deterministic: bool = True) -> jax.Array:
+               positions: jax.Array | None = None, bias: jax.Array | None = None,
+               deterministic: bool = True) -> jax.Array:
     cfg = self.config
     kv = x if kv is None else kv
     n, k, h = cfg.num_heads, cfg.kv_heads, cfg.head_size
@@ -97,7 +107,9 @@ class Attention(nn.Module):
     dropout_rng = None
     if not deterministic and cfg.attention_dropout_rate > 0:
       dropout_rng = self.make_rng("dropout")
-    out = dot_product_attention(q, key, value, mask, impl=cfg.attention_impl,
+    out = dot_product_attention(q, key, value, mask, bias=bias,
+                                scale=None if cfg.scaled_attention else 1.0,
+                                impl=cfg.attention_impl,
                                 dropout_rate=cfg.attention_dropout_rate,
                                 dropout_rng=dropout_rng)  # [B, T, N, H]
     return dense(cfg, (cfg.embed_dim,), ("heads", "kv", "embed"), init_std=residual_init_std(cfg),

@@ -1,38 +1,20 @@
-"""Decoder-only Transformer (GPT): pre-LN causal blocks and a language-model head."""
+"""Decoder-only Transformer (GPT): causal blocks and a language-model head."""
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from roots_jax.models.attention import Attention, make_attention_mask
+from roots_jax.models.attention import make_attention_mask
+from roots_jax.models.block import TransformerBlock
 from roots_jax.models.config import ModelConfig
-from roots_jax.models.layers import DenseGeneral, Embed, Mlp, norm
-from roots_jax.models.positions import PositionEmbedding
+from roots_jax.models.layers import DenseGeneral, Embed, norm
+from roots_jax.models.positions import add_positions
 from roots_jax.models.stack import stack_layers
-
-ACTIVATION_AXES = ("batch", "length", "embed")
-
-
-class DecoderBlock(nn.Module):
-  """Pre-LN block (GPT-2): x + dropout(attn(norm(x))), then x + dropout(mlp(norm(x)))."""
-  config: ModelConfig
-  deterministic: bool = True
-
-  @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array, positions: jax.Array):
-    cfg = self.config
-    x = nn.with_logical_constraint(x, ACTIVATION_AXES)  # [B, T, D]
-    h = Attention(cfg, name="attention")(
-        norm(cfg, "attention_norm")(x), mask=mask,
-        positions=positions if cfg.position == "rope" else None, deterministic=self.deterministic)
-    x = x + nn.Dropout(cfg.dropout_rate)(h, deterministic=self.deterministic)
-    h = Mlp(cfg, name="mlp")(norm(cfg, "mlp_norm")(x))
-    x = x + nn.Dropout(cfg.dropout_rate)(h, deterministic=self.deterministic)
-    return nn.with_logical_constraint(x, ACTIVATION_AXES), None
 
 
 class Decoder(nn.Module):
-  """GPT: token (+ absolute position) embeddings, causal blocks, final norm, LM head -> logits."""
+  """GPT: token (+ absolute position) embeddings, causal blocks, final norm (pre-LN; GPT-1's
+  post-LN has none), LM head -> logits."""
   config: ModelConfig
 
   @nn.compact
@@ -50,12 +32,14 @@ class Decoder(nn.Module):
     embed = Embed(cfg.vocab_size, cfg.embed_dim, dtype=cfg.compute_dtype,
                   param_dtype=cfg.weight_dtype, name="token_embed")
     x = embed(tokens)  # [B, T, D]
-    if cfg.position != "rope":
-      x = x + PositionEmbedding(cfg, name="pos_embed")(positions)
+    if cfg.scale_embeddings:
+      x = x * jnp.sqrt(cfg.embed_dim).astype(x.dtype)
+    x, bias = add_positions(cfg, x, positions, bidirectional=False)  # bias [B, N, T, T] or None
     x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
 
-    x = stack_layers(DecoderBlock, cfg, x, mask, positions, deterministic=deterministic)
-    x = norm(cfg, "final_norm")(x)
+    x = stack_layers(TransformerBlock, cfg, x, mask, positions, bias, deterministic=deterministic)
+    if cfg.norm_placement == "pre":
+      x = norm(cfg, "final_norm")(x)
     if cfg.tie_embeddings:
       logits = embed.attend(x)  # [B, T, V]
     else:

@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from roots_jax.errors import ConfigError
 from roots_jax.models.config import ModelConfig
 
 # GPT-2 initialisation (as in nanoGPT): N(0, 0.02) for kernels and embeddings, and the projections
@@ -58,19 +59,25 @@ def dense(config: ModelConfig, features: tuple[int, ...], axes: tuple[str | None
 
 
 class Embed(nn.Module):
-  """Token embedding table [V, D]; `attend` reuses it as the tied LM head (GPT-2)."""
+  """Token embedding table [V, D]; `attend` reuses it as the tied LM head (GPT-2).
+
+  `vocab_axis` None leaves a small table's rows unsharded (BERT's two token types).
+  """
   vocab_size: int
   features: int
   dtype: Any
   param_dtype: Any
+  vocab_axis: str | None = "vocab"
+  init_std: float = INIT_STD
 
   def setup(self):
-    init = nn.with_logical_partitioning(nn.initializers.normal(INIT_STD), ("vocab", "embed"))
+    init = nn.with_logical_partitioning(nn.initializers.normal(self.init_std),
+                                        (self.vocab_axis, "embed"))
     self.embedding = self.param("embedding", init, (self.vocab_size, self.features),
                                 self.param_dtype)
 
   def __call__(self, ids: jax.Array) -> jax.Array:
-    return lookup(self.embedding, ids, ("vocab", None)).astype(self.dtype)  # [B, T, D]
+    return lookup(self.embedding, ids, (self.vocab_axis, None)).astype(self.dtype)  # [B, T, D]
 
   def attend(self, x: jax.Array) -> jax.Array:
     return jnp.einsum("BTD,VD->BTV", x, self.embedding.astype(self.dtype))  # [B, T, V]
@@ -126,17 +133,29 @@ def norm(config: ModelConfig, name: str) -> nn.Module:
   return NORMS[config.norm](eps=config.norm_eps, param_dtype=config.weight_dtype, name=name)
 
 
+# Gated MLPs (Shazeer 2020, "GLU Variants Improve Transformer"): act(x W_gate) * (x W_up).
+GATED = {"swiglu": nn.silu, "geglu": functools.partial(nn.gelu, approximate=True)}
+UNGATED = {"gelu": functools.partial(nn.gelu, approximate=True), "relu": nn.relu}
+
+
 class Mlp(nn.Module):
-  """Position-wise feed-forward: GELU (GPT-2, BERT) or SwiGLU (Shazeer 2020; PaLM, LLaMA)."""
+  """Position-wise feed-forward, model.mlp_activation: gelu (GPT-2, BERT), relu (Vaswani et al.
+  2017, T5 v1.0), or gated: swiglu (PaLM, LLaMA), geglu (T5 v1.1: gelu(x wi_0) * x wi_1).
+
+  GELU is the tanh approximation (GPT-2's, and T5 v1.1's "gelu_new"); BERT used the exact erf.
+  """
   config: ModelConfig
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     cfg = self.config
     wi = functools.partial(dense, cfg, (cfg.mlp_dim,), ("embed", "mlp"))
-    if cfg.mlp_activation == "swiglu":
-      h = nn.silu(wi(name="wi_gate")(x)) * wi(name="wi_up")(x)  # [B, T, F]
+    if cfg.mlp_activation in GATED:
+      h = GATED[cfg.mlp_activation](wi(name="wi_gate")(x)) * wi(name="wi_up")(x)  # [B, T, F]
+    elif cfg.mlp_activation in UNGATED:
+      h = UNGATED[cfg.mlp_activation](wi(name="wi")(x))  # [B, T, F]
     else:
-      h = nn.gelu(wi(name="wi")(x), approximate=True)  # [B, T, F]; GPT-2's tanh approximation
+      raise ConfigError(f"model.mlp_activation must be one of "
+                        f"{', '.join([*UNGATED, *GATED])}; got {cfg.mlp_activation!r}")
     return dense(cfg, (cfg.embed_dim,), ("mlp", "embed"), init_std=residual_init_std(cfg),
                  name="wo")(h)  # [B, T, D]

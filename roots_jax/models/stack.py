@@ -16,23 +16,26 @@ REMAT_POLICIES = {
 
 
 def stack_layers(block: type[nn.Module], config: ModelConfig, x: jax.Array, *args: Any,
-                 **attrs: Any) -> jax.Array:
-  """Applies config.num_layers blocks `block(config, **attrs)` to x; call inside a compact method.
+                 num_layers: int | None = None, **attrs: Any) -> jax.Array:
+  """Applies num_layers (default config.num_layers) blocks `block(config, **attrs)` to x; call
+  inside a compact method.
 
-  A block maps (x, *args) -> (x, None); `args` (masks, positions) are the same for every layer.
+  A block maps (x, *args) -> (x, None); `args` (masks, positions, a relative position bias, the
+  encoder output; None allowed) are the same for every layer.
   Scanned parameters live under `layers` with a leading "layers" logical axis; looped ones under
   layers_0, layers_1, ...
   """
+  num_layers = num_layers or config.num_layers
   if config.remat_policy != "none":
     block = nn.remat(block, policy=REMAT_POLICIES[config.remat_policy],
                      prevent_cse=not config.scan_layers)
   if config.scan_layers:
     block = nn.scan(block, variable_axes={"params": 0},
                     split_rngs={"params": True, "dropout": True},
-                    in_axes=(nn.broadcast,) * len(args), length=config.num_layers,
+                    in_axes=(nn.broadcast,) * len(args), length=num_layers,
                     metadata_params={nn.PARTITION_NAME: "layers"})
     x, _ = block(config, **attrs, name="layers")(x, *args)
     return x
-  for i in range(config.num_layers):
+  for i in range(num_layers):
     x, _ = block(config, **attrs, name=f"layers_{i}")(x, *args)
   return x

@@ -21,8 +21,8 @@ def make_mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
 
 
 def data_sharding(mesh: jax.sharding.Mesh, rules) -> NamedSharding:
-  """Batches [B, T]: the batch dimension split over the data-parallel axes."""
-  return NamedSharding(mesh, nn.logical_to_mesh_axes(("batch", None), rules))
+  """Batch arrays [B, ...]: the leading dimension split over the data-parallel axes."""
+  return NamedSharding(mesh, nn.logical_to_mesh_axes(("batch",), rules))
 
 
 def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:

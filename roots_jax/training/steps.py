@@ -1,7 +1,8 @@
-"""Train state and the pure, jitted train and eval steps.
+"""Train state and the pure train and eval steps, the same for every model family.
 
-The loss is a token-weighted sum divided by the total weight of the global batch, so the result
-does not depend on the mesh or on how the batch is split into accumulation steps.
+The objective's Task supplies the model call and the loss terms; each term is a sum over the
+batch divided by a count of the whole global batch, so the loss does not depend on the mesh or on
+how the batch is split into accumulation steps.
 """
 
 from typing import Any, Callable
@@ -11,6 +12,8 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import linen as nn
+
+from roots_jax.training.tasks import Task
 
 
 @flax.struct.dataclass
@@ -32,45 +35,22 @@ def init_state(params, tx: optax.GradientTransformation) -> TrainState:
                     bad_grad_norm=jnp.zeros((), jnp.float32))
 
 
-def cross_entropy(logits, targets, weights, z_loss: float = 0.0):
-  """Token-weighted cross-entropy sums in float32.
-
-  logits [B, T, V], targets [B, T] int, weights [B, T] float.
-  Returns (loss_sum incl. z-loss, nll_sum, correct_sum, weight_sum).
-  """
-  logits = logits.astype(jnp.float32)
-  log_z = jax.nn.logsumexp(logits, axis=-1)                                      # [B, T]
-  target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]  # [B, T]
-  nll = log_z - target_logit
-  loss = nll + z_loss * jnp.square(log_z)  # PaLM's z-loss keeps log Z near 0
-  correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
-  return ((loss * weights).sum(), (nll * weights).sum(), (correct * weights).sum(), weights.sum())
-
-
-def lm_sums(model: nn.Module, params, batch, rng, *, deterministic: bool, z_loss: float):
-  """Forward pass on one (micro)batch -> the cross_entropy sums."""
-  logits = model.apply({"params": params}, batch["inputs"], positions=batch["positions"],
-                       segment_ids=batch["segment_ids"], deterministic=deterministic,
-                       rngs=None if deterministic else {"dropout": rng})
-  return cross_entropy(logits, batch["targets"], batch["weights"], z_loss)
-
-
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *, seed: int,
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, task: Task, *, seed: int,
                     grad_accum_steps: int, z_loss: float, schedule: Callable) -> Callable:
   """train_step(state, batch) -> (state, metrics); the caller jits it with shardings."""
 
-  def sums_and_grads(params, micro, rng):
+  def grads_and_sums(params, micro, rng, counts):
     def loss_fn(p):
-      loss_sum, nll_sum, correct, weight = lm_sums(model, p, micro, rng, deterministic=False,
-                                                   z_loss=z_loss)
-      return loss_sum, (nll_sum, correct, weight)
-    (loss_sum, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    return grads, (loss_sum,) + aux
+      sums = task.forward(model, p, micro, rng=rng, deterministic=False, z_loss=z_loss)
+      return sum(sums[t] / jnp.maximum(counts[t], 1.0) for t in task.loss_terms), sums
+    (_, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return grads, sums
 
   def train_step(state: TrainState, batch):
     rng = jax.random.fold_in(jax.random.key(seed), state.step)
+    counts = task.counts(batch)  # of the whole batch: every microbatch's terms share them
     if grad_accum_steps == 1:
-      grads, sums = sums_and_grads(state.params, batch, rng)
+      grads, sums = grads_and_sums(state.params, batch, rng, counts)
     else:
       # Microbatch m takes rows m, m+A, m+2A, ...: every device keeps its share of each one.
       micro = jax.tree.map(lambda x: jnp.swapaxes(
@@ -78,15 +58,14 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *, seed:
 
       def accumulate(carry, xs):
         m, mb = xs
-        grads, sums = sums_and_grads(state.params, mb, jax.random.fold_in(rng, m))
-        return jax.tree.map(jnp.add, carry, (grads, sums)), None
+        return jax.tree.map(jnp.add, carry,
+                            grads_and_sums(state.params, mb, jax.random.fold_in(rng, m), counts)), None
 
-      zeros = (jax.tree.map(jnp.zeros_like, state.params), (jnp.zeros((), jnp.float32),) * 4)
+      zeros = jax.eval_shape(grads_and_sums, state.params, batch, rng, counts)
+      zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), zeros)
       (grads, sums), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(grad_accum_steps), micro))
-    loss_sum, nll_sum, correct, weight = sums
-    denom = jnp.maximum(weight, 1.0)
-    grads = jax.tree.map(lambda g: g / denom, grads)
-    loss = loss_sum / denom
+    values = {t: sums[t] / jnp.maximum(counts[t], 1.0) for t in sums}
+    loss = sum(values[t] for t in task.loss_terms)
     grad_norm = optax.tree.norm(grads)
 
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -101,23 +80,22 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, *, seed:
     )
     metrics = {
         "loss": loss,
-        "nll": nll_sum / denom,
-        "accuracy": correct / denom,
+        **values,
         "grad_norm": grad_norm,
         "param_norm": optax.tree.norm(state.params),
         "learning_rate": schedule(state.step),
-        "tokens": weight,
+        "tokens": counts[task.nll_term],
     }
     return new_state, metrics
 
   return train_step
 
 
-def make_eval_step(model: nn.Module) -> Callable:
-  """eval_step(params, batch) -> sums of nll, correct and weight for aggregation over batches."""
+def make_eval_step(model: nn.Module, task: Task) -> Callable:
+  """eval_step(params, batch) -> ({term: sum}, {term: count}) to aggregate over batches."""
 
   def eval_step(params, batch):
-    _, nll_sum, correct, weight = lm_sums(model, params, batch, None, deterministic=True, z_loss=0.0)
-    return {"nll_sum": nll_sum, "correct": correct, "weight": weight}
+    sums = task.forward(model, params, batch, rng=None, deterministic=True, z_loss=0.0)
+    return sums, task.counts(batch)
 
   return eval_step

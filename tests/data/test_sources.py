@@ -187,3 +187,18 @@ def test_no_eval_data_is_an_error(make_config):
   with pytest.raises(DataError, match="no eval data"):
     sources.make_source(make_config(source="files", train_files="x.txt", eval_fraction=0.0).data,
                         "eval")
+
+
+def test_pair_mode_reads_input_target_tuples(tmp_path):
+  fields = ("q", "a")
+  pq.write_table(pa.table({"q": ["q0", None, b"q2"], "a": ["a0", "a1", "a2"]}),
+                 tmp_path / "p.parquet")
+  assert read(files(str(tmp_path / "p.parquet"), field=fields)) == [("q0", "a0"), ("q2", "a2")]
+  (tmp_path / "p.jsonl").write_text('{"q": "x", "a": "y"}\n{"q": "z", "b": "w"}\n')
+  it = iter(sources.DocumentStream(files(str(tmp_path / "p.jsonl"), field=fields), repeat=False,
+                                   seed=None))
+  assert next(it) == ("x", "y")
+  with pytest.raises(DataError, match=r"p.jsonl:2 has no field 'a'.*data.input_field"):
+    next(it)
+  with pytest.raises(DataError, match="no column 'b'.*set data.input_field"):
+    files(str(tmp_path / "p.parquet"), field=("q", "b"))

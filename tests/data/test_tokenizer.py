@@ -120,3 +120,8 @@ def test_cli_user_errors_are_one_line_and_exit_2(tmp_path):
     result = run_cli(*args)
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+
+
+def test_training_text_of_pairs_is_both_sides():
+  lines = tokenizer_lib._lines(["doc\n\nline", ("in\nput", "target")], max_bytes=100)
+  assert list(lines) == ["doc", "line", "in", "put", "target"]

@@ -8,21 +8,11 @@ import pytest
 from roots_jax.errors import ConfigError
 from roots_jax.models.attention import Attention, dot_product_attention, make_attention_mask
 
+from numpy_reference import reference_attention
 from tiny_models import random_params, tiny_config
 
 SEGMENTS = np.array([[1, 1, 1, 2, 2, 2, 2, 0],
                      [1, 1, 1, 1, 1, 1, 1, 1]])
-
-
-def reference_attention(q, k, v, mask):
-  """softmax(q k^T / sqrt(H) + mask) v in numpy, kv heads repeated to the query heads."""
-  groups = q.shape[2] // k.shape[2]
-  k, v = np.repeat(k, groups, axis=2), np.repeat(v, groups, axis=2)
-  logits = np.einsum("btnh,bsnh->bnts", q, k) / np.sqrt(q.shape[-1])
-  logits = np.where(mask, logits, -np.inf)
-  probs = np.exp(logits - logits.max(-1, keepdims=True))
-  probs /= probs.sum(-1, keepdims=True)
-  return np.einsum("bnts,bsnh->btnh", probs, v)
 
 
 def random_qkv(kv_heads, b=2, t=8, n=4, h=16):
@@ -55,6 +45,22 @@ def test_core_matches_numpy_reference(impl, kv_heads):
   out = jax.jit(dot_product_attention, static_argnames="impl")(q, k, v, mask, impl=impl)
   assert out.shape == q.shape
   np.testing.assert_allclose(out, reference_attention(q, k, v, np.asarray(mask)), atol=1e-5)
+
+
+@pytest.mark.parametrize("impl", ["xla", "dot_product_attention"])
+@pytest.mark.parametrize("batch_bias", [False, True])
+def test_core_adds_bias_and_respects_scale(impl, batch_bias):
+  """T5: a relative position bias added before the mask, and no 1/sqrt(H)."""
+  q, k, v = random_qkv(2)
+  bias = np.random.default_rng(1).normal(size=(2 if batch_bias else 1, 4, 8, 8)) * 3
+  bias = bias.astype(np.float32)
+  segments = jnp.asarray(SEGMENTS)
+  mask = make_attention_mask(segments, segments, causal=False)
+  core = jax.jit(dot_product_attention, static_argnames=("impl", "scale"))
+  out = core(q, k, v, mask, bias=bias, scale=1.0, impl=impl)
+  expected = reference_attention(q, k, v, np.asarray(mask), bias=bias, scale=1.0)
+  np.testing.assert_allclose(out, expected, atol=1e-4)
+  assert not np.allclose(out, core(q, k, v, mask, bias=bias, impl=impl), atol=1e-2)
 
 
 @pytest.mark.parametrize("kv_heads", [4, 2, 1])

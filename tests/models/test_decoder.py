@@ -183,4 +183,4 @@ def test_dropout_only_when_not_deterministic():
 
 def test_unknown_family_raises():
   with pytest.raises(ConfigError, match="model.family"):
-    build_model(tiny_config(family="encoder"))
+    build_model(tiny_config(family="bert"))

@@ -4,8 +4,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from roots_jax.errors import ConfigError
 from roots_jax.models.layers import DenseGeneral, LayerNorm, Mlp, RMSNorm
 
+from numpy_reference import gelu_tanh
 from tiny_models import random_params, tiny_config
 
 
@@ -50,21 +52,23 @@ def test_dense_general_contracts_trailing_dims():
                              np.einsum("btnh,nhd->btd", x, p["kernel"]) + p["bias"], atol=1e-4)
 
 
-def gelu_tanh(x):
-  return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
-
-
-@pytest.mark.parametrize("activation", ["gelu", "swiglu"])
+@pytest.mark.parametrize("activation", ["gelu", "relu", "swiglu", "geglu"])
 def test_mlp_matches_numpy(activation):
   layer = Mlp(tiny_config(mlp_activation=activation))
   params = random_params(layer, X)
   p = params["params"]
   dense = lambda name, x: x @ p[name]["kernel"] + p[name]["bias"]
-  if activation == "gelu":
+  if activation in ("gelu", "relu"):
     assert set(p) == {"wi", "wo"}
-    hidden = gelu_tanh(dense("wi", X))
-  else:
+    hidden = gelu_tanh(dense("wi", X)) if activation == "gelu" else np.maximum(dense("wi", X), 0)
+  else:  # gated: act(x wi_gate) * x wi_up (T5 v1.1's wi_0 and wi_1)
     assert set(p) == {"wi_gate", "wi_up", "wo"}
     gate = dense("wi_gate", X)
-    hidden = gate / (1 + np.exp(-gate)) * dense("wi_up", X)
+    act = gate / (1 + np.exp(-gate)) if activation == "swiglu" else gelu_tanh(gate)
+    hidden = act * dense("wi_up", X)
   np.testing.assert_allclose(layer.apply(params, X), dense("wo", hidden), rtol=1e-4, atol=1e-4)
+
+
+def test_unknown_activation_raises():
+  with pytest.raises(ConfigError, match="model.mlp_activation"):
+    random_params(Mlp(tiny_config(mlp_activation="tanh")), X)

@@ -9,6 +9,8 @@ from jax.sharding import PartitionSpec as P
 from roots_jax.config import RULE_PRESETS
 from roots_jax.models import ModelConfig, build_model
 
+from tiny_models import random_params
+
 RULES = RULE_PRESETS["fsdp_tp"]
 
 
@@ -57,3 +59,34 @@ def test_sharded_forward_matches_single_device(sharded):
   expected = jax.jit(model.apply)(jax.device_get(params), tokens)
   assert expected.sharding.num_devices == 1
   np.testing.assert_allclose(logits, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("config", [
+    ModelConfig(family="encoder", vocab_size=64, num_layers=2, embed_dim=32, num_heads=4,
+                mlp_dim=64, max_len=32, type_vocab_size=2, norm_placement="post"),
+    ModelConfig(family="encoder_decoder", vocab_size=64, num_layers=2, num_decoder_layers=1,
+                embed_dim=32, num_heads=4, num_kv_heads=2, mlp_dim=64, position="relative",
+                mlp_activation="geglu", scaled_attention=False),
+], ids=["encoder", "encoder_decoder"])
+def test_other_families_sharded_forward_matches_single_device(config):
+  model = build_model(config)
+  tokens = jax.random.randint(jax.random.key(1), (8, 16), 0, 64)
+  inputs = (tokens, tokens[:, :12]) if config.family == "encoder_decoder" else (tokens,)
+  mesh = jax.make_mesh((2, 2, 2), ("data", "fsdp", "tensor"),
+                       axis_types=(jax.sharding.AxisType.Auto,) * 3)
+  abstract = jax.eval_shape(model.init, jax.random.key(0), *inputs)
+  shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, RULES)
+  params = jax.device_put(random_params(model, *inputs), shardings)  # cheaper than a jitted init
+  with jax.set_mesh(mesh), nn.logical_axis_rules(RULES):
+    batch = jax.NamedSharding(mesh, P(("data", "fsdp")))
+    outputs = jax.jit(model.apply, in_shardings=(shardings, *[batch] * len(inputs)))(
+        params, *inputs)
+  logits = outputs[0] if config.family == "encoder" else outputs
+  assert logits.sharding.spec == P(("data", "fsdp"), None, "tensor")
+  p = params["params"]
+  if config.family == "encoder":
+    assert p["mlm_output"]["bias"].sharding.spec == P("tensor")
+  else:
+    assert p["decoder"]["relative_bias"]["embedding"].sharding.spec == P(None, "tensor")
+  expected = jax.jit(model.apply)(jax.device_get(params), *inputs)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), outputs, expected)

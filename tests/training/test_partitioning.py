@@ -39,7 +39,7 @@ def test_fsdp_tp_shards_params_and_adam_moments_alike():
     assert _spec(moments["layers"]["mlp"]["wi"]["kernel"]) == (None, "fsdp", "tensor")
     assert _spec(moments["token_embed"]["embedding"]) == ("tensor", "fsdp")
   assert _spec(state.step) == ()
-  assert parts.batch_sharding.spec == P(("data", "fsdp"), None)
+  assert parts.batch_sharding.spec == P(("data", "fsdp"),)
 
 
 def test_dp_replicates_and_fsdp_splits_embed():

@@ -12,23 +12,28 @@ from flax import linen as nn
 
 from roots_jax import config as config_lib
 from roots_jax.train import build, train
-from roots_jax.training import partitioning, steps
+from roots_jax.errors import ConfigError
+from roots_jax.training import partitioning, tasks
 from tiny_gpt import tiny_overrides
 
 
-def test_cross_entropy_matches_numpy_with_weights_and_z_loss():
+def test_token_terms_match_numpy_with_weights_and_z_loss():
   rng = np.random.default_rng(0)
   logits = rng.normal(size=(2, 5, 7)).astype(np.float32) * 3
   targets = rng.integers(0, 7, size=(2, 5))
   weights = (rng.random((2, 5)) > 0.3).astype(np.float32)
   log_z = np.log(np.exp(logits).sum(-1))
   nll = log_z - np.take_along_axis(logits, targets[..., None], -1)[..., 0]
-  loss_sum, nll_sum, correct, weight = steps.cross_entropy(jnp.asarray(logits), targets, weights,
-                                                          z_loss=1e-2)
-  np.testing.assert_allclose(nll_sum, (nll * weights).sum(), rtol=1e-6)
-  np.testing.assert_allclose(loss_sum, ((nll + 1e-2 * log_z**2) * weights).sum(), rtol=1e-6)
-  np.testing.assert_allclose(correct, ((logits.argmax(-1) == targets) * weights).sum())
-  assert weight == weights.sum()
+  sums = tasks.token_terms(jnp.asarray(logits), targets, weights, z_loss=1e-2)
+  np.testing.assert_allclose(sums["nll"], (nll * weights).sum(), rtol=1e-6)
+  np.testing.assert_allclose(sums["z_loss"], (1e-2 * log_z**2 * weights).sum(), rtol=1e-6)
+  np.testing.assert_allclose(sums["accuracy"], ((logits.argmax(-1) == targets) * weights).sum())
+
+
+def test_objective_must_fit_the_family():
+  with pytest.raises(ConfigError, match="data.objective=mlm_nsp trains a model.family=encoder "
+                                        "model, not decoder; for decoder use data.objective=causal"):
+    tasks.get_task("mlm_nsp", "decoder")
 
 
 def _run_steps(corpus, *overrides, num_steps=3):

@@ -1,0 +1,170 @@
+"""Encoder-decoder objectives (T5): span corruption of plain text, and supervised pairs.
+
+Span corruption follows t5.data.preprocessors.span_corruption (Raffel et al. 2020, 3.1.4):
+a document is cut into chunks of the token count that `random_spans_helper` gives for
+data.seq_len, so a full chunk's corrupted input is at most seq_len tokens with eos (512 ->
+chunks of 568, targets of 114 at density 0.15 and mean span 3); `random_spans_noise_mask`
+marks alternating non-noise / noise spans; each noise span becomes one sentinel in the
+input, and the targets are the sentinels each followed by their span. Sentinels count down
+from the top of the vocabulary (<extra_id_0> = vocab_size - 1, as T5), so the few highest
+pieces of a tokenizer without reserved sentinels become ambiguous. T5 concatenates documents
+before chunking; here the chunks of several documents are packed into one row instead.
+
+Batch rows ([B, seq_len] for encoder_*, [B, target_len] for decoder_*): encoder_inputs,
+encoder_segment_ids, encoder_positions, decoder_inputs (the targets shifted right within each
+segment, starting with 0, T5's pad/start id), decoder_targets, decoder_segment_ids,
+decoder_positions, all int32; decoder_weights (float32, 1.0 on real targets). An example's
+encoder and decoder parts share a row and a segment id (grain's packer places the whole
+example struct at once).
+"""
+
+from typing import Any
+
+import numpy as np
+
+from roots_jax.data.objectives import FlatMapObjective, Objective, StreamObjective
+from roots_jax.data.tokenizer import Tokenizer
+from roots_jax.errors import ConfigError
+
+
+def random_spans_helper(inputs_length: int, noise_density: float,
+                        mean_noise_span_length: float) -> tuple[int, int]:
+  """T5's random_spans_helper (one sentinel per span on both sides, eos appended): the most
+  tokens whose corrupted input fits `inputs_length`, and the targets' length then."""
+
+  def lengths(tokens_length):
+    num_noise_tokens = int(round(tokens_length * noise_density))
+    num_nonnoise_tokens = tokens_length - num_noise_tokens
+    num_noise_spans = int(round(num_noise_tokens / mean_noise_span_length))
+    return (num_nonnoise_tokens + num_noise_spans + 1, num_noise_tokens + num_noise_spans + 1)
+
+  tokens_length = inputs_length - 1
+  while lengths(tokens_length + 1)[0] <= inputs_length:
+    tokens_length += 1
+  _, targets_length = lengths(tokens_length)
+  # T5's hack: at density 0.5 make the targets as long as the inputs, a rounder number.
+  if noise_density == 0.5 and targets_length > inputs_length:
+    tokens_length -= 1
+    targets_length -= 1
+  return tokens_length, targets_length
+
+
+def _random_segmentation(num_items: int, num_segments: int,
+                         rng: np.random.Generator) -> np.ndarray:
+  """Lengths of a random partition of `num_items` into `num_segments` non-empty segments."""
+  first_in_segment = np.zeros(num_items, np.int64)
+  first_in_segment[1:num_segments] = 1
+  first_in_segment[1:] = rng.permutation(first_in_segment[1:])
+  return np.bincount(np.cumsum(first_in_segment), minlength=num_segments)
+
+
+def random_spans_noise_mask(length: int, noise_density: float, mean_noise_span_length: float,
+                            rng: np.random.Generator) -> np.ndarray:
+  """T5's random_spans_noise_mask (random_roll=False): round(length * noise_density) noise
+  tokens in about noise / mean_noise_span_length spans; the mask starts with non-noise."""
+  orig_length = length
+  length = max(length, 2)  # avoids degeneracy
+  num_noise_tokens = min(max(int(round(length * noise_density)), 1), length - 1)
+  num_noise_spans = max(int(round(num_noise_tokens / mean_noise_span_length)), 1)
+  num_nonnoise_tokens = length - num_noise_tokens
+  noise_span_lengths = _random_segmentation(num_noise_tokens, num_noise_spans, rng)
+  nonnoise_span_lengths = _random_segmentation(num_nonnoise_tokens, num_noise_spans, rng)
+  interleaved = np.stack([nonnoise_span_lengths, noise_span_lengths], axis=1).reshape(-1)
+  span_start_indicator = np.zeros(length, np.int64)
+  span_start_indicator[np.cumsum(interleaved)[:-1]] = 1
+  is_noise = np.cumsum(span_start_indicator) % 2 == 1
+  return is_noise[:orig_length]
+
+
+def noise_span_to_unique_sentinel(tokens: np.ndarray, noise_mask: np.ndarray,
+                                  vocab_size: int) -> np.ndarray:
+  """T5's: each noise span -> one sentinel, vocab_size - 1 for the first, then descending."""
+  prev_is_noise = np.concatenate([[False], noise_mask[:-1]])
+  first_noise = noise_mask & ~prev_is_noise
+  sentinels = vocab_size - np.cumsum(first_noise)
+  return np.where(first_noise, sentinels, tokens)[~(noise_mask & prev_is_noise)]
+
+
+class EncoderDecoder(Objective):
+  """Examples {"encoder_inputs", "decoder_targets"}, packed together; see the module docs."""
+
+  def __init__(self, seq_len: int, target_len: int):
+    self.seq_len = seq_len
+    self.target_len = target_len
+    self.length_struct = {"encoder_inputs": seq_len, "decoder_targets": target_len}
+
+  def finalize(self, packed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    targets = packed["decoder_targets"]
+    positions = packed["decoder_targets_positions"]
+    decoder_inputs = np.roll(targets, 1)
+    decoder_inputs[positions == 0] = 0  # each segment starts with 0 (and padding stays 0)
+    segment_ids = packed["decoder_targets_segment_ids"]
+    return {
+        "encoder_inputs": packed["encoder_inputs"],
+        "encoder_segment_ids": packed["encoder_inputs_segment_ids"],
+        "encoder_positions": packed["encoder_inputs_positions"],
+        "decoder_inputs": decoder_inputs,
+        "decoder_targets": targets,
+        "decoder_segment_ids": segment_ids,
+        "decoder_positions": positions,
+        "decoder_weights": (segment_ids > 0).astype(np.float32),
+    }
+
+
+class SpanCorruption(EncoderDecoder, StreamObjective):
+  """T5's span corruption of plain text (see the module docstring)."""
+
+  def __init__(self, tokenizer: Tokenizer, seq_len: int, *, target_len: int,
+               noise_density: float, mean_noise_span_length: float, seed: int):
+    if not 0.0 < noise_density < 1.0:
+      raise ConfigError(f"data.noise_density must be in (0, 1) (T5: 0.15); got {noise_density}")
+    if mean_noise_span_length < 1.0:
+      raise ConfigError("data.mean_noise_span_length must be at least 1 (T5: 3.0); got "
+                        f"{mean_noise_span_length}")
+    tokens_length, needed = random_spans_helper(seq_len, noise_density, mean_noise_span_length)
+    if tokens_length < 2:
+      raise ConfigError(f"data.seq_len ({seq_len}) is too short for span corruption; use at "
+                        "least 4 (T5: 512)")
+    if 0 < target_len < needed:
+      raise ConfigError(f"data.target_len ({target_len}) is shorter than the {needed} target "
+                        f"tokens span corruption makes from data.seq_len={seq_len}; raise it "
+                        "or set 0 to derive it")
+    EncoderDecoder.__init__(self, seq_len, target_len or needed)
+    StreamObjective.__init__(self, seed)
+    self.tokens_length = tokens_length
+    self.noise_density = noise_density
+    self.mean_noise_span_length = mean_noise_span_length
+    self.vocab_size = tokenizer.vocab_size
+    self.eos = tokenizer.eos_id
+
+  def corrupt(self, tokens: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """One chunk (at most tokens_length tokens) -> its example, eos appended on both sides."""
+    noise = random_spans_noise_mask(len(tokens), self.noise_density,
+                                    self.mean_noise_span_length, rng)
+    inputs = noise_span_to_unique_sentinel(tokens, noise, self.vocab_size)
+    targets = noise_span_to_unique_sentinel(tokens, ~noise, self.vocab_size)
+    return {"encoder_inputs": np.append(inputs, self.eos).astype(np.int32),
+            "decoder_targets": np.append(targets, self.eos).astype(np.int32)}
+
+  def generate(self, tokens: np.ndarray, carry: dict[str, Any]):
+    rng = self.rng(tokens, carry)
+    chunks = (tokens[i:i + self.tokens_length] for i in range(0, len(tokens), self.tokens_length))
+    return [self.corrupt(c, rng) for c in chunks], {"count": carry["count"] + 1}
+
+
+class Seq2Seq(EncoderDecoder, FlatMapObjective):
+  """Supervised (input, target) pairs: each side truncated to fit with eos appended (T5's
+  append_eos_after_trim); target_len 0 means seq_len."""
+
+  def __init__(self, tokenizer: Tokenizer, seq_len: int, *, target_len: int):
+    if seq_len < 2 or target_len == 1:
+      raise ConfigError("data.seq_len and data.target_len must leave room for a token and eos; "
+                        f"got {seq_len} and {target_len}")
+    super().__init__(seq_len, target_len or seq_len)
+    self.eos = tokenizer.eos_id
+
+  def flat_map(self, pair: tuple[np.ndarray, np.ndarray]) -> list[dict[str, np.ndarray]]:
+    inputs, targets = pair
+    return [{"encoder_inputs": np.append(inputs[:self.seq_len - 1], self.eos).astype(np.int32),
+             "decoder_targets": np.append(targets[:self.target_len - 1],
+                                          self.eos).astype(np.int32)}]
