@@ -74,3 +74,21 @@ def test_resume_is_exact(family, corpus, tmp_path):
   params = [ocp.StandardCheckpointer().restore(tmp_path / run / "checkpoints" / "6" / "state")["params"]
             for run in ("unbroken", "resumed")]
   jax.tree.map(np.testing.assert_array_equal, *params)
+
+
+def test_seq2seq_pairs_train_end_to_end(corpus, tmp_path):
+  """The 2017 Transformer on (input, target) JSONL pairs: the target is the input's first words."""
+  pairs = tmp_path / "pairs.jsonl"
+  with open(corpus / "train.jsonl") as src, open(pairs, "w") as out:
+    for line in src:
+      text = json.loads(line)["text"]
+      out.write(json.dumps({"de": text, "en": " ".join(text.split()[:6])}) + "\n")
+  config = config_lib.load_config("configs/transformer.py:tiny", tiny_overrides(
+      corpus, data__objective="seq2seq", data__train_files=pairs, data__eval_files=pairs,
+      data__input_field="de", data__target_field="en", data__target_len=16, train__steps=40,
+      train__eval_every=40))
+  train(config, str(tmp_path / "run"))
+  rows = _rows(tmp_path / "run")
+  first = np.mean([rows[s]["loss"] for s in (1, 2, 3)])
+  assert np.mean([rows[s]["loss"] for s in (38, 39, 40)]) < first - 2.0
+  assert _rows(tmp_path / "run", "eval")[40]["loss"] < first - 2.0
