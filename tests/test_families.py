@@ -2,7 +2,6 @@
 driver as GPT: losses fall, do not depend on the mesh, and resume exactly."""
 
 import json
-import os
 
 import jax
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 
 from roots_jax import config as config_lib
 from roots_jax.train import train
-from tiny_gpt import tiny_overrides
+from tiny_gpt import read_metrics, tiny_overrides
 
 FAMILIES = {
     "bert": ("configs/bert.py:tiny", {}),
@@ -25,24 +24,14 @@ def _config(family, corpus, **extra):
   return config_lib.load_config(spec, tiny_overrides(corpus, **{**overrides, **extra}))
 
 
-def _rows(workdir, split="train"):
-  rows = {}
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    for line in f:
-      row = json.loads(line)
-      if row["split"] == split:
-        rows[row["step"]] = row
-  return rows
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 def test_loss_falls(family, corpus, tmp_path):
   train(_config(family, corpus, train__steps=30, train__eval_every=30), str(tmp_path))
-  rows = _rows(tmp_path)
+  rows = read_metrics(tmp_path)
   first = np.mean([rows[s]["loss"] for s in (1, 2, 3)])
   last = np.mean([rows[s]["loss"] for s in (28, 29, 30)])
   assert last < first - 1.0, (first, last)
-  evaluation = _rows(tmp_path, "eval")[30]
+  evaluation = read_metrics(tmp_path, "eval")[30]
   if family == "bert":
     for key in ("mlm_nll", "mlm_accuracy", "nsp_nll", "nsp_accuracy"):
       assert key in rows[30] and key in evaluation
@@ -59,7 +48,7 @@ def test_loss_does_not_depend_on_the_mesh(family, corpus, tmp_path):
     workdir = tmp_path / shape.replace(",", "")
     train(_config(family, corpus, train__steps=4, mesh__shape=shape, mesh__parallelism=parallelism),
           str(workdir))
-    losses.append([_rows(workdir)[s]["loss"] for s in range(1, 5)])
+    losses.append([read_metrics(workdir)[s]["loss"] for s in range(1, 5)])
   np.testing.assert_allclose(losses[1], losses[0], rtol=2e-5)
 
 
@@ -69,7 +58,7 @@ def test_resume_is_exact(family, corpus, tmp_path):
   train(_config(family, corpus, train__steps=6, **extra), str(tmp_path / "unbroken"))
   train(_config(family, corpus, train__steps=3, **extra), str(tmp_path / "resumed"))
   train(_config(family, corpus, train__steps=6, **extra), str(tmp_path / "resumed"))
-  unbroken, resumed = _rows(tmp_path / "unbroken"), _rows(tmp_path / "resumed")
+  unbroken, resumed = read_metrics(tmp_path / "unbroken"), read_metrics(tmp_path / "resumed")
   assert [unbroken[s]["loss"] for s in range(1, 7)] == [resumed[s]["loss"] for s in range(1, 7)]
   params = [ocp.StandardCheckpointer().restore(tmp_path / run / "checkpoints" / "6" / "state")["params"]
             for run in ("unbroken", "resumed")]
@@ -88,7 +77,7 @@ def test_seq2seq_pairs_train_end_to_end(corpus, tmp_path):
       data__input_field="de", data__target_field="en", data__target_len=16, train__steps=40,
       train__eval_every=40))
   train(config, str(tmp_path / "run"))
-  rows = _rows(tmp_path / "run")
+  rows = read_metrics(tmp_path / "run")
   first = np.mean([rows[s]["loss"] for s in (1, 2, 3)])
   assert np.mean([rows[s]["loss"] for s in (38, 39, 40)]) < first - 2.0
-  assert _rows(tmp_path / "run", "eval")[40]["loss"] < first - 2.0
+  assert read_metrics(tmp_path / "run", "eval")[40]["loss"] < first - 2.0

@@ -13,7 +13,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from tiny_gpt import tiny_overrides
+from tiny_gpt import read_metrics, tiny_overrides
 from roots_jax import config as config_lib
 from roots_jax.errors import TrainingHalted
 from roots_jax.train import train
@@ -23,17 +23,6 @@ CONFIG = "configs/gpt2.py:tiny"
 
 def _config(corpus, **extra):
   return config_lib.load_config(CONFIG, tiny_overrides(corpus, **extra))
-
-
-def _metrics(workdir, split="train"):
-  """step -> row; a step logged twice (replayed after a resume) keeps its last row."""
-  rows = {}
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    for line in f:
-      row = json.loads(line)
-      if row["split"] == split:
-        rows[row["step"]] = row
-  return rows
 
 
 def _final_params(workdir, step):
@@ -50,13 +39,13 @@ def _cli(corpus, workdir, **extra):
 def test_loss_falls_and_run_leaves_its_artifacts(corpus, tmp_path):
   result = train(_config(corpus, train__steps=40, train__eval_every=20, train__checkpoint_every=20),
                  str(tmp_path))
-  rows = _metrics(tmp_path)
+  rows = read_metrics(tmp_path)
   assert sorted(rows) == list(range(1, 41))
   first, last = np.mean([rows[s]["loss"] for s in (1, 2, 3)]), np.mean([rows[s]["loss"] for s in (38, 39, 40)])
   assert first > np.log(512) - 1.0 and last < first - 1.5, (first, last)
   for key in ("learning_rate", "grad_norm", "tokens_per_sec", "step_time", "mfu"):
     assert np.isfinite(rows[40][key]) and rows[40][key] > 0
-  evals = _metrics(tmp_path, "eval")
+  evals = read_metrics(tmp_path, "eval")
   assert sorted(evals) == [20, 40] and evals[40]["loss"] < evals[20]["loss"]
   assert evals[40]["perplexity"] == pytest.approx(np.exp(evals[40]["loss"]), rel=1e-5)
   assert result["loss"] == pytest.approx(evals[40]["loss"])
@@ -72,7 +61,7 @@ def single_device_losses(corpus, tmp_path_factory):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
   subprocess.run(_cli(corpus, workdir, train__steps=6, mesh__shape="1,1,1"), env=env, check=True,
                  capture_output=True)
-  return [_metrics(workdir)[s]["loss"] for s in range(1, 7)]
+  return [read_metrics(workdir)[s]["loss"] for s in range(1, 7)]
 
 
 @pytest.mark.parametrize("shape, parallelism, accum", [
@@ -81,7 +70,7 @@ def test_loss_does_not_depend_on_the_mesh(corpus, tmp_path, single_device_losses
                                           accum):
   train(_config(corpus, train__steps=6, mesh__shape=shape, mesh__parallelism=parallelism,
                 train__grad_accum_steps=accum), str(tmp_path))
-  losses = [_metrics(tmp_path)[s]["loss"] for s in range(1, 7)]
+  losses = [read_metrics(tmp_path)[s]["loss"] for s in range(1, 7)]
   np.testing.assert_allclose(losses, single_device_losses, rtol=2e-5)
 
 
@@ -100,7 +89,7 @@ def test_sigkill_then_resume_matches_an_unbroken_run(corpus, tmp_path):
   broken = tmp_path / "broken"
   process = subprocess.Popen(_cli(corpus, broken, **extra), stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE)
-  steps_logged = lambda: len(_metrics(broken)) if (broken / "metrics.jsonl").exists() else 0
+  steps_logged = lambda: len(read_metrics(broken)) if (broken / "metrics.jsonl").exists() else 0
   # Past the step-4 checkpoint, whose directory appears only once the async save is complete.
   _wait_for(lambda: steps_logged() >= 6 and (broken / "checkpoints" / "4").exists(), process)
   process.send_signal(signal.SIGKILL)
@@ -109,7 +98,7 @@ def test_sigkill_then_resume_matches_an_unbroken_run(corpus, tmp_path):
   resumed = subprocess.run(_cli(corpus, broken, **extra), capture_output=True, text=True, check=True)
   assert "resumed from checkpoint step" in resumed.stderr
 
-  unbroken, again = _metrics(tmp_path / "unbroken"), _metrics(broken)
+  unbroken, again = read_metrics(tmp_path / "unbroken"), read_metrics(broken)
   assert [unbroken[s]["loss"] for s in range(1, 17)] == [again[s]["loss"] for s in range(1, 17)]
   a, b = _final_params(tmp_path / "unbroken", 16), _final_params(broken, 16)
   jax.tree.map(np.testing.assert_array_equal, a, b)
@@ -118,13 +107,13 @@ def test_sigkill_then_resume_matches_an_unbroken_run(corpus, tmp_path):
 def test_sigterm_saves_the_current_step_and_the_run_resumes(corpus, tmp_path):
   process = subprocess.Popen(_cli(corpus, tmp_path, train__steps=100000), stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True)
-  _wait_for(lambda: (tmp_path / "metrics.jsonl").exists() and len(_metrics(tmp_path)) >= 3, process)
+  _wait_for(lambda: (tmp_path / "metrics.jsonl").exists() and len(read_metrics(tmp_path)) >= 3, process)
   process.send_signal(signal.SIGTERM)
   _, stderr = process.communicate(timeout=120)
   assert process.returncode == 0, stderr
   assert "preempted: saved the checkpoint of step" in stderr
   saved = ocp.CheckpointManager(tmp_path / "checkpoints").latest_step()
-  assert saved is not None and saved == max(_metrics(tmp_path))
+  assert saved is not None and saved == max(read_metrics(tmp_path))
 
 
 def test_restore_into_a_different_mesh(corpus, tmp_path):
@@ -135,7 +124,7 @@ def test_restore_into_a_different_mesh(corpus, tmp_path):
         str(tmp_path / "moved"))
   train(_config(corpus, train__steps=8, mesh__shape="2,2,2", mesh__parallelism="fsdp_tp", **schedule),
         str(tmp_path / "moved"))
-  unbroken, moved = _metrics(tmp_path / "unbroken"), _metrics(tmp_path / "moved")
+  unbroken, moved = read_metrics(tmp_path / "unbroken"), read_metrics(tmp_path / "moved")
   np.testing.assert_allclose([moved[s]["loss"] for s in range(1, 9)],
                              [unbroken[s]["loss"] for s in range(1, 9)], rtol=2e-5)
 

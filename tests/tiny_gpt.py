@@ -1,4 +1,19 @@
-"""Overrides that make a tiny GPT run on the `corpus` fixture (see conftest.py)."""
+"""Helpers for tiny training runs on the `corpus` fixture (see conftest.py)."""
+
+import json
+import os
+
+
+def read_metrics(workdir, split: str = "train") -> dict:
+  """step -> metrics row of `split`; a step logged twice (replayed after a resume) keeps its
+  last row."""
+  rows = {}
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    for line in f:
+      row = json.loads(line)
+      if row["split"] == split:
+        rows[row["step"]] = row
+  return rows
 
 
 def tiny_overrides(corpus, **extra) -> list[str]:
