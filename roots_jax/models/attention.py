@@ -17,6 +17,11 @@ from roots_jax.models.positions import apply_rope
 IMPLS = ("xla", "dot_product_attention", "cudnn")
 
 
+def default_segments(tokens: jax.Array, segment_ids: jax.Array | None) -> jax.Array:
+  """segment_ids [B, T], or one segment covering every row when not given."""
+  return jnp.ones_like(tokens) if segment_ids is None else segment_ids
+
+
 def make_attention_mask(q_segment_ids: jax.Array, kv_segment_ids: jax.Array, *,
                         causal: bool) -> jax.Array:
   """[B, 1, T, S] bool, True where query t may attend to key s.

@@ -4,11 +4,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from roots_jax.models.attention import make_attention_mask
+from roots_jax.models.attention import default_segments, make_attention_mask
 from roots_jax.models.block import TransformerBlock
 from roots_jax.models.config import ModelConfig
 from roots_jax.models.layers import DenseGeneral, Embed, norm
-from roots_jax.models.positions import add_positions
+from roots_jax.models.positions import add_positions, default_positions
 from roots_jax.models.stack import stack_layers
 
 
@@ -23,10 +23,8 @@ class Decoder(nn.Module):
     """tokens, positions, segment_ids: [B, T] int (segment 0 is padding; packed sequences count
     from 1 and restart their positions). Returns logits [B, T, V] in the compute dtype."""
     cfg = self.config
-    if positions is None:
-      positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
-    if segment_ids is None:
-      segment_ids = jnp.ones_like(tokens)
+    positions = default_positions(tokens, positions)
+    segment_ids = default_segments(tokens, segment_ids)
     mask = make_attention_mask(segment_ids, segment_ids, causal=True)  # [B, 1, T, T]
 
     embed = Embed(cfg.vocab_size, cfg.embed_dim, dtype=cfg.compute_dtype,

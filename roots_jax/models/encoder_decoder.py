@@ -13,22 +13,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from roots_jax.models.attention import make_attention_mask
+from roots_jax.models.attention import default_segments, make_attention_mask
 from roots_jax.models.block import TransformerBlock
 from roots_jax.models.config import ModelConfig
 from roots_jax.models.layers import DenseGeneral, Embed, norm
-from roots_jax.models.positions import add_positions
+from roots_jax.models.positions import add_positions, default_positions
 from roots_jax.models.stack import stack_layers
-
-
-def default_positions(tokens: jax.Array, positions: jax.Array | None) -> jax.Array:
-  if positions is None:
-    return jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
-  return positions
-
-
-def default_segments(tokens: jax.Array, segment_ids: jax.Array | None) -> jax.Array:
-  return jnp.ones_like(tokens) if segment_ids is None else segment_ids
 
 
 def make_cross_attention_mask(decoder_segment_ids: jax.Array,

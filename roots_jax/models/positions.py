@@ -102,6 +102,13 @@ class RelativePositionBias(nn.Module):
     return jnp.transpose(bias, (0, 3, 1, 2))  # [B, N, T, S]
 
 
+def default_positions(tokens: jax.Array, positions: jax.Array | None) -> jax.Array:
+  """positions [B, T], or 0..T-1 for every row when not given."""
+  if positions is None:
+    return jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+  return positions
+
+
 def add_positions(config: ModelConfig, x: jax.Array, positions: jax.Array, *,
                   bidirectional: bool) -> tuple[jax.Array, jax.Array | None]:
   """Position information for a stack's input embeddings x [B, T, D] at positions [B, T].
