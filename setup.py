@@ -22,7 +22,9 @@ setup(
         "tensorboardX",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist", "hypothesis"],
+        "test": ["pytest>=8", "pytest-xdist", "hypothesis",
+                 # Reference implementations for the roots_jax.metrics parity tests.
+                 "sacrebleu", "rouge-score", "scikit-learn", "scipy"],
         "tf": ["tensorflow-cpu"],
     },
 )

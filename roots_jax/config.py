@@ -7,6 +7,7 @@ an error), validates, and returns a locked config.
 """
 
 import ast
+import copy
 import difflib
 import importlib.util
 import json
@@ -14,6 +15,7 @@ import os
 from typing import Sequence
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 from roots_jax.errors import ConfigError
 
@@ -168,6 +170,67 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+# Model fields a fine-tune run may change without changing the parameters.
+RUNTIME_MODEL_KEYS = ("dropout_rate", "attention_dropout_rate", "attention_impl", "remat_policy",
+                      "dtype", "param_dtype")
+
+
+def finetune_config() -> ml_collections.ConfigDict:
+  """Every key the fine-tune driver understands: the pretraining sections without `data`, the
+  checkpoint to start from, the task's data and how the model is fine-tuned. Model fields are
+  placeholders (None): the pretraining run's values fill them, and a value set here must equal
+  the checkpoint's, except the RUNTIME_MODEL_KEYS, which it overrides."""
+  c = base_config()
+  del c["data"]
+  for key, value in list(c.model.items()):
+    c.model[key] = placeholder(type(value))
+  c.init_from = ""               # a pretraining workdir, or one of its checkpoints/<step> directories
+
+  c.task = ml_collections.ConfigDict(dict(
+      kind="classification",     # classification | regression | token_classification | seq2seq
+      source="builtin",          # builtin (from the stdlib corpus) | files | tfds
+      builtin="package",         # package: a function's docstring -> its top-level stdlib package
+                                 # (classification); summary: a function's code -> the first line
+                                 # of its docstring (seq2seq)
+      train_files="",            # comma-separated paths or globs (.csv, .tsv, .jsonl)
+      validation_files="",
+      test_files="",
+      format="auto",             # auto (by extension) | csv | tsv | jsonl
+      text_field="text",         # token_classification: the list of words
+      text_pair_field="",        # a second text (sentence pairs, e.g. glue/mrpc); empty: none
+      label_field="label",       # the class, score, tag list or target text
+      labels=(),                 # class (tag) names in id order; empty: the sorted labels of the
+                                 # train split, or the TFDS ClassLabel names
+      tfds_name="",              # e.g. glue/sst2, glue/mrpc, glue/stsb, cnn_dailymail
+      tfds_data_dir="",
+      train_split="train",
+      validation_split="validation",
+      test_split="test",
+      max_len=128,               # input tokens, special tokens included
+      target_len=32,             # seq2seq: target tokens, eos included
+  ))
+
+  c.finetune = ml_collections.ConfigDict(dict(
+      mode="full",               # full: every parameter trains | frozen: a feature extractor,
+                                 # only the head (and the top trainable_layers) train
+      trainable_layers=0,        # frozen: also train the top k layers (the decoder's, for
+                                 # encoder_decoder) and the final norm
+      from_scratch=False,        # random backbone with init_from's architecture and tokenizer: the
+                                 # baseline that shows what pretraining is worth
+      head_learning_rate=0.0,    # the head's peak rate; 0: optimizer.learning_rate
+      head_dropout=0.1,          # on the pooled features (BERT: 0.1)
+      label_smoothing=0.0,       # classification cross-entropy (0.1 is common)
+      class_weights=(),          # per class id, for the cross-entropy; empty: all 1
+      metric="",                 # validation metric choosing the best checkpoint and stopping
+                                 # early; empty: the task kind's usual one
+      patience=0,                # evaluations without improvement before stopping; 0: never
+  ))
+  c.train.update(steps=500, eval_every=100, checkpoint_every=100, log_every=20)
+  c.optimizer.update(learning_rate=5e-5, warmup_steps=50, schedule="linear", end_lr_fraction=0.0,
+                     weight_decay=0.01)
+  return c
+
+
 def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
   """Loads `path.py[:arg]`, applies `key=value` overrides, validates and locks the result."""
   path, _, arg = spec.partition(":")
@@ -182,7 +245,7 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
     config = module.get_config(arg or None)
   except (ValueError, KeyError, TypeError, AttributeError) as e:
     raise ConfigError(f"{path}:{arg}: {e}") from e
-  config = ml_collections.ConfigDict(config.to_dict())  # our own copy, locked below
+  config = copy.deepcopy(config)  # our own copy, locked below (placeholders keep their type)
   config.lock()
   for item in overrides:
     apply_override(config, item)
@@ -205,7 +268,7 @@ def apply_override(config: ml_collections.ConfigDict, item: str) -> None:
   if isinstance(old, ml_collections.ConfigDict):
     raise ConfigError(f"config key {key!r} is a section; set one of its fields instead")
   with node.unlocked():
-    node[leaf] = _parse(text, old, key)
+    node[leaf] = _parse(text, old, key, node.get_type(leaf))
 
 
 def _child(node, name, key):
@@ -216,8 +279,8 @@ def _child(node, name, key):
   return node[name]
 
 
-def _parse(text: str, old, key: str):
-  kind = type(old)
+def _parse(text: str, old, key: str, kind: type):
+  """`text` as a `kind` (the field's type, also known for a placeholder whose value is None)."""
   try:
     if kind is bool:
       low = text.lower()
@@ -235,7 +298,8 @@ def _parse(text: str, old, key: str):
       return kind(_tuplify(value))
   except (ValueError, SyntaxError):
     pass
-  raise ConfigError(f"config key {key!r} takes a {kind.__name__} (e.g. {old!r}), not {text!r}")
+  example = f" (e.g. {old!r})" if old is not None else ""
+  raise ConfigError(f"config key {key!r} takes a {kind.__name__}{example}, not {text!r}")
 
 
 def _tuplify(value):
@@ -260,6 +324,11 @@ _CHOICES = {
     "optimizer.schedule": ("cosine", "linear", "inverse_sqrt", "constant"),
     "mesh.parallelism": tuple(RULE_PRESETS),
     "distributed.initialize": ("auto", "yes", "no"),
+    "task.kind": ("classification", "regression", "token_classification", "seq2seq"),
+    "task.source": ("builtin", "files", "tfds"),
+    "task.builtin": ("package", "summary"),
+    "task.format": ("auto", "csv", "tsv", "jsonl"),
+    "finetune.mode": ("full", "frozen"),
 }
 
 
@@ -268,9 +337,36 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   (batch vs. mesh) run when `num_devices` is given."""
   for key, choices in _CHOICES.items():
     section, name = key.split(".")
-    if config[section][name] not in choices:
-      raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {config[section][name]!r}")
-  m, t, d = config.model, config.train, config.data
+    value = config[section][name] if section in config else None
+    if value is not None and value not in choices:
+      raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
+  if None not in config.model.values():  # a fine-tune config's model is known after loading
+    _validate_model(config.model)
+  if "data" in config:
+    _validate_data(config)
+  if "task" in config:
+    _validate_finetune(config)
+  t = config.train
+  for key in ("batch_size", "steps", "grad_accum_steps", "log_every", "eval_every", "eval_batches",
+              "checkpoint_every", "keep_checkpoints"):
+    if t[key] <= 0:
+      raise ConfigError(f"train.{key} must be positive; got {t[key]}")
+  if t.batch_size % t.grad_accum_steps:
+    raise ConfigError(f"train.grad_accum_steps ({t.grad_accum_steps}) must divide train.batch_size "
+                      f"({t.batch_size})")
+  if len(config.mesh.shape) != len(MESH_AXES):
+    raise ConfigError(f"mesh.shape needs {len(MESH_AXES)} sizes for {MESH_AXES}; got {config.mesh.shape}")
+  if num_devices is not None:
+    shape = mesh_shape(config, num_devices)
+    dp = shape[0] * shape[1]
+    micro = t.batch_size // t.grad_accum_steps
+    if micro % dp:
+      raise ConfigError(f"the batch per accumulation step ({micro} = train.batch_size / "
+                        f"train.grad_accum_steps) must be divisible by the data-parallel size "
+                        f"data*fsdp = {dp} of mesh {shape}")
+
+
+def _validate_model(m: ml_collections.ConfigDict) -> None:
   for key in ("vocab_size", "num_layers", "embed_dim", "num_heads", "mlp_dim", "max_len"):
     if m[key] <= 0:
       raise ConfigError(f"model.{key} must be positive; got {m[key]}")
@@ -285,15 +381,12 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
                       "(the fused kernels have no attention dropout)")
   if m.position == "rope" and (m.head_dim or m.embed_dim // m.num_heads) % 2:
     raise ConfigError("rope needs an even head dimension")
+
+
+def _validate_data(config: ml_collections.ConfigDict) -> None:
+  m, d = config.model, config.data
   if d.seq_len <= 0 or (m.position not in ("rope", "relative") and d.seq_len > m.max_len):
     raise ConfigError(f"data.seq_len ({d.seq_len}) must be in 1..model.max_len ({m.max_len})")
-  for key in ("batch_size", "steps", "grad_accum_steps", "log_every", "eval_every", "eval_batches",
-              "checkpoint_every", "keep_checkpoints"):
-    if t[key] <= 0:
-      raise ConfigError(f"train.{key} must be positive; got {t[key]}")
-  if t.batch_size % t.grad_accum_steps:
-    raise ConfigError(f"train.grad_accum_steps ({t.grad_accum_steps}) must divide train.batch_size "
-                      f"({t.batch_size})")
   if d.source == "files" and not d.train_files:
     raise ConfigError("data.source=files needs data.train_files (paths or globs)")
   if d.source == "tfds" and not d.tfds_name:
@@ -304,16 +397,28 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
                       "data.objective=span_corruption on the built-in corpus")
   if not 0.0 <= d.eval_fraction < 1.0:
     raise ConfigError(f"data.eval_fraction must be in [0, 1); got {d.eval_fraction}")
-  if len(config.mesh.shape) != len(MESH_AXES):
-    raise ConfigError(f"mesh.shape needs {len(MESH_AXES)} sizes for {MESH_AXES}; got {config.mesh.shape}")
-  if num_devices is not None:
-    shape = mesh_shape(config, num_devices)
-    dp = shape[0] * shape[1]
-    micro = t.batch_size // t.grad_accum_steps
-    if micro % dp:
-      raise ConfigError(f"the batch per accumulation step ({micro} = train.batch_size / "
-                        f"train.grad_accum_steps) must be divisible by the data-parallel size "
-                        f"data*fsdp = {dp} of mesh {shape}")
+
+
+def _validate_finetune(config: ml_collections.ConfigDict) -> None:
+  task, f = config.task, config.finetune
+  if task.source == "files" and not task.train_files:
+    raise ConfigError("task.source=files needs task.train_files (paths or globs)")
+  if task.source == "tfds" and not task.tfds_name:
+    raise ConfigError("task.source=tfds needs task.tfds_name (e.g. glue/sst2)")
+  if task.source == "builtin" and (task.kind == "seq2seq") != (task.builtin == "summary"):
+    raise ConfigError(f"the built-in task {task.builtin!r} does not fit task.kind={task.kind}: use "
+                      "task.builtin=package with classification, summary with seq2seq")
+  if task.max_len < 4 or (task.kind == "seq2seq" and task.target_len < 2):
+    raise ConfigError(f"task.max_len ({task.max_len}) must be at least 4 and task.target_len "
+                      f"({task.target_len}) at least 2")
+  if f.trainable_layers < 0:
+    raise ConfigError(f"finetune.trainable_layers must be >= 0; got {f.trainable_layers}")
+  if f.trainable_layers and f.mode != "frozen":
+    raise ConfigError("finetune.trainable_layers applies to finetune.mode=frozen (full trains all)")
+  if not 0.0 <= f.label_smoothing < 1.0:
+    raise ConfigError(f"finetune.label_smoothing must be in [0, 1); got {f.label_smoothing}")
+  if f.patience < 0:
+    raise ConfigError(f"finetune.patience must be >= 0; got {f.patience}")
 
 
 def mesh_shape(config: ml_collections.ConfigDict, num_devices: int) -> tuple[int, ...]:
@@ -336,6 +441,30 @@ def mesh_shape(config: ml_collections.ConfigDict, num_devices: int) -> tuple[int
 def logical_rules(config: ml_collections.ConfigDict) -> tuple:
   """The logical-axis rules in force: mesh.rules if given, else the parallelism preset's."""
   return tuple(config.mesh.rules) or RULE_PRESETS[config.mesh.parallelism]
+
+
+def read_config(path: str) -> ml_collections.ConfigDict:
+  """A workdir's config.json as a locked config (a pretraining or a fine-tuning one)."""
+  try:
+    with open(path) as f:
+      values = json.load(f)
+  except (OSError, ValueError) as e:
+    raise ConfigError(f"cannot read the run config {path}: {e}") from e
+  config = finetune_config() if "task" in values else base_config()
+  config.lock()
+  _update(config, values, path, "")
+  return config
+
+
+def _update(node: ml_collections.ConfigDict, values: dict, path: str, prefix: str) -> None:
+  for key, value in values.items():
+    if key not in node:
+      raise ConfigError(f"{path} has the key {prefix}{key}, which this version does not know")
+    if isinstance(value, dict):
+      _update(node[key], value, path, f"{prefix}{key}.")
+    else:
+      with node.unlocked():
+        node[key] = _tuplify(value) if isinstance(value, list) else value
 
 
 def save_config(config: ml_collections.ConfigDict, path: str) -> None:

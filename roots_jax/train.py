@@ -34,9 +34,9 @@ USAGE = ("usage: python -m roots_jax.train --config FILE.py[:ARG] --workdir DIR 
          "[--config.SECTION.KEY=VALUE ...]")
 
 
-def parse_args(argv: list[str], names=("config", "workdir"), usage: str = USAGE):
+def parse_args(argv: list[str], names=("config", "workdir"), usage: str = USAGE, required=None):
   """-> ({name: value}, overrides) from `--name value` / `--name=value` and `--config.a.b=v`.
-  Every name is required."""
+  The `required` names (default: all) must be given."""
   values, overrides = {}, []
   args = list(argv)
   while args:
@@ -53,7 +53,7 @@ def parse_args(argv: list[str], names=("config", "workdir"), usage: str = USAGE)
       overrides.append(f"{name[len('config.'):]}={value}")
     else:
       values[name] = value
-  missing = [n for n in names if n not in values]
+  missing = [n for n in (names if required is None else required) if n not in values]
   if missing:
     raise ConfigError(f"missing --{missing[0]}; {usage}")
   return values, overrides
@@ -95,54 +95,73 @@ def train(config, workdir: str) -> dict:
         log.info("the run is complete (train.steps=%d); raise train.steps to train further", t.steps)
 
     # Loop.
-    writer = metrics_lib.MetricWriter(workdir, enabled=is_main)
     flops_per_token = models.flops_per_token(parts.model_config, config.data.seq_len,
                                              objectives.target_len(config.data) or None)
-    peak = metrics_lib.peak_flops_per_device(config.hardware.peak_flops_per_device)
-    tokens_per_step = t.batch_size * config.data.seq_len
-    to_global = lambda b: jax.make_array_from_process_local_data(parts.batch_sharding, b)
-    step = int(state.step)
-    eval_metrics = {}
-    stop = _PreemptionFlag()
-    try:
-      pending, timer = [], None
-      while step < t.steps:
-        state, m = parts.train_step(state, jax.tree.map(to_global, next(train_iter)))
-        step += 1
-        pending.append(m)
-        if timer is None:  # the first step includes compilation: time from its end
-          timer, timer_step = _restart_timer(m, step)
-        last = step == t.steps
-        if step % t.log_every == 0 or last:
+    evaluate = lambda params: evaluate_split(config, tokenizer, shard, parts, params,
+                                             max_batches=t.eval_batches)
+    return run_loop(config, workdir, parts, state, manager, train_iter, evaluate,
+                    tokens_per_step=t.batch_size * config.data.seq_len,
+                    flops_per_token=flops_per_token)
+
+
+def run_loop(config, workdir: str, parts: "Parts", state, manager, train_iter, evaluate: Callable,
+             *, tokens_per_step: int, flops_per_token: float,
+             after_eval: Callable | None = None) -> dict:
+  """Steps from state.step to train.steps: logs, evaluates (`evaluate(params) -> metrics`, then
+  `after_eval(step, state, metrics) -> stop early?`), checkpoints with the iterator, and saves
+  and exits on SIGTERM. Closes the manager and the iterator. Returns the last eval metrics."""
+  t, is_main = config.train, jax.process_index() == 0
+  writer = metrics_lib.MetricWriter(workdir, enabled=is_main)
+  peak = metrics_lib.peak_flops_per_device(config.hardware.peak_flops_per_device)
+  to_global = lambda b: jax.make_array_from_process_local_data(parts.batch_sharding, b)
+  step = int(state.step)
+  eval_metrics = {}
+  stop = _PreemptionFlag()
+  try:
+    pending, timer = [], None
+    while step < t.steps:
+      state, m = parts.train_step(state, jax.tree.map(to_global, next(train_iter)))
+      step += 1
+      pending.append(m)
+      if timer is None:  # the first step includes compilation: time from its end
+        timer, timer_step = _restart_timer(m, step)
+      last = step == t.steps
+      if step % t.log_every == 0 or last:
+        _check_health(state, manager)
+        row = {k: float(np.mean([x[k] for x in jax.device_get(pending)])) for k in pending[0]}
+        if step > timer_step:
+          elapsed = time.perf_counter() - timer
+          tps = tokens_per_step * (step - timer_step) / elapsed
+          row.update(tokens_per_sec=tps, step_time=elapsed / (step - timer_step),
+                     mfu=metrics_lib.mfu(tps, flops_per_token, peak))
+          timer, timer_step = time.perf_counter(), step
+        writer.write(step, "train", row)
+        pending = []
+      early_stop = False
+      if step % t.eval_every == 0 or last:
+        eval_metrics = evaluate(state.params)
+        writer.write(step, "eval", eval_metrics)
+        if after_eval is not None:
           _check_health(state, manager)
-          row = {k: float(np.mean([x[k] for x in jax.device_get(pending)])) for k in pending[0]}
-          if step > timer_step:
-            elapsed = time.perf_counter() - timer
-            tps = tokens_per_step * (step - timer_step) / elapsed
-            row.update(tokens_per_sec=tps, step_time=elapsed / (step - timer_step),
-                       mfu=metrics_lib.mfu(tps, flops_per_token, peak))
-            timer, timer_step = time.perf_counter(), step
-          writer.write(step, "train", row)
-          pending = []
-        if step % t.eval_every == 0 or last:
-          eval_metrics = _evaluate(config, tokenizer, shard, parts, state.params, to_global)
-          writer.write(step, "eval", eval_metrics)
-          timer, timer_step = _restart_timer(m, step)  # eval time is not training throughput
-        preempted = stop.check(step % t.log_every == 0)
-        if step % t.checkpoint_every == 0 or last or preempted:
-          _check_health(state, manager)
-          checkpoints.save(manager, step, state, train_iter, force=True)
-        if preempted:
-          log.warning("preempted: saved the checkpoint of step %d; rerun the same command to resume",
-                      step)
-          break
-    finally:
-      stop.restore()
-      manager.wait_until_finished()
-      manager.close()
-      writer.close()
-      train_iter.close()
-    return eval_metrics
+          early_stop = after_eval(step, state, eval_metrics)
+        timer, timer_step = _restart_timer(m, step)  # eval time is not training throughput
+      preempted = stop.check(step % t.log_every == 0)
+      if step % t.checkpoint_every == 0 or last or preempted or early_stop:
+        _check_health(state, manager)
+        checkpoints.save(manager, step, state, train_iter, force=True)
+      if preempted:
+        log.warning("preempted: saved the checkpoint of step %d; rerun the same command to resume",
+                    step)
+        break
+      if early_stop:
+        break
+  finally:
+    stop.restore()
+    manager.wait_until_finished()
+    manager.close()
+    writer.close()
+    train_iter.close()
+  return eval_metrics
 
 
 class Parts(NamedTuple):
@@ -160,24 +179,34 @@ class Parts(NamedTuple):
 
 
 def build(config, mesh) -> Parts:
-  """Model and optimizer, abstractly first: shardings come from the logical annotations. Call
-  inside `jax.set_mesh(mesh)` and `nn.logical_axis_rules(rules)`."""
-  t, rules = config.train, config_lib.logical_rules(config)
+  """The pretraining model and optimizer. Call inside `jax.set_mesh(mesh)` and
+  `nn.logical_axis_rules(rules)`."""
   model_config = ModelConfig.from_config(config.model)
-  model = models.build_model(model_config)
   task = tasks.get_task(config.data.objective, config.model.family)
-  tx = optimizers.make_optimizer(config.optimizer, t.steps)
-  args, kwargs = task.model_inputs(task.init_batch(config.data.seq_len,
-                                                   objectives.target_len(config.data)))
+  init_batch = task.init_batch(config.data.seq_len, objectives.target_len(config.data))
+  return assemble(config, mesh, model_config, models.build_model(model_config), task, init_batch,
+                  optimizers.make_optimizer(config.optimizer, config.train.steps))
+
+
+def assemble(config, mesh, model_config: ModelConfig, model: nn.Module, task: tasks.Task,
+             init_batch: dict, tx, make_plan: Callable | None = None) -> Parts:
+  """Everything a run needs around a model, abstractly first: shardings come from the logical
+  annotations. `make_plan(abstract params) -> plan` chooses the trained parameters (see
+  steps.split_params); without it everything trains."""
+  t, rules = config.train, config_lib.logical_rules(config)
+  args, kwargs = task.model_inputs(init_batch)
   init_params = lambda rng: model.init(rng, *args, **kwargs)["params"]
-  init_state = lambda rng: steps.init_state(nn.meta.unbox(init_params(rng)), tx)
   rng = jax.random.key(config.seed)
+  plan = make_plan(jax.eval_shape(lambda r: nn.meta.unbox(init_params(r)), rng)) if make_plan else None
+  init_state = lambda rng: steps.init_state(nn.meta.unbox(init_params(rng)), tx, plan)
   abstract_state = jax.eval_shape(init_state, rng)
-  state_sharding = _state_shardings(abstract_state, jax.eval_shape(init_params, rng), tx, mesh, rules)
+  state_sharding = _state_shardings(abstract_state, jax.eval_shape(init_params, rng), tx, mesh,
+                                    rules, plan)
   batch_sharding = partitioning.data_sharding(mesh, rules)
   train_step = jax.jit(
       steps.make_train_step(model, tx, task, seed=config.seed, grad_accum_steps=t.grad_accum_steps,
-                            z_loss=t.z_loss, schedule=optimizers.make_schedule(config.optimizer, t.steps)),
+                            z_loss=t.z_loss, schedule=optimizers.make_schedule(config.optimizer, t.steps),
+                            plan=plan),
       in_shardings=(state_sharding, batch_sharding),
       out_shardings=(state_sharding, partitioning.replicated(mesh)), donate_argnums=0)
   eval_step = jax.jit(steps.make_eval_step(model, task),
@@ -187,27 +216,34 @@ def build(config, mesh) -> Parts:
                jax.jit(init_state, out_shardings=state_sharding), train_step, eval_step)
 
 
-def _state_shardings(abstract_state, boxed_params, tx, mesh, rules):
-  """Params by their logical axes; optimizer leaves shaped like their parameter share its
-  sharding (Adafactor's factored moments and counters are replicated)."""
+def _state_shardings(abstract_state, boxed_params, tx, mesh, rules, plan):
+  """Params by their logical axes; optimizer leaves shaped like their (trained part of the)
+  parameter share its sharding (Adafactor's factored moments and counters are replicated)."""
   param_sharding = partitioning.tree_shardings(boxed_params, mesh, rules)
   replicated = partitioning.replicated(mesh)
+  trained = jax.eval_shape(lambda p: steps.split_params(plan, p)[0], abstract_state.params)
+  trained_sharding = steps.split_params(plan, param_sharding, take=lambda s, k: (s, s))[0]
   opt_sharding = optax.tree_map_params(
       tx, lambda leaf, sharding, param: sharding if leaf.shape == param.shape else replicated,
-      abstract_state.opt_state, param_sharding, abstract_state.params,
+      abstract_state.opt_state, trained_sharding, trained,
       transform_non_params=lambda _: replicated)
   return abstract_state.replace(
       step=replicated, params=param_sharding, opt_state=opt_sharding,
       bad_step=replicated, bad_loss=replicated, bad_grad_norm=replicated)
 
 
-def _evaluate(config, tokenizer, shard, parts: Parts, params, to_global) -> dict:
-  """Every loss term, the loss and perplexity over train.eval_batches held-out batches. Every
-  process runs the same number of steps: a process whose share runs out feeds zero-weight batches."""
+def evaluate_split(config, tokenizer, shard, parts: Parts, params, *,
+                   max_batches: int | None) -> dict:
+  """Every loss term, the loss and the token-weighted perplexity over the held-out split's first
+  `max_batches` batches (None: all of them). Every process runs the same number of steps: a
+  process whose share runs out feeds zero-weight batches."""
   it = iter(pipeline.make_dataset(config, tokenizer, "eval", **shard))
-  sums, counts, filler = {}, {}, None
-  for _ in range(config.train.eval_batches):
+  to_global = lambda b: jax.make_array_from_process_local_data(parts.batch_sharding, b)
+  sums, counts, filler, taken = {}, {}, None, 0
+  while max_batches is None or taken < max_batches:
     batch = next(it, None)
+    if max_batches is None and not _any_process(batch is not None):
+      break
     if batch is None:
       if filler is None:
         raise ConfigError("the eval split is empty: give data.eval_files or raise data.eval_fraction")
@@ -217,11 +253,20 @@ def _evaluate(config, tokenizer, shard, parts: Parts, params, to_global) -> dict
     for term in batch_sums:
       sums[term] = sums.get(term, 0.0) + float(batch_sums[term])
       counts[term] = counts.get(term, 0.0) + float(batch_counts[term])
+    taken += 1
   it.close()
+  if not sums:
+    raise ConfigError("the eval split is empty: give data.eval_files or raise data.eval_fraction")
   values = {t: sums[t] / max(counts[t], 1.0) for t in sums if not t.endswith("z_loss")}
   loss = sum(values[t] for t in parts.task.loss_terms if t in values)
   return {"loss": loss, "perplexity": float(np.exp(min(values[parts.task.nll_term], 100.0))),
           **values}
+
+
+def _any_process(flag: bool) -> bool:
+  if jax.process_count() == 1:
+    return flag
+  return bool(multihost_utils.process_allgather(np.array(flag)).any())
 
 
 def _restart_timer(metrics, step):
@@ -263,7 +308,7 @@ class _PreemptionFlag:
     return at_log_step and bool(multihost_utils.process_allgather(np.array(self._set)).any())
 
 
-def _log_to_console() -> None:
+def log_to_console() -> None:
   """Our own handler: absl (imported by grain and Orbax) owns the root logger."""
   if not log.handlers:
     handler = logging.StreamHandler()
@@ -274,7 +319,7 @@ def _log_to_console() -> None:
 
 
 def main(argv=None) -> int:
-  _log_to_console()
+  log_to_console()
   try:
     values, overrides = parse_args(sys.argv[1:] if argv is None else argv)
     config = config_lib.load_config(values["config"], overrides)

@@ -15,6 +15,7 @@ Supervised objectives (seq2seq) read pairs instead: give a source the pair of fi
 import functools
 import glob
 import hashlib
+import importlib
 import json
 import os
 import sysconfig
@@ -53,28 +54,35 @@ def _field_keys(fields: Fields) -> str:
   return "data.text_field" if isinstance(fields, str) else "data.input_field/data.target_field"
 
 
-def _hash01(key: str) -> float:
+def hash01(key: str) -> float:
   """A uniform number in [0, 1) that depends only on `key` (Python's hash() is salted)."""
   digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
   return int.from_bytes(digest, "little") / 2.0**64
 
 
 def _in_split(key: str, split: str, eval_fraction: float) -> bool:
-  return (_hash01(key) < eval_fraction) == (split == "eval")
+  return (hash01(key) < eval_fraction) == (split == "eval")
+
+
+def builtin_files() -> tuple[str, list[str]]:
+  """The stdlib directory and its .py files as sorted relative "/" paths, without tests and
+  installed packages: the built-in corpus, also behind the built-in fine-tuning tasks."""
+  root = sysconfig.get_paths()["stdlib"]
+  files = []
+  for directory, subdirs, names in os.walk(root):
+    subdirs[:] = [d for d in subdirs if d not in _BUILTIN_SKIP_DIRS]
+    rel = os.path.relpath(directory, root)
+    files += [os.path.normpath(os.path.join(rel, n)).replace(os.sep, "/")
+              for n in names if n.endswith(".py")]
+  return root, sorted(files)
 
 
 class BuiltinSource:
   """The standard library's own .py files, one document per file; eval holds out whole modules."""
 
   def __init__(self, split: str, eval_fraction: float):
-    self.root = sysconfig.get_paths()["stdlib"]
-    files = []
-    for directory, subdirs, names in os.walk(self.root):
-      subdirs[:] = [d for d in subdirs if d not in _BUILTIN_SKIP_DIRS]
-      rel = os.path.relpath(directory, self.root)
-      files += [os.path.normpath(os.path.join(rel, n)).replace(os.sep, "/")
-                for n in names if n.endswith(".py")]
-    self.files = sorted(f for f in files if _in_split(f, split, eval_fraction))
+    self.root, files = builtin_files()
+    self.files = [f for f in files if _in_split(f, split, eval_fraction)]
     if not self.files:
       raise DataError(f"the built-in corpus has no {split} modules in {self.root}; "
                       "raise data.eval_fraction or set data.source=files")
@@ -124,8 +132,9 @@ class FileSource:
         yield position, thunk
 
 
-def expand_patterns(patterns: str) -> list[str]:
-  """Comma-separated paths or globs -> files, each glob sorted, duplicates dropped."""
+def expand_patterns(patterns: str, key: str = "data.train_files") -> list[str]:
+  """Comma-separated paths or globs -> files, each glob sorted, duplicates dropped; `key` is
+  the config key that holds them, for the messages."""
   paths = []
   for pattern in (p.strip() for p in patterns.split(",")):
     if not pattern:
@@ -134,11 +143,11 @@ def expand_patterns(patterns: str) -> list[str]:
                      if not os.path.isdir(m))
     if not matches:
       what = "is a directory" if os.path.isdir(pattern) else "matches no file"
-      raise DataError(f"data file pattern {pattern!r} {what}; give files or globs such as "
-                      "'corpus/*.jsonl' (comma-separated)")
+      raise DataError(f"data file pattern {pattern!r} in {key} {what}; give files or globs "
+                      "such as 'corpus/*.jsonl' (comma-separated)")
     paths += [m for m in matches if m not in paths]
   if not paths:
-    raise DataError("no data files given; set data.train_files to paths or globs")
+    raise DataError(f"no data files given; set {key} to paths or globs")
   return paths
 
 
@@ -256,29 +265,45 @@ def _parquet_records(path: str, position: Any, fields: Fields):
             yield row, row - 1, functools.partial(_as_texts, values, fields)
 
 
-def _as_text(value: str | bytes) -> str:
+def as_text(value: str | bytes) -> str:
   return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def _as_texts(values, fields: Fields) -> str | tuple[str, str]:
   """A record's values of `fields` as text; TFDS and Parquet may hold bytes."""
-  texts = tuple(_as_text(v) for v in values)
+  texts = tuple(as_text(v) for v in values)
   return texts[0] if isinstance(fields, str) else texts
+
+
+# `import tensorflow_datasets` imports its older builder packages lazily, so their builders
+# (glue, cnn_dailymail, wmt14_translate, ...) have no name until the package is imported.
+# These text packages import without TensorFlow.
+_TFDS_TEXT_PACKAGES = ("text", "summarization", "translate", "question_answering",
+                       "text_simplification")
+
+
+def open_tfds(name: str, split: str, data_dir: str, section: str = "data"):
+  """`tfds.data_source` of a prepared dataset (ArrayRecord, no TensorFlow), or a DataError
+  naming the `section`'s config keys to fix."""
+  import tensorflow_datasets as tfds  # Slow to import; only TFDS sources need it.
+  for package in _TFDS_TEXT_PACKAGES:
+    importlib.import_module(f"tensorflow_datasets.{package}")
+  try:
+    return tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
+  except Exception as e:  # Not registered, not prepared, unknown split: all user fixable.
+    reason = (str(e).splitlines() or [type(e).__name__])[0].rstrip(".")
+    raise DataError(f"cannot open TFDS dataset {name!r} split {split!r}"
+                    f"{' in ' + data_dir if data_dir else ''}: {reason}. "
+                    f"Prepare it first (tfds build) and check {section}.tfds_name, "
+                    f"{section}.tfds_data_dir and the split (slices like 'train[:98%]' "
+                    "work)") from e
 
 
 class TfdsSource:
   """A prepared TFDS dataset read through ArrayRecord (`tfds.data_source`, no TensorFlow)."""
 
   def __init__(self, name: str, split: str, data_dir: str, fields: Fields):
-    import tensorflow_datasets as tfds  # Slow to import; only this source needs it.
-    try:
-      self.data = tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
-    except Exception as e:  # Not registered, not prepared, unknown split: all user fixable.
-      reason = (str(e).splitlines() or [type(e).__name__])[0].rstrip(".")
-      raise DataError(f"cannot open TFDS dataset {name!r} split {split!r}"
-                      f"{' in ' + data_dir if data_dir else ''}: {reason}. "
-                      "Prepare it first (tfds build) and check data.tfds_name, "
-                      "data.tfds_data_dir and the split (slices like 'train[:98%]' work)") from e
+    self.data = open_tfds(name, split, data_dir)
     self.name = name
     self.fields = fields
     for field in _field_list(fields):

@@ -19,9 +19,11 @@ class Decoder(nn.Module):
 
   @nn.compact
   def __call__(self, tokens: jax.Array, *, positions: jax.Array | None = None,
-               segment_ids: jax.Array | None = None, deterministic: bool = True) -> jax.Array:
+               segment_ids: jax.Array | None = None, deterministic: bool = True,
+               features: bool = False) -> jax.Array:
     """tokens, positions, segment_ids: [B, T] int (segment 0 is padding; packed sequences count
-    from 1 and restart their positions). Returns logits [B, T, V] in the compute dtype."""
+    from 1 and restart their positions). Returns logits [B, T, V] in the compute dtype, or with
+    `features` the final hidden states [B, T, D] that the LM head would read (fine-tuning)."""
     cfg = self.config
     positions = default_positions(tokens, positions)
     segment_ids = default_segments(tokens, segment_ids)
@@ -38,6 +40,8 @@ class Decoder(nn.Module):
     x = stack_layers(TransformerBlock, cfg, x, mask, positions, bias, deterministic=deterministic)
     if cfg.norm_placement == "pre":
       x = norm(cfg, "final_norm")(x)
+    if features:
+      return x
     if cfg.tie_embeddings:
       logits = embed.attend(x)  # [B, T, V]
     else:

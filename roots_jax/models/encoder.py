@@ -35,12 +35,13 @@ class Encoder(nn.Module):
   @nn.compact
   def __call__(self, tokens: jax.Array, *, token_types: jax.Array | None = None,
                positions: jax.Array | None = None, segment_ids: jax.Array | None = None,
-               deterministic: bool = True) -> tuple[jax.Array, jax.Array]:
+               deterministic: bool = True, features: bool = False) -> tuple[jax.Array, jax.Array]:
     """tokens, token_types (0 = sentence A, 1 = B), positions, segment_ids: [B, T] int (segment 0
     is padding; packed sequences count from 1 and restart their positions).
 
     Returns (mlm_logits [B, T, V], nsp_logits [B, 2]) in the compute dtype; NSP reads the first
-    token ([CLS]) of each row.
+    token ([CLS]) of each row. With `features`, returns what fine-tuning heads read instead:
+    (hidden states [B, T, D], the pooler's output [B, D]), as BERT's sequence classifiers do.
     """
     cfg = self.config
     positions = default_positions(tokens, positions)
@@ -66,6 +67,9 @@ class Encoder(nn.Module):
     x = stack_layers(TransformerBlock, cfg, x, mask, positions, bias, deterministic=deterministic)
     if cfg.norm_placement == "pre":
       x = norm(cfg, "final_norm")(x)  # [B, T, D]
+    pooler = dense(cfg, (cfg.embed_dim,), ("embed", None), name="pooler")
+    if features:
+      return x, jnp.tanh(pooler(x[:, 0]))
 
     # Masked LM (BERT's cls.predictions): transform, then the word embeddings plus a bias.
     h = dense(cfg, (cfg.embed_dim,), ("embed", None), name="mlm_transform")(x)
@@ -79,6 +83,6 @@ class Encoder(nn.Module):
     mlm_logits = nn.with_logical_constraint(mlm_logits, ("batch", "length", "vocab"))
 
     # Next sentence prediction (BERT's pooler + cls.seq_relationship) on the first token.
-    pooled = jnp.tanh(dense(cfg, (cfg.embed_dim,), ("embed", None), name="pooler")(x[:, 0]))
+    pooled = jnp.tanh(pooler(x[:, 0]))
     nsp_logits = dense(cfg, (2,), ("embed", None), name="nsp_classifier")(pooled)  # [B, 2]
     return mlm_logits, nsp_logits

@@ -110,8 +110,9 @@ class EncoderDecoder(nn.Module):
              encoder_segment_ids: jax.Array | None = None,
              decoder_segment_ids: jax.Array | None = None,
              decoder_positions: jax.Array | None = None,
-             deterministic: bool = True) -> jax.Array:
-    """encoded [B, S, D] (from `encode`), decoder_tokens [B, T] -> logits [B, T, V]."""
+             deterministic: bool = True, features: bool = False) -> jax.Array:
+    """encoded [B, S, D] (from `encode`), decoder_tokens [B, T] -> logits [B, T, V], or with
+    `features` the decoder's final hidden states [B, T, D] (fine-tuning)."""
     cfg = self.config
     if encoder_segment_ids is None:
       encoder_segment_ids = jnp.ones(encoded.shape[:2], jnp.int32)
@@ -121,6 +122,8 @@ class EncoderDecoder(nn.Module):
     x = self.decoder(self._embed(decoder_tokens),
                      default_positions(decoder_tokens, decoder_positions), mask, encoded,
                      cross_mask, deterministic=deterministic)  # [B, T, D]
+    if features:
+      return x
     if cfg.tie_embeddings and not cfg.scale_embeddings:
       # T5 (Mesh TF, Hugging Face): D^-0.5 before the tied head, as the embedding is unit-scale.
       logits = self.token_embed.attend(x * jnp.asarray(cfg.embed_dim ** -0.5, x.dtype))

@@ -29,28 +29,59 @@ class TrainState:
   bad_grad_norm: jax.Array
 
 
-def init_state(params, tx: optax.GradientTransformation) -> TrainState:
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+# A training plan says which parameters train (fine-tuning): a tree like the params holding, per
+# leaf, ALL, NONE or k > 0 for the last k entries of its leading axis (the top k of scanned
+# layers). Only the trained part gets gradients and optimizer state. None: everything trains.
+ALL, NONE = -1, 0
+
+
+def split_params(plan, params, take=lambda x, k: (x[-k:], x[:-k])):
+  """-> (trained, frozen): trees like `params` with None where a leaf has no part. `take`
+  cuts a partly trained leaf (the default slices arrays; pass another for shardings)."""
+  if plan is None:
+    return params, None
+  parts = jax.tree.map(lambda k, x: (x, None) if k == ALL else (None, x) if k == NONE
+                       else take(x, k), plan, params)
+  is_part = lambda x: isinstance(x, tuple)
+  return (jax.tree.map(lambda p: p[0], parts, is_leaf=is_part),
+          jax.tree.map(lambda p: p[1], parts, is_leaf=is_part))
+
+
+def merge_params(plan, trained, frozen):
+  """The inverse of split_params."""
+  if plan is None:
+    return trained
+  return jax.tree.map(lambda k, t, f: t if k == ALL else f if k == NONE
+                      else jnp.concatenate([f, t]), plan, trained, frozen)
+
+
+def init_state(params, tx: optax.GradientTransformation, plan=None) -> TrainState:
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=tx.init(split_params(plan, params)[0]),
                     bad_step=jnp.full((), -1, jnp.int32), bad_loss=jnp.zeros((), jnp.float32),
                     bad_grad_norm=jnp.zeros((), jnp.float32))
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, task: Task, *, seed: int,
-                    grad_accum_steps: int, z_loss: float, schedule: Callable) -> Callable:
-  """train_step(state, batch) -> (state, metrics); the caller jits it with shardings."""
+                    grad_accum_steps: int, z_loss: float, schedule: Callable,
+                    plan=None) -> Callable:
+  """train_step(state, batch) -> (state, metrics); the caller jits it with shardings. With a
+  `plan`, gradients are taken only with respect to the trained part of the parameters."""
 
-  def grads_and_sums(params, micro, rng, counts):
-    def loss_fn(p):
-      sums = task.forward(model, p, micro, rng=rng, deterministic=False, z_loss=z_loss)
+  def grads_and_sums(trained, frozen, micro, rng, counts):
+    def loss_fn(part):
+      params = merge_params(plan, part, frozen)
+      sums = task.forward(model, params, micro, rng=rng, deterministic=False, z_loss=z_loss)
       return sum(sums[t] / jnp.maximum(counts[t], 1.0) for t in task.loss_terms), sums
-    (_, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    (_, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(trained)
     return grads, sums
 
   def train_step(state: TrainState, batch):
     rng = jax.random.fold_in(jax.random.key(seed), state.step)
     counts = task.counts(batch)  # of the whole batch: every microbatch's terms share them
+    trained, frozen = split_params(plan, state.params)
     if grad_accum_steps == 1:
-      grads, sums = grads_and_sums(state.params, batch, rng, counts)
+      grads, sums = grads_and_sums(trained, frozen, batch, rng, counts)
     else:
       # Microbatch m takes rows m, m+A, m+2A, ...: every device keeps its share of each one.
       micro = jax.tree.map(lambda x: jnp.swapaxes(
@@ -58,21 +89,21 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, task: Ta
 
       def accumulate(carry, xs):
         m, mb = xs
-        return jax.tree.map(jnp.add, carry,
-                            grads_and_sums(state.params, mb, jax.random.fold_in(rng, m), counts)), None
+        return jax.tree.map(jnp.add, carry, grads_and_sums(
+            trained, frozen, mb, jax.random.fold_in(rng, m), counts)), None
 
-      zeros = jax.eval_shape(grads_and_sums, state.params, batch, rng, counts)
+      zeros = jax.eval_shape(grads_and_sums, trained, frozen, batch, rng, counts)
       zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), zeros)
       (grads, sums), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(grad_accum_steps), micro))
     values = {t: sums[t] / jnp.maximum(counts[t], 1.0) for t in sums}
     loss = sum(values[t] for t in task.loss_terms)
     grad_norm = optax.tree.norm(grads)
 
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, trained)
     first_bad = ~(jnp.isfinite(loss) & jnp.isfinite(grad_norm)) & (state.bad_step < 0)
     new_state = state.replace(
         step=state.step + 1,
-        params=optax.apply_updates(state.params, updates),
+        params=merge_params(plan, optax.apply_updates(trained, updates), frozen),
         opt_state=opt_state,
         bad_step=jnp.where(first_bad, state.step, state.bad_step),
         bad_loss=jnp.where(first_bad, loss, state.bad_loss),

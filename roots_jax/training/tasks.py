@@ -12,8 +12,10 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import linen as nn
 
+from roots_jax.data import finetune as finetune_data
 from roots_jax.errors import ConfigError
 
 
@@ -127,3 +129,60 @@ def get_task(objective: str, family: str) -> Task:
     raise ConfigError(f"data.objective={objective} trains a model.family={task.family} model, not "
                       f"{family}; for {family} use data.objective={' or '.join(fits)}")
   return task
+
+
+
+def class_terms(logits, labels, weights, *, label_smoothing: float = 0.0, class_weights=None):
+  """Sums of (label-smoothed, class-weighted) cross-entropy and of accuracy, in float32.
+
+  logits [..., C], labels [...] int, weights [...] float (0 on padding). As PyTorch's
+  CrossEntropyLoss(weight=w, label_smoothing=s): a row's loss is -sum_c w_c q_c log p_c with
+  q the smoothed target, and the mean divides by sum w[label] (see `class_count`).
+  """
+  logits = logits.astype(jnp.float32)
+  log_p = jax.nn.log_softmax(logits, axis=-1)                                        # [..., C]
+  target = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+  if class_weights is not None:
+    target = target * jnp.asarray(class_weights, jnp.float32)
+  nll = -(target * log_p).sum(-1)                                                   # [...]
+  correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+  return {"nll": (nll * weights).sum(), "accuracy": (correct * weights).sum()}
+
+
+def class_count(labels, weights, class_weights=None):
+  """The denominator of class_terms' mean cross-entropy: sum of weights x w[label]."""
+  if class_weights is None:
+    return weights.sum()
+  return (weights * jnp.asarray(class_weights, jnp.float32)[labels]).sum()
+
+
+def finetune_task(family: str, kind: str, *, label_smoothing: float = 0.0,
+                  class_weights=None) -> Task:
+  """The Task of a fine-tuning run: the FinetuneModel takes the whole batch (see
+  roots_jax.data.finetune for its keys); the loss is cross-entropy or, for regression, MSE."""
+  cw = tuple(class_weights) if class_weights else None
+  example = lambda length, target_length: finetune_data.example_spec(family, kind, length,
+                                                                     target_length)
+  model_inputs = lambda b: ((b,), {})
+  if kind in ("classification", "token_classification"):
+    labels, weights = (("label", "label_weight") if kind == "classification"
+                       else ("tags", "tag_weights"))
+    return Task(
+        name=kind, family=family, model_inputs=model_inputs,
+        terms=lambda logits, b, z: class_terms(logits, b[labels], b[weights],
+                                               label_smoothing=label_smoothing, class_weights=cw),
+        counts=lambda b: {"nll": class_count(b[labels], b[weights], cw),
+                          "accuracy": b[weights].sum()},
+        loss_terms=("nll",), nll_term="nll", example=example)
+  if kind == "regression":
+    return Task(
+        name=kind, family=family, model_inputs=model_inputs,
+        terms=lambda scores, b, z: {"mse": (jnp.square(scores - b["label"]) * b["label_weight"]).sum()},
+        counts=lambda b: {"mse": b["label_weight"].sum()},
+        loss_terms=("mse",), nll_term="mse", example=example)
+  targets, weights = (("decoder_targets", "decoder_weights") if family == "encoder_decoder"
+                      else ("targets", "weights"))
+  return Task(
+      name=kind, family=family, model_inputs=model_inputs,
+      terms=lambda logits, b, z: token_terms(logits, b[targets], b[weights], z),
+      counts=_counts(weights), loss_terms=("nll", "z_loss"), nll_term="nll", example=example)

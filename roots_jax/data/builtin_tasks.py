@@ -1,0 +1,133 @@
+"""Fine-tuning tasks derived from the Python standard library (the built-in pretraining corpus).
+
+Every documented function and method (at any depth) of the stdlib modules becomes an example:
+
+- "package" (classification): a function's docstring -> the top-level package of its module
+  ("email", "asyncio", ...), for the NUM_PACKAGES packages with the most documented functions
+  over all modules, so every split has the same classes; single-file modules take no part.
+- "summary" (seq2seq): a function's code without its docstring -> the docstring's first line.
+
+Splits hold whole modules, stratified by package so that every class is in every split: each
+package's modules (and the single-file modules, as one group) in the order of a hash of their
+path give their first tenth (at least one, in a group of three or more) to test, the next to
+validation and the rest to train. The order is by module path, then source order.
+"""
+
+import ast
+import collections
+import functools
+import inspect
+import tokenize
+from typing import NamedTuple
+
+from roots_jax.data import sources
+from roots_jax.errors import DataError
+
+NUM_PACKAGES = 10
+TEST_FRACTION = 0.1
+VALIDATION_FRACTION = 0.1
+# A summary target needs at least this many words ("Return the value." but not "Helper.").
+MIN_SUMMARY_WORDS = 3
+
+
+class Function(NamedTuple):
+  module: str     # path relative to the stdlib, e.g. "email/utils.py"
+  package: str    # top-level package, "" for a single-file module
+  docstring: str  # cleaned (inspect.cleandoc)
+  code: str       # source from the `def` line, dedented, docstring lines removed; "" when
+                  # the function is only a docstring and pass/... or shares a line with it
+
+
+def _code_without_docstring(node: ast.FunctionDef | ast.AsyncFunctionDef,
+                            lines: list[str]) -> str:
+  doc, rest = node.body[0], node.body[1:]
+  if (doc.lineno == node.lineno or (rest and rest[0].lineno == doc.end_lineno)
+      or all(isinstance(s, ast.Pass) or (isinstance(s, ast.Expr) and
+                                         isinstance(s.value, ast.Constant) and
+                                         s.value.value is Ellipsis) for s in rest)):
+    return ""
+  kept = lines[node.lineno - 1:doc.lineno - 1] + lines[doc.end_lineno:node.end_lineno]
+  # Unindent by the `def`'s column only: a string literal's lines may start further left.
+  return "\n".join(l[min(node.col_offset, len(l) - len(l.lstrip())):] for l in kept)
+
+
+def _module_functions(root: str, module: str) -> list[Function]:
+  """The documented functions of one module in source order; none if it does not parse."""
+  try:
+    with tokenize.open(f"{root}/{module}") as f:  # PEP 263 encoding, universal newlines
+      source = f.read()
+    tree = ast.parse(source)
+  except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
+    return []
+  lines = source.split("\n")  # not splitlines(): form feeds would shift ast's line numbers
+  package = module.split("/")[0] if "/" in module else ""
+  nodes = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+  functions = []
+  for node in sorted(nodes, key=lambda n: (n.lineno, n.col_offset)):
+    docstring = ast.get_docstring(node, clean=False)
+    if docstring:
+      functions.append(Function(module, package, inspect.cleandoc(docstring),
+                                _code_without_docstring(node, lines)))
+  return functions
+
+
+@functools.lru_cache(maxsize=None)
+def functions() -> tuple[Function, ...]:
+  """Every documented stdlib function, parsed once per process (several splits use them)."""
+  root, modules = sources.builtin_files()
+  return tuple(f for m in modules for f in _module_functions(root, m))
+
+
+@functools.lru_cache(maxsize=None)
+def package_names() -> tuple[str, ...]:
+  """The NUM_PACKAGES packages with the most documented functions (ties by name), sorted."""
+  counts = collections.Counter(f.package for f in functions() if f.package)
+  top = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:NUM_PACKAGES]
+  return tuple(sorted(name for name, _ in top))
+
+
+@functools.lru_cache(maxsize=None)
+def module_splits() -> dict[str, str]:
+  """module -> "train" | "validation" | "test" (see the module docstring)."""
+  groups = collections.defaultdict(list)
+  for module in sorted({f.module for f in functions()}):
+    groups[module.split("/")[0] if "/" in module else ""].append(module)
+  splits = {}
+  for modules in groups.values():
+    modules.sort(key=sources.hash01)
+    n = len(modules)
+    test = max(1, round(n * TEST_FRACTION)) if n >= 3 else 0
+    validation = test + (max(1, round(n * VALIDATION_FRACTION)) if n >= 3 else 0)
+    for i, module in enumerate(modules):
+      splits[module] = "test" if i < test else "validation" if i < validation else "train"
+  return splits
+
+
+def split_of(module: str) -> str:
+  return module_splits()[module]
+
+
+def _summary_target(f: Function) -> str:
+  """The docstring's first non-empty line if it makes a summary of `f`'s code, else ""."""
+  line = next((l.strip() for l in f.docstring.splitlines() if l.strip()), "")
+  if not f.code or len(line.split()) < MIN_SUMMARY_WORDS or line in f.code:
+    return ""
+  return line
+
+
+def load_examples(name: str, split: str) -> list[dict[str, str]]:
+  """The examples of built-in task `name` ("package" | "summary") in `split`."""
+  if split not in ("train", "validation", "test"):
+    raise ValueError(f"split must be train, validation or test, not {split!r}")
+  ours = [f for f in functions() if split_of(f.module) == split]
+  if name == "package":
+    classes = set(package_names())
+    examples = [{"text": f.docstring, "label": f.package} for f in ours if f.package in classes]
+  elif name == "summary":
+    examples = [{"text": f.code, "target": t} for f in ours if (t := _summary_target(f))]
+  else:
+    raise DataError(f"unknown built-in task {name!r}; set task.builtin to package or summary")
+  if not examples:
+    raise DataError(f"the built-in task {name!r} has no {split} examples in this Python's "
+                    f"standard library ({sources.builtin_files()[0]}); use task.source=files")
+  return examples

@@ -1,0 +1,320 @@
+"""Labelled examples for fine-tuning, from CSV/TSV/JSONL files, TFDS or the built-in tasks, and
+the label vocabulary.
+
+An example is a dict whose keys depend on task.kind:
+
+- classification: {"text", "label"} (+ "text_pair" with task.text_pair_field); the label is
+  raw: a str or int as the data holds it (a TFDS ClassLabel becomes its name).
+- regression: the same with a float label.
+- token_classification: {"words": [str], "tags": [raw tag]} from the lists in text_field and
+  label_field (in CSV/TSV, whitespace-separated strings).
+- seq2seq: {"text", "target"}, the target from label_field.
+
+Files are read whole into a list (fine-tuning sets are small); TFDS splits stay on disk behind
+a lazy random-access sequence. Every problem with the data is a DataError naming the file and
+line (or record) and the task.* key to change.
+"""
+
+import copy
+import csv
+import io
+import json
+import math
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from roots_jax.data import builtin_tasks
+from roots_jax.data import sources
+from roots_jax.data.tokenizer import write_atomically
+from roots_jax.errors import ConfigError, DataError
+
+SPLITS = ("train", "validation", "test")
+_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl"}
+# Known labels listed in an unknown-label message.
+_MAX_LISTED = 20
+
+
+def load_examples(task: ml_collections.ConfigDict, split: str) -> Sequence[dict[str, Any]]:
+  """The examples of `split` ("train" | "validation" | "test") described by `task`."""
+  if split not in SPLITS:
+    raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
+  if task.source == "builtin":
+    return builtin_tasks.load_examples(task.builtin, split)
+  if task.source == "tfds":
+    return TfdsExamples(task, split)
+  if task.source != "files":
+    raise DataError(f"unknown task.source {task.source!r}; use builtin, files or tfds")
+  key = f"task.{split}_files"
+  if not task[f"{split}_files"]:
+    raise DataError(f"there are no {split} files; set {key} (paths or globs)")
+  examples = []
+  for path in sources.expand_patterns(task[f"{split}_files"], key):
+    examples += [_example(record, task, f"{path}:{line}")
+                 for line, record in _read_records(path, _format(path, task.format))]
+  return examples
+
+
+def _format(path: str, fmt: str) -> str:
+  if fmt != "auto":
+    return fmt
+  if (fmt := _FORMATS.get(os.path.splitext(path)[1].lower())) is None:
+    raise DataError(f"cannot tell the format of {path} from its extension; set task.format to "
+                    f"csv, tsv or jsonl (auto knows {', '.join(_FORMATS)})")
+  return fmt
+
+
+def _read_records(path: str, fmt: str) -> list[tuple[int, dict[str, Any]]]:
+  """(line number, record) of every record of a CSV/TSV (with a header row) or JSONL file."""
+  try:
+    with open(path, "rb") as f:
+      data = f.read()
+  except OSError as e:
+    raise DataError(f"cannot read data file {path}: {e.strerror or e}") from e
+  if not data.strip():
+    raise DataError(f"data file {path} is empty; remove it or fix the task.*_files glob")
+  if b"\0" in data:
+    raise DataError(f"{path} looks binary (it holds NUL bytes); {fmt} files must be plain "
+                    "UTF-8 text (compressed files are not supported)")
+  try:
+    text = data.decode("utf-8-sig")  # a spreadsheet's byte-order mark is no part of the header
+  except UnicodeDecodeError as e:
+    line = data.count(b"\n", 0, e.start) + 1
+    raise DataError(f"{path}:{line} is not valid UTF-8 (byte 0x{data[e.start]:02x}); save the "
+                    "file as UTF-8") from e
+  if fmt == "jsonl":
+    records = [(i, _json_record(path, i, line))
+               for i, line in enumerate(text.splitlines(), 1) if line.strip()]
+  else:
+    records = _csv_records(path, text, fmt)
+  if not records:
+    raise DataError(f"data file {path} holds no examples (only a header or blank lines)")
+  return records
+
+
+def _json_record(path: str, line_no: int, line: str) -> dict[str, Any]:
+  try:
+    record = json.loads(line)
+  except json.JSONDecodeError as e:
+    raise DataError(f"{path}:{line_no} is not valid JSON ({e.msg}); JSONL needs one object per "
+                    "line") from e
+  if not isinstance(record, dict):
+    raise DataError(f"{path}:{line_no} holds a JSON {type(record).__name__}, not an object; "
+                    "JSONL needs one object per line")
+  return record
+
+
+def _csv_records(path: str, text: str, fmt: str) -> list[tuple[int, dict[str, Any]]]:
+  """Rows of a CSV, or of a TSV read as GLUE's (no quoting: quotes are text)."""
+  options = dict(delimiter="\t", quoting=csv.QUOTE_NONE) if fmt == "tsv" else {}
+  reader = csv.DictReader(io.StringIO(text, newline=""), restval=None, **options)
+  records = []
+  try:
+    for row in reader:
+      if None in row.values() or None in row:  # too few values, or too many
+        raise DataError(f"{path}:{reader.line_num} does not have the header's "
+                        f"{len(reader.fieldnames)} columns; fix the row (is the file really "
+                        f"{fmt}? set task.format)")
+      records.append((reader.line_num, row))
+  except csv.Error as e:
+    raise DataError(f"{path}:{reader.line_num}: cannot read it as {fmt}: {e}") from e
+  return records
+
+
+def _field(record: dict[str, Any], field: str, key: str, where: str) -> Any:
+  if field not in record:
+    raise DataError(f"{where} has no field {field!r} (has: {', '.join(map(str, record))}); "
+                    f"set {key}")
+  return record[field]
+
+
+def _text(record: dict[str, Any], field: str, key: str, where: str) -> str:
+  value = _field(record, field, key, where)
+  if not isinstance(value, str):
+    raise DataError(f"{where}: field {field!r} holds {type(value).__name__}, not text; set {key}")
+  return value
+
+
+def _words(record: dict[str, Any], field: str, key: str, where: str) -> list:
+  """A list field; in CSV/TSV a whitespace-separated string."""
+  value = _field(record, field, key, where)
+  if isinstance(value, str):
+    return value.split()
+  if not isinstance(value, list):
+    raise DataError(f"{where}: field {field!r} holds {type(value).__name__}, not a list; "
+                    f"set {key}")
+  return value
+
+
+def _example(record: dict[str, Any], task: ml_collections.ConfigDict,
+             where: str) -> dict[str, Any]:
+  """One record's example for task.kind; `where` names the record in messages."""
+  if task.kind == "token_classification":
+    words = _words(record, task.text_field, "task.text_field", where)
+    tags = _words(record, task.label_field, "task.label_field", where)
+    if len(words) != len(tags) or not all(isinstance(w, str) for w in words):
+      raise DataError(f"{where}: {len(words)} words in {task.text_field!r} but {len(tags)} tags "
+                      f"in {task.label_field!r}; token_classification needs a list of word "
+                      "strings and one tag per word (check task.text_field, task.label_field)")
+    return {"words": words, "tags": tags}
+  example = {"text": _text(record, task.text_field, "task.text_field", where)}
+  if task.kind == "seq2seq":
+    example["target"] = _text(record, task.label_field, "task.label_field", where)
+    return example
+  if task.text_pair_field:
+    example["text_pair"] = _text(record, task.text_pair_field, "task.text_pair_field", where)
+  label = _field(record, task.label_field, "task.label_field", where)
+  if task.kind == "regression":
+    example["label"] = _score(label, task.label_field, where)
+  elif isinstance(label, (str, int, float)) and label != "":
+    example["label"] = label
+  else:
+    raise DataError(f"{where}: field {task.label_field!r} holds {label!r}, not a class label; "
+                    "set task.label_field")
+  return example
+
+
+def _score(value: Any, field: str, where: str) -> float:
+  try:
+    score = float(value)
+  except (TypeError, ValueError):
+    score = math.nan
+  if isinstance(value, bool) or not math.isfinite(score):
+    raise DataError(f"{where}: label {value!r} in field {field!r} is not a finite number; "
+                    "task.kind=regression needs a float score there (check task.label_field, "
+                    "or set task.kind=classification)")
+  return score
+
+
+def _plain(value: Any) -> Any:
+  """A TFDS value as Python: bytes -> str, numpy scalars and arrays -> scalars and lists."""
+  if isinstance(value, np.ndarray):
+    value = value.tolist()
+  elif isinstance(value, np.generic):
+    value = value.item()
+  if isinstance(value, list):
+    return [_plain(v) for v in value]
+  return sources.as_text(value) if isinstance(value, bytes) else value
+
+
+class TfdsExamples(Sequence):
+  """A TFDS split as examples, read lazily by index (picklable, for grain workers).
+
+  A ClassLabel label (or tag) becomes its name: task.labels, else the feature's names, which
+  `label_names` holds for the label vocabulary.
+  """
+
+  def __init__(self, task: ml_collections.ConfigDict, split: str):
+    self.task = copy.deepcopy(task)  # the driver's later changes must not reach the readers
+    self.split = task[f"{split}_split"]
+    self.data = sources.open_tfds(task.tfds_name, self.split, task.tfds_data_dir, "task")
+    features = self.data.dataset_info.features
+    fields = [task.text_field, task.label_field] + ([task.text_pair_field]
+                                                    if task.text_pair_field else [])
+    for field in fields:
+      if field not in features:
+        raise DataError(f"TFDS {task.tfds_name!r} has no feature {field!r} (has: "
+                        f"{', '.join(features)}); set the task.*_field keys")
+    label = features[task.label_field]
+    label = getattr(label, "feature", label)  # a Sequence's element: token tags
+    self.label_names = None
+    if hasattr(label, "names") and task.kind in ("classification", "token_classification"):
+      self.label_names = tuple(task.labels) or tuple(label.names)
+      if len(self.label_names) != label.num_classes:
+        raise ConfigError(f"task.labels names {len(task.labels)} classes but TFDS "
+                          f"{task.tfds_name!r} has {label.num_classes}: {', '.join(label.names)}")
+    if len(self) and task.kind == "classification" and self.label_names is not None:
+      first = _plain(self.data[0][task.label_field])
+      if first < 0:
+        raise DataError(f"TFDS {task.tfds_name!r} split {self.split!r} has no labels (label "
+                        f"{first}: hidden, as in GLUE's test splits); evaluate on another split "
+                        "(task.test_split)")
+
+  def __len__(self) -> int:
+    return len(self.data)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    record = {k: _plain(v) for k, v in self.data[index].items()}
+    where = f"TFDS {self.task.tfds_name!r} split {self.split!r} record {index}"
+    if self.label_names is not None:
+      label = record[self.task.label_field]
+      record[self.task.label_field] = ([self._name(i) for i in label] if isinstance(label, list)
+                                       else self._name(label))
+    return _example(record, self.task, where)
+
+  def __iter__(self) -> Iterator[dict[str, Any]]:
+    return (self[i] for i in range(len(self)))
+
+  def _name(self, i: int) -> str | int:
+    """A ClassLabel id's name; an id out of range (-1: no label) stays, to fail as unknown."""
+    return self.label_names[i] if 0 <= i < len(self.label_names) else i
+
+
+def _sort_key(name: str) -> tuple:
+  """Integer names in numeric order ("2" before "10"), then the others alphabetically."""
+  try:
+    return (0, int(name), "")
+  except ValueError:
+    return (1, 0, name)
+
+
+class LabelVocab:
+  """Class (or tag) names in id order, and the map from raw labels to ids.
+
+  A raw label is looked up by its text, so a JSON 1, a CSV "1" and a name "1" are one class.
+  """
+
+  def __init__(self, names: Sequence[str]):
+    self.names = tuple(str(n) for n in names)
+    self._ids = {name: i for i, name in enumerate(self.names)}
+    if len(self._ids) != len(self.names):
+      raise ConfigError(f"the class names repeat a name: {', '.join(self.names)}; fix task.labels")
+
+  @classmethod
+  def build(cls, task: ml_collections.ConfigDict,
+            train_examples: Sequence[dict[str, Any]]) -> "LabelVocab":
+    """task.labels if given; else TFDS ClassLabel names; else the built-in task's classes;
+    else the train split's distinct labels: integers in numeric order (so labels 0..K-1 are
+    their own ids), then names in sorted order."""
+    if task.labels:
+      return cls(task.labels)
+    if getattr(train_examples, "label_names", None):
+      return cls(train_examples.label_names)
+    if task.source == "builtin":
+      return cls(builtin_tasks.package_names())
+    key = "tags" if task.kind == "token_classification" else "label"
+    raw = {str(l) for e in train_examples
+           for l in (e[key] if key == "tags" else [e[key]])}
+    if not raw:
+      raise DataError("the train split has no labels; give examples or set task.labels")
+    return cls(sorted(raw, key=_sort_key))
+
+  def __len__(self) -> int:
+    return len(self.names)
+
+  def id(self, raw: str | int) -> int:
+    i = self._ids.get(str(raw))
+    if i is None:
+      listed = ", ".join(self.names[:_MAX_LISTED]) + (", ..." if len(self) > _MAX_LISTED else "")
+      raise DataError(f"unknown label {raw!r}: the {len(self)} known classes are {listed}. The "
+                      "classes come from the train split; set task.labels to name every class "
+                      "in id order")
+    return i
+
+  def name(self, i: int) -> str:
+    return self.names[i]
+
+  def save(self, path: str) -> None:
+    write_atomically(path, json.dumps({"names": list(self.names)}, indent=1).encode())
+
+  @classmethod
+  def load(cls, path: str) -> "LabelVocab":
+    try:
+      with open(path, encoding="utf-8") as f:
+        return cls(json.load(f)["names"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+      raise DataError(f"cannot read the label vocabulary {path}: {e}; it is written by the "
+                      "fine-tune run (labels.json in its workdir)") from e

@@ -1,0 +1,11 @@
+"""Evaluation metrics in plain numpy/python, each matching a reference package exactly.
+
+Scores follow sklearn.metrics and scipy.stats, BLEU sacrebleu's defaults and ROUGE
+Google's rouge-score, so numbers compare with published ones without those dependencies
+at evaluation time (the tests check parity against them).
+"""
+
+from roots_jax.metrics.bleu import corpus_bleu
+from roots_jax.metrics.rouge import rouge
+from roots_jax.metrics.scores import (accuracy, exact_match, macro_f1, matthews_corrcoef, pearson,
+                                      perplexity, spearman)
