@@ -219,6 +219,9 @@ def finetune_config() -> ml_collections.ConfigDict:
                                  # baseline that shows what pretraining is worth
       head_learning_rate=0.0,    # the head's peak rate; 0: optimizer.learning_rate
       head_dropout=0.1,          # on the pooled features (BERT: 0.1)
+      pooling="",                # classification, regression: first (BERT's pooled [CLS]) | last
+                                 # (GPT, T5: the last token) | mean (of the token features);
+                                 # empty: the family's own
       label_smoothing=0.0,       # classification cross-entropy (0.1 is common)
       class_weights=(),          # per class id, for the cross-entropy; empty: all 1
       metric="",                 # validation metric choosing the best checkpoint and stopping
@@ -329,6 +332,7 @@ _CHOICES = {
     "task.builtin": ("package", "summary"),
     "task.format": ("auto", "csv", "tsv", "jsonl"),
     "finetune.mode": ("full", "frozen"),
+    "finetune.pooling": ("", "first", "last", "mean"),
 }
 
 

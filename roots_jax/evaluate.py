@@ -178,7 +178,7 @@ def evaluate_run(workdir: str, overrides=(), *, split: str = "", checkpoint: str
       if split not in ("", "eval"):
         raise ConfigError(f"a pretraining run is scored on its held-out split (eval), not {split!r}; "
                           "score a file with --config.data.eval_files")
-      split, kind = "eval", "pretraining"
+      split, kind = config.data.eval_files or "eval", "pretraining"
       tokenizer = Tokenizer.load(config.tokenizer.path or
                                  os.path.join(workdir, "tokenizer", "spm.model"))
       parts = train_lib.build(config, mesh)

@@ -158,7 +158,7 @@ def setup(config, workdir: str, mesh, tokenizer: Tokenizer | None = None) -> Set
                       f"{num_outputs} classes ({', '.join(labels.names[:10]) if labels else ''})")
   model_config = ModelConfig.from_config(config.model)
   model = FinetuneModel(model_config, task.kind, num_outputs=num_outputs,
-                        head_dropout=f.head_dropout)
+                        head_dropout=f.head_dropout, pooling=f.pooling)
   ft_task = tasks.finetune_task(model_config.family, task.kind, label_smoothing=f.label_smoothing,
                                 class_weights=f.class_weights or None)
   tx = optimizers.make_optimizer(config.optimizer, config.train.steps,

@@ -41,3 +41,53 @@ def corpus(tmp_path_factory):
                   str(root / "train.jsonl"), "--vocab_size", "512", "--output",
                   str(root / "spm.model")], check=True, capture_output=True)
   return root
+
+
+PRETRAINING = {
+    "decoder": ("configs/gpt2.py:tiny", {}),
+    "encoder": ("configs/bert.py:tiny", {}),
+    "encoder_decoder": ("configs/t5.py:tiny", {"model__head_dim": 16}),
+}
+WORDS = ["ba", "ko", "mi", "tu", "ze", "lo", "pa", "ri", "7", "42", "seven"]
+
+
+@pytest.fixture(scope="session")
+def pretrained(corpus, tmp_path_factory):
+  """family -> a pretraining workdir of 3 steps on the corpus fixture."""
+  from roots_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from roots_jax.train import train  # pylint: disable=g-import-not-at-top
+  from tiny_gpt import tiny_overrides  # pylint: disable=g-import-not-at-top
+  runs = {}
+  for family, (spec, extra) in PRETRAINING.items():
+    workdir = tmp_path_factory.mktemp(f"pretrained_{family}")
+    train(config_lib.load_config(spec, tiny_overrides(corpus, train__steps=3, **extra)),
+          str(workdir))
+    runs[family] = str(workdir)
+  return runs
+
+
+@pytest.fixture(scope="session")
+def task_files(tmp_path_factory):
+  """kind -> (train, validation, test) JSONL files of a small learnable task."""
+  root = tmp_path_factory.mktemp("tasks")
+  rng = random.Random(0)
+
+  def example(kind):
+    words = rng.choices(WORDS, k=rng.randint(3, 10))
+    if kind == "classification":  # string labels, mapped to ids by the driver
+      return {"text": " ".join(words), "label": "digits" if "42" in words or "7" in words else "none"}
+    if kind == "regression":
+      return {"text": " ".join(words), "label": words.count("ba") / len(words)}
+    if kind == "token_classification":
+      return {"text": words, "label": ["NUM" if w.isdigit() else "O" for w in words]}
+    return {"text": " ".join(words), "label": " ".join(reversed(words[:3]))}
+
+  files = {}
+  for kind in ("classification", "regression", "token_classification", "seq2seq"):
+    paths = []
+    for split, count in (("train", 64), ("validation", 12), ("test", 10)):
+      path = root / f"{kind}_{split}.jsonl"
+      path.write_text("".join(json.dumps(example(kind)) + "\n" for _ in range(count)))
+      paths.append(str(path))
+    files[kind] = paths
+  return files

@@ -4,7 +4,6 @@ mismatched checkpoint gives."""
 
 import json
 import os
-import random
 import shutil
 
 import jax
@@ -16,14 +15,8 @@ from roots_jax import config as config_lib
 from roots_jax import evaluate as evaluate_lib
 from roots_jax import finetune as finetune_lib
 from roots_jax.errors import ConfigError
-from roots_jax.train import train
-from tiny_gpt import read_metrics, tiny_overrides
+from tiny_gpt import read_metrics, tiny_finetune_config as _config
 
-PRETRAINING = {
-    "decoder": ("configs/gpt2.py:tiny", {}),
-    "encoder": ("configs/bert.py:tiny", {}),
-    "encoder_decoder": ("configs/t5.py:tiny", {"model__head_dim": 16}),
-}
 # Each family's sequence and token features, regression once (it reads what classification
 # reads), seq2seq on both families that generate.
 KINDS = {
@@ -31,60 +24,6 @@ KINDS = {
     "encoder": ("classification", "regression", "token_classification"),
     "encoder_decoder": ("classification", "token_classification", "seq2seq"),
 }
-WORDS = ["ba", "ko", "mi", "tu", "ze", "lo", "pa", "ri", "7", "42", "seven"]
-
-
-@pytest.fixture(scope="session")
-def pretrained(corpus, tmp_path_factory):
-  """family -> a pretraining workdir of 3 steps on the corpus fixture."""
-  runs = {}
-  for family, (spec, extra) in PRETRAINING.items():
-    workdir = tmp_path_factory.mktemp(f"pretrained_{family}")
-    train(config_lib.load_config(spec, tiny_overrides(corpus, train__steps=3, **extra)),
-          str(workdir))
-    runs[family] = str(workdir)
-  return runs
-
-
-@pytest.fixture(scope="session")
-def task_files(tmp_path_factory):
-  """kind -> (train, validation, test) JSONL files of a small learnable task."""
-  root = tmp_path_factory.mktemp("tasks")
-  rng = random.Random(0)
-
-  def example(kind):
-    words = rng.choices(WORDS, k=rng.randint(3, 10))
-    if kind == "classification":  # string labels, mapped to ids by the driver
-      return {"text": " ".join(words), "label": "digits" if "42" in words or "7" in words else "none"}
-    if kind == "regression":
-      return {"text": " ".join(words), "label": words.count("ba") / len(words)}
-    if kind == "token_classification":
-      return {"text": words, "label": ["NUM" if w.isdigit() else "O" for w in words]}
-    return {"text": " ".join(words), "label": " ".join(reversed(words[:3]))}
-
-  files = {}
-  for kind in ("classification", "regression", "token_classification", "seq2seq"):
-    paths = []
-    for split, count in (("train", 64), ("validation", 12), ("test", 10)):
-      path = root / f"{kind}_{split}.jsonl"
-      path.write_text("".join(json.dumps(example(kind)) + "\n" for _ in range(count)))
-      paths.append(str(path))
-    files[kind] = paths
-  return files
-
-
-def _config(kind, init_from, files, **extra):
-  spec = "configs/finetune/summary.py" if kind == "seq2seq" else "configs/finetune/package.py"
-  train_file, validation_file, test_file = files[kind]
-  values = {
-      "init_from": init_from, "task.kind": kind, "task.source": "files",
-      "task.train_files": train_file, "task.validation_files": validation_file,
-      "task.test_files": test_file, "task.max_len": 24, "task.target_len": 8,
-      "train.batch_size": 8, "train.steps": 4, "train.log_every": 1, "train.eval_every": 2,
-      "train.checkpoint_every": 2, "optimizer.warmup_steps": 1, "optimizer.learning_rate": 1e-3,
-  }
-  values.update({k.replace("__", "."): v for k, v in extra.items()})
-  return config_lib.load_config(spec, [f"{k}={v}" for k, v in values.items()])
 
 
 def _params(workdir, subdir="checkpoints"):

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from tiny_gpt import tiny_overrides
+from tiny_gpt import read_metrics, tiny_finetune_args, tiny_overrides
 from roots_jax import config as config_lib
+from roots_jax import evaluate as evaluate_lib
 from roots_jax.data import pipeline, tokenizer as tokenizer_lib
 from roots_jax.train import build
 from roots_jax.training import partitioning
@@ -45,18 +46,13 @@ def _reference_losses(config, workdir) -> list[float]:
   return losses
 
 
-@pytest.mark.parametrize("spec, extra", [
-    ("configs/gpt2.py:tiny", {}), ("configs/bert.py:tiny", {}),
-    ("configs/t5.py:tiny", {"model__head_dim": 16})])
-def test_two_processes_match_one_process_on_the_same_global_batch(corpus, tmp_path, spec, extra):
-  overrides = tiny_overrides(corpus, train__steps=STEPS, mesh__shape="2,2,2",
-                             mesh__parallelism="fsdp_tp", **extra)
+def _launch(module: str, spec: str, overrides: list[str], workdir) -> list[str]:
+  """Runs `python -m module` as 2 processes of 4 CPU devices; returns their outputs."""
   address = f"127.0.0.1:{_free_port()}"
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   env.update(JAX_NUM_CPU_DEVICES="4", JAX_PLATFORMS="cpu")
-  workdir = tmp_path / "run"
   processes = [
-      subprocess.Popen([sys.executable, "-m", "roots_jax.train", "--config", spec,
+      subprocess.Popen([sys.executable, "-m", module, "--config", spec,
                         "--workdir", str(workdir), *[f"--config.{o}" for o in overrides],
                         f"--config.distributed.coordinator_address={address}",
                         "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}"],
@@ -65,6 +61,17 @@ def test_two_processes_match_one_process_on_the_same_global_batch(corpus, tmp_pa
   outputs = [p.communicate(timeout=600)[0] for p in processes]
   assert [p.returncode for p in processes] == [0, 0], outputs
   assert "over 8 devices (2 processes)" in outputs[0]
+  return outputs
+
+
+@pytest.mark.parametrize("spec, extra", [
+    ("configs/gpt2.py:tiny", {}), ("configs/bert.py:tiny", {}),
+    ("configs/t5.py:tiny", {"model__head_dim": 16})])
+def test_two_processes_match_one_process_on_the_same_global_batch(corpus, tmp_path, spec, extra):
+  overrides = tiny_overrides(corpus, train__steps=STEPS, mesh__shape="2,2,2",
+                             mesh__parallelism="fsdp_tp", **extra)
+  workdir = tmp_path / "run"
+  _launch("roots_jax.train", spec, overrides, workdir)
 
   rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
   losses = [r["loss"] for r in rows if r["split"] == "train"]
@@ -72,3 +79,20 @@ def test_two_processes_match_one_process_on_the_same_global_batch(corpus, tmp_pa
   reference = _reference_losses(config_lib.load_config(spec, overrides), tmp_path)
   np.testing.assert_allclose(losses, reference, rtol=2e-5)
   assert sorted(os.listdir(workdir / "checkpoints")) == [str(STEPS)]
+
+
+def test_two_processes_fine_tune_and_score_every_example(pretrained, task_files, tmp_path):
+  """Two processes fine-tune T5 with generation metrics at each evaluation, each scoring its own
+  share of the validation examples; one 8-device process scoring the same step gets the same
+  metrics. (Which reference each generation meets: test_evaluate.py.)"""
+  spec, overrides = tiny_finetune_args("seq2seq", pretrained["encoder_decoder"], task_files,
+                                       finetune__metric="rougeL", mesh__shape="2,2,2",
+                                       mesh__parallelism="fsdp_tp")
+  workdir = tmp_path / "run"
+  _launch("roots_jax.finetune", spec, overrides, workdir)
+  logged = read_metrics(workdir, "eval")[STEPS]
+  results = evaluate_lib.evaluate_run(str(workdir), ["distributed.initialize=no"],
+                                      split="validation", checkpoint="latest")
+  assert results["checkpoint_step"] == STEPS
+  expected = {k: v for k, v in logged.items() if k not in ("step", "split")}
+  assert results["metrics"] == pytest.approx(expected, rel=1e-5)

@@ -1,7 +1,10 @@
-"""Helpers for tiny training runs on the `corpus` fixture (see conftest.py)."""
+"""Helpers for tiny training and fine-tuning runs on the `corpus` and `task_files` fixtures
+(see conftest.py)."""
 
 import json
 import os
+
+from roots_jax import config as config_lib
 
 
 def read_metrics(workdir, split: str = "train") -> dict:
@@ -30,3 +33,24 @@ def tiny_overrides(corpus, **extra) -> list[str]:
   }
   values.update({k.replace("__", "."): v for k, v in extra.items()})
   return [f"{k}={v}" for k, v in values.items()]
+
+
+
+def tiny_finetune_args(kind, init_from, files, **extra) -> tuple[str, list[str]]:
+  """(config file, overrides) of a fine-tuning run of `kind` on the task_files fixture: 4 steps
+  of batch 8; `extra` adds `section__key=value` overrides."""
+  spec = "configs/finetune/summary.py" if kind == "seq2seq" else "configs/finetune/package.py"
+  train_file, validation_file, test_file = files[kind]
+  values = {
+      "init_from": init_from, "task.kind": kind, "task.source": "files",
+      "task.train_files": train_file, "task.validation_files": validation_file,
+      "task.test_files": test_file, "task.max_len": 24, "task.target_len": 8,
+      "train.batch_size": 8, "train.steps": 4, "train.log_every": 1, "train.eval_every": 2,
+      "train.checkpoint_every": 2, "optimizer.warmup_steps": 1, "optimizer.learning_rate": 1e-3,
+  }
+  values.update({k.replace("__", "."): v for k, v in extra.items()})
+  return spec, [f"{k}={v}" for k, v in values.items()]
+
+
+def tiny_finetune_config(kind, init_from, files, **extra):
+  return config_lib.load_config(*tiny_finetune_args(kind, init_from, files, **extra))

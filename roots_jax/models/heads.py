@@ -2,10 +2,13 @@
 keep their names) under a task head (`head`).
 
 What each family's head reads:
-  classification, regression   encoder: BERT's pooler output on [CLS] (as Hugging Face's
-                               BertForSequenceClassification); decoder: the last real token
-                               (GPT2ForSequenceClassification); encoder_decoder: the decoder's
-                               last real token, the decoder reading the input shifted right (BART)
+  classification, regression   pooling "first" (the encoder's default): BERT's pooler output on
+                               [CLS] (Hugging Face's BertForSequenceClassification); "last" (the
+                               other families' default): the last real token of a decoder
+                               (GPT2ForSequenceClassification) or of an encoder-decoder's decoder
+                               reading the input shifted right (BART); "mean": the mean of the
+                               token features over real tokens (Sentence-BERT, Sentence-T5),
+                               often the better frozen feature
   token_classification         every token's final hidden state (encoder_decoder: the encoder's)
   seq2seq                      the decoder's hidden states -> vocabulary logits through an
                                output layer of the task's own, initialised from the pretrained LM
@@ -30,6 +33,16 @@ def check_kind(family: str, kind: str) -> None:
     raise ConfigError("task.kind=seq2seq needs a model that generates (model.family decoder or "
                       "encoder_decoder); an encoder (BERT) checkpoint fits classification, "
                       "regression and token_classification")
+
+
+def default_pooling(family: str) -> str:
+  return "first" if family == "encoder" else "last"
+
+
+def mean_tokens(x: jax.Array, segment_ids: jax.Array) -> jax.Array:
+  """x [B, T, D] -> [B, D]: the mean over real (segment > 0) positions."""
+  real = (segment_ids > 0).astype(x.dtype)[..., None]                  # [B, T, 1]
+  return (x * real).sum(1) / jnp.maximum(real.sum(1), 1)
 
 
 def last_token(x: jax.Array, segment_ids: jax.Array) -> jax.Array:
@@ -59,9 +72,14 @@ class FinetuneModel(nn.Module):
   kind: str
   num_outputs: int = 0     # classes or tags; ignored for regression (1) and seq2seq (vocabulary)
   head_dropout: float = 0.0
+  pooling: str = ""        # classification, regression: first | last | mean; "": the family's
 
   def setup(self):
     check_kind(self.config.family, self.kind)
+    fits = (default_pooling(self.config.family), "mean")
+    if self.pooling and self.pooling not in fits:
+      raise ConfigError(f"finetune.pooling={self.pooling} does not fit a {self.config.family} "
+                        f"model: use {' or '.join(fits)}")
     self.backbone = build_model(self.config)
     cfg = self.config
     if self.kind == "seq2seq":
@@ -85,23 +103,31 @@ class FinetuneModel(nn.Module):
   def features(self, batch: dict, *, deterministic: bool) -> jax.Array:
     """What the head reads: [B, D] for sequence tasks, [B, T, D] for token tasks and seq2seq."""
     family, pooled = self.config.family, self.kind in ("classification", "regression")
+    pooling = self.pooling or default_pooling(family)
     if family == "encoder":
       hidden, pooler = self.backbone(batch["inputs"], token_types=batch["token_types"],
                                      positions=batch["positions"],
                                      segment_ids=batch["segment_ids"],
                                      deterministic=deterministic, features=True)
-      return pooler if pooled else hidden
+      if not pooled:
+        return hidden
+      return pooler if pooling == "first" else mean_tokens(hidden, batch["segment_ids"])
     if family == "decoder":
       hidden = self.backbone(batch["inputs"], positions=batch["positions"],
                              segment_ids=batch["segment_ids"], deterministic=deterministic,
                              features=True)  # [B, T, D]
-      return last_token(hidden, batch["segment_ids"]) if pooled else hidden
+      if not pooled:
+        return hidden
+      pool = last_token if pooling == "last" else mean_tokens
+      return pool(hidden, batch["segment_ids"])
     encoded = self.backbone.encode(batch["encoder_inputs"],
                                    encoder_segment_ids=batch["encoder_segment_ids"],
                                    encoder_positions=batch["encoder_positions"],
                                    deterministic=deterministic)  # [B, S, D]
     if self.kind == "token_classification":
       return encoded
+    if pooled and pooling == "mean":
+      return mean_tokens(encoded, batch["encoder_segment_ids"])
     hidden = self.backbone.decode(encoded, batch["decoder_inputs"],
                                   encoder_segment_ids=batch["encoder_segment_ids"],
                                   decoder_segment_ids=batch["decoder_segment_ids"],

@@ -1,9 +1,11 @@
 """Fine-tuning heads: what each family's head reads, and the seq2seq head's pretrained init."""
 
+import jax
 import numpy as np
 import pytest
 
 from roots_jax import models
+from roots_jax.errors import ConfigError
 from roots_jax.models.heads import FinetuneModel, pretrained_output_kernel
 from tiny_models import random_params, tiny_config
 
@@ -25,11 +27,12 @@ def _batch(family, lengths=(5, 8), length=8):
   return batch
 
 
+@pytest.mark.parametrize("pooling", ["", "mean"])
 @pytest.mark.parametrize("family", ["encoder", "decoder", "encoder_decoder"])
-def test_sequence_head_ignores_padding(family):
+def test_sequence_head_ignores_padding(family, pooling):
   """Changing the padding of a row (its tokens after the last real one) leaves its logits."""
   config = tiny_config(family=family, type_vocab_size=2 if family == "encoder" else 0)
-  model = FinetuneModel(config, "classification", num_outputs=3)
+  model = FinetuneModel(config, "classification", num_outputs=3, pooling=pooling)
   batch = _batch(family)
   params = random_params(model, batch)
   logits = model.apply(params, batch)                                   # [B, 3]
@@ -76,3 +79,23 @@ def test_seq2seq_head_copied_from_the_lm_head_gives_the_pretrained_logits(family
   params = {"backbone": pretrained,
             "head": {"kernel": pretrained_output_kernel(config, pretrained)}}
   np.testing.assert_allclose(model.apply({"params": params}, batch), expected, atol=1e-5)
+
+
+def test_mean_pooling_averages_real_tokens():
+  config = tiny_config(family="decoder")
+  model = FinetuneModel(config, "regression", pooling="mean")
+  batch = _batch("decoder")
+  params = random_params(model, batch)
+  hidden = models.build_model(config).apply({"params": params["params"]["backbone"]},
+                                            batch["inputs"], positions=batch["positions"],
+                                            segment_ids=batch["segment_ids"], features=True)
+  head = params["params"]["head"]
+  pooled = np.stack([hidden[0, :5].mean(0), hidden[1, :8].mean(0)])
+  expected = pooled @ head["kernel"][:, 0] + head["bias"][0]
+  np.testing.assert_allclose(model.apply(params, batch), expected, atol=1e-5)
+
+
+def test_pooling_must_fit_the_family():
+  with pytest.raises(ConfigError, match="use last or mean"):
+    FinetuneModel(tiny_config(family="decoder"), "classification", 3, pooling="first").init(
+        jax.random.key(0), _batch("decoder"))
