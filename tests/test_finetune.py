@@ -44,29 +44,44 @@ EXPECTED = {
 
 @pytest.mark.parametrize("family,kind", [(f, k) for f, kinds in KINDS.items() for k in kinds])
 def test_every_head_trains_and_evaluates(family, kind, pretrained, task_files, tmp_path):
+  """Training logs every step and scores the validation split with the task's metrics (seq2seq:
+  from greedy generations too)."""
   workdir = str(tmp_path)
-  finetune_lib.finetune(_config(kind, pretrained[family], task_files), workdir)
+  metric = {"classification": "accuracy", "regression": "pearson",
+            "token_classification": "macro_f1", "seq2seq": "rougeL"}[kind]
+  finetune_lib.finetune(_config(kind, pretrained[family], task_files, finetune__metric=metric),
+                        workdir)
   train_rows = read_metrics(workdir)
   assert sorted(train_rows) == [1, 2, 3, 4]
   assert all(np.isfinite(row["loss"]) for row in train_rows.values())
-  assert sorted(read_metrics(workdir, "eval")) == [2, 4]
-  results = evaluate_lib.evaluate_run(workdir, split="test")
-  with open(os.path.join(workdir, "results.json")) as f:
-    assert json.load(f)["metrics"] == pytest.approx(results["metrics"], nan_ok=True)
-  assert results["split"] == "test" and results["checkpoint_step"] in (2, 4)
-  for metric in EXPECTED[kind]:
-    assert metric in results["metrics"], metric
-  if family == "encoder" and kind == "classification":
-    # Another config's sections with the run's model: the test file as its validation split.
-    train_file, _, test_file = task_files[kind]
-    other = evaluate_lib.evaluate_run(
-        workdir, ["task.source=files", f"task.train_files={train_file}",
-                  f"task.validation_files={test_file}"], config_spec="configs/finetune/package.py")
-    assert other["metrics"] == pytest.approx(results["metrics"], rel=1e-5)
+  evaluations = read_metrics(workdir, "eval")
+  assert sorted(evaluations) == [2, 4]
+  for name in EXPECTED[kind]:
+    assert name in evaluations[4], name
   if kind in ("classification", "token_classification"):
     with open(os.path.join(workdir, "labels.json")) as f:
       names = json.load(f)["names"]
     assert names == (["digits", "none"] if kind == "classification" else ["NUM", "O"])
+
+
+@pytest.mark.parametrize("family,kind", [("encoder", "classification"),
+                                         ("decoder", "seq2seq")])
+def test_evaluate_writes_results(family, kind, pretrained, task_files, tmp_path):
+  """The evaluate driver scores the best checkpoint on the test split into results.json; with
+  another config's sections (the test file as validation) it scores the same."""
+  workdir = str(tmp_path)
+  finetune_lib.finetune(_config(kind, pretrained[family], task_files), workdir)
+  results = evaluate_lib.evaluate_run(workdir, split="test")
+  with open(os.path.join(workdir, "results.json")) as f:
+    assert json.load(f)["metrics"] == pytest.approx(results["metrics"], nan_ok=True)
+  assert results["split"] == "test" and results["checkpoint_step"] in (2, 4)
+  assert set(EXPECTED[kind]) <= set(results["metrics"])
+  train_file, _, test_file = task_files[kind]
+  spec = "configs/finetune/summary.py" if kind == "seq2seq" else "configs/finetune/package.py"
+  other = evaluate_lib.evaluate_run(
+      workdir, ["task.source=files", f"task.kind={kind}", f"task.train_files={train_file}",
+                f"task.validation_files={test_file}", "task.target_len=8"], config_spec=spec)
+  assert other["metrics"] == pytest.approx(results["metrics"], rel=1e-5)
 
 
 def test_frozen_backbone_trains_only_the_head(pretrained, task_files, tmp_path):
@@ -125,7 +140,7 @@ def test_from_a_different_mesh_gives_the_same_losses(pretrained, task_files, tmp
   losses = []
   for shape, parallelism in (("8,1,1", "dp"), ("2,2,2", "fsdp_tp")):
     workdir = str(tmp_path / parallelism)
-    finetune_lib.finetune(_config("seq2seq", pretrained["encoder_decoder"], task_files,
+    finetune_lib.finetune(_config("classification", pretrained["encoder"], task_files,
                                   mesh__shape=shape, mesh__parallelism=parallelism,
                                   train__eval_every=100), workdir)
     losses.append([read_metrics(workdir)[s]["loss"] for s in range(1, 5)])
