@@ -54,29 +54,34 @@ def task_evaluator(config, parts: train_lib.Parts, tokenizer: Tokenizer, labels,
   to_global = lambda b: jax.make_array_from_process_local_data(parts.batch_sharding, b)
   replicated = partitioning.replicated(parts.batch_sharding.mesh)
 
-  def predict(params, batch):
-    if task.kind == "seq2seq":
-      logits_fn = lambda b: parts.model.apply({"params": params}, b)
-      return decoding.greedy(logits_fn, batch, family=family, max_new_tokens=task.target_len,
-                             eos_id=tokenizer.eos_id)
-    out = parts.model.apply({"params": params}, batch)
-    return out if task.kind == "regression" else out.argmax(-1).astype(np.int32)
-
-  predict = jax.jit(predict, in_shardings=(parts.state_sharding.params, parts.batch_sharding),
-                    out_shardings=replicated)
   want_predictions = task.kind != "seq2seq" or generate
+
+  def score(params, batch):
+    """One forward pass: the loss terms' sums and counts, and the predictions (a seq2seq task's
+    greedy generations, when asked for)."""
+    apply = lambda b: parts.model.apply({"params": params}, b)
+    outputs = apply(batch)
+    if task.kind == "seq2seq":
+      predictions = decoding.greedy(apply, batch, family=family, max_new_tokens=task.target_len,
+                                    eos_id=tokenizer.eos_id) if generate else None
+    else:
+      predictions = outputs if task.kind == "regression" else outputs.argmax(-1).astype(np.int32)
+    return parts.task.terms(outputs, batch, 0.0), parts.task.counts(batch), predictions
+
+  score = jax.jit(score, in_shardings=(parts.state_sharding.params, parts.batch_sharding),
+                  out_shardings=replicated)
 
   def evaluate(params) -> dict:
     sums, counts, rows = {}, {}, []
     for batch in finetune_data.make_dataset(config, tokenizer, labels, examples, family=family,
                                             split=split, **shard):
-      global_batch = jax.tree.map(to_global, batch)
-      batch_sums, batch_counts = jax.device_get(parts.eval_step(params, global_batch))
+      batch_sums, batch_counts, predictions = jax.device_get(
+          score(params, jax.tree.map(to_global, batch)))
       for term in batch_sums:
         sums[term] = sums.get(term, 0.0) + float(batch_sums[term])
         counts[term] = counts.get(term, 0.0) + float(batch_counts[term])
       if want_predictions:
-        rows.append((np.asarray(predict(params, global_batch)), _gather(batch)))
+        rows.append((np.asarray(predictions), _gather(batch)))
     values = {t: sums[t] / max(counts[t], 1.0) for t in sums if not t.endswith("z_loss")}
     result = {"loss": sum(values[t] for t in parts.task.loss_terms if t in values), **values}
     if task.kind == "seq2seq":

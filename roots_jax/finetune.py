@@ -108,18 +108,19 @@ def finetune(config, workdir: str) -> dict:
         workdir, keep=1, subdir="best", items=("state",), best_fn=lambda m: m[metric],
         best_mode="min" if metric in evaluate_lib.LOWER_IS_BETTER else "max")
     tracker = _BestTracker(best, metric, config.train.eval_every, f.patience)
-    if tracker.exhausted(int(state.step)):
-      log.info("the run stopped early at step %d (finetune.patience=%d); raise it to train on",
-               int(state.step), f.patience)
-      with config.unlocked():
-        config.train.steps = int(state.step)
     length = config.task.max_len + (config.task.target_len if config.task.kind == "seq2seq" and
                                     config.model.family == "decoder" else 0)
     try:
-      train_lib.run_loop(config, workdir, parts, state, manager, train_iter, evaluate,
-                         tokens_per_step=t.batch_size * length,
-                         flops_per_token=models.flops_per_token(parts.model_config, length),
-                         after_eval=tracker)
+      if tracker.exhausted(int(state.step)):
+        log.info("the run stopped early at step %d (finetune.patience=%d); raise it to train on",
+                 int(state.step), f.patience)
+        manager.close()
+        train_iter.close()
+      else:
+        train_lib.run_loop(config, workdir, parts, state, manager, train_iter, evaluate,
+                           tokens_per_step=t.batch_size * length,
+                           flops_per_token=models.flops_per_token(parts.model_config, length),
+                           after_eval=tracker)
     finally:
       best.wait_until_finished()
       best.close()

@@ -305,7 +305,7 @@ class _PreemptionFlag:
   def check(self, at_log_step: bool) -> bool:
     if jax.process_count() == 1:
       return self._set
-    return at_log_step and bool(multihost_utils.process_allgather(np.array(self._set)).any())
+    return at_log_step and _any_process(self._set)
 
 
 def log_to_console() -> None:

@@ -27,6 +27,13 @@ def _batch(family, lengths=(5, 8), length=8):
   return batch
 
 
+def _decoder_features(config, params, batch):
+  """The backbone's final hidden states [B, T, D], as a decoder head reads them."""
+  return models.build_model(config).apply({"params": params["params"]["backbone"]},
+                                          batch["inputs"], positions=batch["positions"],
+                                          segment_ids=batch["segment_ids"], features=True)
+
+
 @pytest.mark.parametrize("pooling", ["", "mean"])
 @pytest.mark.parametrize("family", ["encoder", "decoder", "encoder_decoder"])
 def test_sequence_head_ignores_padding(family, pooling):
@@ -49,10 +56,7 @@ def test_decoder_head_reads_the_last_real_token():
   model = FinetuneModel(config, "regression")
   batch = _batch("decoder")
   params = random_params(model, batch)
-  hidden = models.build_model(config).apply({"params": params["params"]["backbone"]},
-                                            batch["inputs"], positions=batch["positions"],
-                                            segment_ids=batch["segment_ids"], features=True)
-  head = params["params"]["head"]
+  hidden, head = _decoder_features(config, params, batch), params["params"]["head"]
   expected = hidden[np.arange(2), [4, 7]] @ head["kernel"][:, 0] + head["bias"][0]
   np.testing.assert_allclose(model.apply(params, batch), expected, atol=1e-5)
 
@@ -86,10 +90,7 @@ def test_mean_pooling_averages_real_tokens():
   model = FinetuneModel(config, "regression", pooling="mean")
   batch = _batch("decoder")
   params = random_params(model, batch)
-  hidden = models.build_model(config).apply({"params": params["params"]["backbone"]},
-                                            batch["inputs"], positions=batch["positions"],
-                                            segment_ids=batch["segment_ids"], features=True)
-  head = params["params"]["head"]
+  hidden, head = _decoder_features(config, params, batch), params["params"]["head"]
   pooled = np.stack([hidden[0, :5].mean(0), hidden[1, :8].mean(0)])
   expected = pooled @ head["kernel"][:, 0] + head["bias"][0]
   np.testing.assert_allclose(model.apply(params, batch), expected, atol=1e-5)
