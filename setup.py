@@ -16,6 +16,7 @@ setup(
         "tensorflow-datasets>=4.9.8",
         "ml-collections>=1.0",
         "sentencepiece>=0.2",
+        "regex",  # \p{L} and \p{N} in GPT-2's pre-tokenizer (roots_jax/data/hf_tokenizers.py)
         "grain>=0.2.12",
         "numpy",
         "pyarrow",
@@ -24,7 +25,12 @@ setup(
     extras_require={
         "test": ["pytest>=8", "pytest-xdist", "hypothesis",
                  # Reference implementations for the roots_jax.metrics parity tests.
-                 "sacrebleu", "rouge-score", "scikit-learn", "scipy"],
+                 "sacrebleu", "rouge-score", "scikit-learn", "scipy",
+                 # tests/test_notebook.py runs notebooks/quickstart.ipynb in a kernel.
+                 "nbclient", "nbformat", "ipykernel", "matplotlib"],
         "tf": ["tensorflow-cpu"],
+        # python -m roots_jax.convert: reading pytorch_model.bin files, and the parity tests
+        # against transformers' models (safetensors conversion needs neither).
+        "hf": ["transformers>=4.40", "torch>=2.1"],
     },
 )

@@ -5,8 +5,8 @@
       --config.data.train_files='/data/wiki/*.txt'
 
 Variants: tiny (CPU), base (110M: 12 layers, 768 wide, 12 heads), large (340M: 24, 1024, 16).
-Post-LN with an embedding LayerNorm, GELU, learned positions, token types, MLM head tied to the
-word embeddings; set model.norm_placement=pre for the pre-LN variant.
+Post-LN with an embedding LayerNorm, exact (erf) GELU, learned positions, token types, MLM head
+tied to the word embeddings; set model.norm_placement=pre for the pre-LN variant.
 """
 
 from roots_jax.config import base_config
@@ -28,7 +28,7 @@ def get_config(arg=None):
   c.model.update(
       size, family="encoder", mlp_dim=4 * size["embed_dim"], vocab_size=30522, max_len=512,
       position="learned", type_vocab_size=2, norm="layernorm", norm_eps=1e-12,
-      norm_placement="post", mlp_activation="gelu", use_bias=True, tie_embeddings=True,
+      norm_placement="post", mlp_activation="gelu_exact", use_bias=True, tie_embeddings=True,
       dropout_rate=0.1, attention_dropout_rate=0.1)
   c.data.update(objective="mlm_nsp", seq_len=512, mask_rate=0.15, next_sentence_prediction=True)
   c.tokenizer.train_max_bytes = 100_000_000

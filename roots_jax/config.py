@@ -67,7 +67,8 @@ def base_config() -> ml_collections.ConfigDict:
       num_kv_heads=0,            # 0: same as num_heads (MHA); 1: MQA; in between: GQA
       head_dim=0,                # 0: embed_dim // num_heads
       mlp_dim=512,
-      mlp_activation="gelu",     # gelu (GPT-2/BERT) | relu (2017 Transformer, T5 v1.0) | swiglu | geglu (T5 v1.1)
+      mlp_activation="gelu",     # gelu (tanh approx., GPT-2) | gelu_exact (erf, BERT) | relu (2017
+                                 # Transformer, T5 v1.0) | swiglu | geglu (T5 v1.1)
       norm="layernorm",          # layernorm | rmsnorm
       norm_eps=1e-5,
       norm_placement="pre",      # pre (GPT-2, T5) | post (BERT, the 2017 Transformer)
@@ -91,7 +92,8 @@ def base_config() -> ml_collections.ConfigDict:
   ))
 
   c.tokenizer = ml_collections.ConfigDict(dict(
-      path="",                   # an existing sentencepiece .model; empty: train one into workdir/tokenizer
+      path="",                   # a sentencepiece .model or a Hugging Face tokenizer directory (GPT-2,
+                                 # BERT, T5 files); empty: train one into workdir/tokenizer
       model_type="unigram",      # unigram | bpe
       train_max_bytes=8_000_000, # text sampled from the training split to train the tokenizer
   ))
@@ -311,7 +313,7 @@ def _tuplify(value):
 
 _CHOICES = {
     "model.family": ("decoder", "encoder", "encoder_decoder"),
-    "model.mlp_activation": ("gelu", "relu", "swiglu", "geglu"),
+    "model.mlp_activation": ("gelu", "gelu_exact", "relu", "swiglu", "geglu"),
     "model.norm_placement": ("pre", "post"),
     "model.norm": ("layernorm", "rmsnorm"),
     "model.position": ("learned", "sinusoidal", "rope", "relative"),

@@ -22,6 +22,7 @@ import sys
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 from jax.experimental import multihost_utils
@@ -30,9 +31,9 @@ from roots_jax import config as config_lib
 from roots_jax import decoding, metrics
 from roots_jax import train as train_lib
 from roots_jax.data import finetune as finetune_data
-from roots_jax.data.tokenizer import Tokenizer
+from roots_jax.data.tokenizer import BaseTokenizer, Tokenizer
 from roots_jax.errors import CheckpointError, ConfigError, RootsError
-from roots_jax.training import checkpoints, distributed, partitioning
+from roots_jax.training import checkpoints, distributed, partitioning, pretrained
 
 log = logging.getLogger("roots_jax")
 
@@ -46,7 +47,7 @@ DEFAULT_METRIC = {"classification": "accuracy", "regression": "pearson",
                   "token_classification": "macro_f1", "seq2seq": "loss"}
 
 
-def task_evaluator(config, parts: train_lib.Parts, tokenizer: Tokenizer, labels, examples, *,
+def task_evaluator(config, parts: train_lib.Parts, tokenizer: BaseTokenizer, labels, examples, *,
                    split: str, generate: bool) -> Callable:
   """evaluate(params) -> {metric: value} over every example of `examples` (one split)."""
   task, family = config.task, config.model.family
@@ -62,8 +63,8 @@ def task_evaluator(config, parts: train_lib.Parts, tokenizer: Tokenizer, labels,
     apply = lambda b: parts.model.apply({"params": params}, b)
     outputs = apply(batch)
     if task.kind == "seq2seq":
-      predictions = decoding.greedy(apply, batch, family=family, max_new_tokens=task.target_len,
-                                    eos_id=tokenizer.eos_id) if generate else None
+      predictions = _greedy(parts.model, params, batch, family, task.target_len,
+                            tokenizer) if generate else None
     else:
       predictions = outputs if task.kind == "regression" else outputs.argmax(-1).astype(np.int32)
     return parts.task.terms(outputs, batch, 0.0), parts.task.counts(batch), predictions
@@ -105,6 +106,23 @@ def task_evaluator(config, parts: train_lib.Parts, tokenizer: Tokenizer, labels,
   return evaluate
 
 
+def _greedy(model, params, batch: dict, family: str, max_new_tokens: int,
+            tokenizer: BaseTokenizer) -> jax.Array:
+  """Greedy generations [B, N] from a seq2seq batch (roots_jax.data.finetune's layout): a
+  decoder's prompt, inputs[:prompt_len], is moved to the right end of a row of the input width."""
+  if family == "decoder":
+    width = batch["inputs"].shape[1] - max_new_tokens
+    source = jnp.arange(width)[None] - (width - batch["prompt_len"])[:, None]  # [B, W]
+    prompts = {"inputs": jnp.take_along_axis(batch["inputs"], jnp.maximum(source, 0), axis=1),
+               "segment_ids": (source >= 0).astype(jnp.int32)}
+  else:
+    prompts = {k: v for k, v in batch.items() if k.startswith("encoder_")}
+  config = decoding.GenerationConfig(max_new_tokens=max_new_tokens)
+  return decoding.generate(model, params, prompts, family=family, config=config,
+                           eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id,
+                           method=model.lm_logits).tokens[:, 0]
+
+
 def _gather(local_batch: dict) -> dict:
   """The global batch's rows, on every host, in global row order."""
   if jax.process_count() == 1:
@@ -118,7 +136,7 @@ def _flat(rows, label_key: str, weight_key: str):
   return np.concatenate([k[0] for k in keep]), np.concatenate([k[1] for k in keep])
 
 
-def _generation_metrics(rows, examples, tokenizer: Tokenizer, process_count: int) -> dict:
+def _generation_metrics(rows, examples, tokenizer: BaseTokenizer, process_count: int) -> dict:
   """Decodes each generation up to eos and scores it against its example's target text.
   Batch b's global row r is row j = r % local of process p = r // local, which holds shard
   example b * local + j of examples[p::process_count]."""
@@ -132,7 +150,8 @@ def _generation_metrics(rows, examples, tokenizer: Tokenizer, process_count: int
         continue
       ids = list(ids)
       ids = ids[:ids.index(tokenizer.eos_id)] if tokenizer.eos_id in ids else ids
-      predictions.append(tokenizer.decode([i for i in ids if i > 0]))
+      # Generated pad is no text; it is 0 but for GPT-2, whose 0 is "!" and whose pad is eos.
+      predictions.append(tokenizer.decode([i for i in ids if i != tokenizer.pad_id]))
       references.append(examples[index]["target"])
   bleu = metrics.corpus_bleu(predictions, references)["bleu"]
   return {"exact_match": metrics.exact_match(predictions, references), "bleu": bleu,
@@ -173,8 +192,8 @@ def evaluate_run(workdir: str, overrides=(), *, split: str = "", checkpoint: str
       if split not in ("train", "validation", "test"):
         raise ConfigError(f"--split {split!r}: a fine-tuning run is scored on train, validation or "
                           "test (task.*_split / task.*_files say where they come from)")
-      manager, step = _checkpoint(workdir, checkpoint or "best", finetuning=True)
-      params = checkpoints.restore_params(manager, step, _abstract_params(setup.parts))
+      manager, step = find_checkpoint(workdir, checkpoint or "best", finetuning=True)
+      params = checkpoints.restore_params(manager, step, abstract_params(setup.parts))
       examples = setup.examples(split)
       values = task_evaluator(config, setup.parts, setup.tokenizer, setup.labels, examples,
                               split=split, generate=True)(params)
@@ -184,11 +203,10 @@ def evaluate_run(workdir: str, overrides=(), *, split: str = "", checkpoint: str
         raise ConfigError(f"a pretraining run is scored on its held-out split (eval), not {split!r}; "
                           "score a file with --config.data.eval_files")
       split, kind = config.data.eval_files or "eval", "pretraining"
-      tokenizer = Tokenizer.load(config.tokenizer.path or
-                                 os.path.join(workdir, "tokenizer", "spm.model"))
+      tokenizer = Tokenizer.load(pretrained.tokenizer_path(workdir, config))
       parts = train_lib.build(config, mesh)
-      manager, step = _checkpoint(workdir, checkpoint or "latest", finetuning=False)
-      params = checkpoints.restore_params(manager, step, _abstract_params(parts))
+      manager, step = find_checkpoint(workdir, checkpoint or "latest", finetuning=False)
+      params = checkpoints.restore_params(manager, step, abstract_params(parts))
       shard = dict(process_index=jax.process_index(), process_count=jax.process_count())
       values = train_lib.evaluate_split(config, tokenizer, shard, parts, params, max_batches=None)
   results = {"workdir": os.path.abspath(workdir), "kind": kind, "split": split,
@@ -201,12 +219,13 @@ def evaluate_run(workdir: str, overrides=(), *, split: str = "", checkpoint: str
   return results
 
 
-def _abstract_params(parts: train_lib.Parts):
+def abstract_params(parts: train_lib.Parts):
   return checkpoints.abstract_like(parts.abstract_state.params, parts.state_sharding.params)
 
 
-def _checkpoint(workdir: str, which: str, *, finetuning: bool):
-  """(manager, step) of best | latest | a step number."""
+def find_checkpoint(workdir: str, which: str, *, finetuning: bool):
+  """(manager, step) of `which`: best (a fine-tuning run's best/ checkpoint, else the newest),
+  latest (the newest) or a step number in checkpoints/. Also used by roots_jax.api."""
   best = checkpoints.make_manager(workdir, keep=1, subdir="best", items=("state",),
                                   read_only=True) if finetuning else None
   latest = checkpoints.make_manager(workdir, keep=1, read_only=True)

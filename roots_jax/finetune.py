@@ -14,7 +14,6 @@ Rerunning the command resumes.
 
 import logging
 import os
-import shutil
 import sys
 from typing import Callable, NamedTuple
 
@@ -27,8 +26,8 @@ from roots_jax import models
 from roots_jax import train as train_lib
 from roots_jax.data import finetune as finetune_data
 from roots_jax.data import supervised
-from roots_jax.data.tokenizer import Tokenizer
-from roots_jax.errors import ConfigError, DataError, RootsError
+from roots_jax.data.tokenizer import BaseTokenizer, Tokenizer, check_vocab_size
+from roots_jax.errors import ConfigError, RootsError
 from roots_jax.models.config import ModelConfig
 from roots_jax.models.heads import FinetuneModel, check_kind, pretrained_output_kernel
 from roots_jax.training import checkpoints, distributed, optimizers, partitioning
@@ -43,7 +42,7 @@ USAGE = ("usage: python -m roots_jax.finetune --config FILE.py[:ARG] --workdir D
 
 class Setup(NamedTuple):
   """A fine-tuning run's pieces, shared with the evaluate driver."""
-  tokenizer: Tokenizer
+  tokenizer: BaseTokenizer
   labels: supervised.LabelVocab | None
   parts: train_lib.Parts
   examples: Callable        # split -> examples
@@ -61,15 +60,18 @@ def finetune(config, workdir: str) -> dict:
   config_lib.validate(config, jax.device_count())
   is_main = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
-  tokenizer_path = os.path.join(os.path.abspath(workdir), "tokenizer", "spm.model")
+  tokenizer = Tokenizer.load(pretrained.tokenizer_path)
+  # The run keeps its own copy, for evaluation: a Hugging Face tokenizer's files in
+  # workdir/tokenizer itself, as a converted run has them.
+  tokenizer_path = os.path.join(os.path.abspath(workdir), "tokenizer")
+  if not os.path.isdir(pretrained.tokenizer_path):
+    tokenizer_path = os.path.join(tokenizer_path, "spm.model")
   with config.unlocked():
     config.init_from = os.path.join(pretrained.workdir, "checkpoints", str(pretrained.step))
     config.tokenizer.path = tokenizer_path
   if is_main:
-    if not os.path.exists(tokenizer_path):  # the run keeps its own copy, for evaluation
-      os.makedirs(os.path.dirname(tokenizer_path), exist_ok=True)
-      shutil.copyfile(pretrained.tokenizer_path, tokenizer_path + ".tmp")
-      os.replace(tokenizer_path + ".tmp", tokenizer_path)
+    if not os.path.exists(tokenizer_path):
+      tokenizer.save(tokenizer_path)
     config_lib.save_config(config, os.path.join(workdir, "config.json"))
   t, f = config.train, config.finetune
 
@@ -80,7 +82,7 @@ def finetune(config, workdir: str) -> dict:
   with jax.set_mesh(mesh), nn.logical_axis_rules(config_lib.logical_rules(config)):
 
     # Data, model and optimizer.
-    run = setup(config, workdir, mesh, tokenizer=Tokenizer.load(pretrained.tokenizer_path))
+    run = setup(config, workdir, mesh, tokenizer=tokenizer)
     parts = run.parts
     shard = dict(process_index=jax.process_index(), process_count=jax.process_count())
     train_iter = iter(finetune_data.make_dataset(
@@ -129,14 +131,12 @@ def finetune(config, workdir: str) -> dict:
     return tracker.best_metrics
 
 
-def setup(config, workdir: str, mesh, tokenizer: Tokenizer | None = None) -> Setup:
+def setup(config, workdir: str, mesh, tokenizer: BaseTokenizer | None = None) -> Setup:
   """Tokenizer, labels, model and steps of a resolved fine-tuning config (model fields filled);
   call inside the mesh and rules contexts."""
   task, f = config.task, config.finetune
   tokenizer = tokenizer or Tokenizer.load(config.tokenizer.path)
-  if tokenizer.vocab_size != config.model.vocab_size:
-    raise DataError(f"tokenizer {tokenizer.path} has {tokenizer.vocab_size} pieces but the model's "
-                    f"vocabulary is {config.model.vocab_size}: it is not the checkpoint's tokenizer")
+  check_vocab_size(tokenizer, config.model.vocab_size, "it is not the checkpoint's tokenizer")
   cache = {}
 
   def examples(split: str):

@@ -4,9 +4,11 @@
   python -m roots_jax.tokenizer train --input 'corpus/*.jsonl' --vocab_size 32000 \\
       --model_type bpe --output spm.model
   python -m roots_jax.tokenizer encode --model spm.model "def f(x):\\n\\treturn x"
+  python -m roots_jax.tokenizer encode --model RUN/tokenizer "a converted run's tokenizer"
 
 A model trained here is what a run trains into workdir/tokenizer; pass it with
---config.tokenizer.path=spm.model (and model.vocab_size equal to its size).
+--config.tokenizer.path=spm.model (and model.vocab_size equal to its size). `encode` also reads
+a directory of Hugging Face tokenizer files (GPT-2, BERT, T5), as tokenizer.path does.
 """
 
 import argparse
@@ -53,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
   train.add_argument("--output", required=True, help="where to write the .model file")
   train.set_defaults(run=_train)
   encode = commands.add_parser("encode", help="print the ids of a text")
-  encode.add_argument("--model", required=True)
+  encode.add_argument("--model", required=True,
+                      help="a .model file or a Hugging Face tokenizer directory")
   encode.add_argument("text")
   encode.set_defaults(run=_encode)
   args = parser.parse_args(argv)

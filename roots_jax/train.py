@@ -65,8 +65,6 @@ def train(config, workdir: str) -> dict:
   config_lib.validate(config, jax.device_count())
   is_main = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
-  if is_main:
-    config_lib.save_config(config, os.path.join(workdir, "config.json"))
   t, rules = config.train, config_lib.logical_rules(config)
 
   # Mesh.
@@ -93,6 +91,10 @@ def train(config, workdir: str) -> dict:
       log.info("resumed from checkpoint step %d", int(state.step))
       if int(state.step) >= t.steps:
         log.info("the run is complete (train.steps=%d); raise train.steps to train further", t.steps)
+    # Only once the workdir's checkpoint (if any) has been read with this config: a refused
+    # resume leaves the run's own config.json as it was.
+    if is_main:
+      config_lib.save_config(config, os.path.join(workdir, "config.json"))
 
     # Loop.
     flops_per_token = models.flops_per_token(parts.model_config, config.data.seq_len,

@@ -13,3 +13,15 @@ def test_train_throughput_prints_a_table():
   rows = {k.strip(): v.strip() for k, v in rows.items()}
   assert rows["devices"] == "8" and rows["mesh"] == "2x2x2" and rows["batch x seq"] == "16x128"
   assert float(rows["tokens/s"].replace(",", "")) > 0 and 0 < float(rows["MFU"]) < 1
+
+
+def test_decode_benchmark_prints_cached_and_recomputed_rates():
+  result = subprocess.run(
+      [sys.executable, "benchmarks/decode.py", "--config", "configs/t5.py:tiny", "--batch", "2",
+       "--prompt_len", "8", "--new_tokens", "4"],
+      capture_output=True, text=True, check=True)
+  header, _, row = result.stdout.splitlines()[1:4]
+  assert header.startswith("| batch | KV cache tokens/s | recompute tokens/s")
+  cells = [c.strip() for c in row.strip("|").split("|")]
+  assert cells[0] == "2" and float(cells[1].replace(",", "")) > 0
+  assert float(cells[2].replace(",", "")) > 0 and cells[3].endswith("x")

@@ -7,7 +7,7 @@ from roots_jax import evaluate as evaluate_lib
 
 
 class _Tokenizer:
-  eos_id = 3
+  pad_id, eos_id = 0, 3
 
   def decode(self, ids):
     return " ".join(f"w{i}" for i in ids)

@@ -41,7 +41,9 @@ def test_loss_falls(family, corpus, tmp_path):
     assert evaluation["perplexity"] == pytest.approx(np.exp(evaluation["nll"]), rel=1e-5)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+# The 2017 Transformer shares T5's stack and objective: loss_falls covers it; the mesh and resume
+# checks run on the two distinct pipelines.
+@pytest.mark.parametrize("family", ["bert", "t5"])
 def test_loss_does_not_depend_on_the_mesh(family, corpus, tmp_path):
   losses = []
   for shape, parallelism in (("8,1,1", "dp"), ("2,2,2", "fsdp_tp")):
@@ -52,7 +54,7 @@ def test_loss_does_not_depend_on_the_mesh(family, corpus, tmp_path):
   np.testing.assert_allclose(losses[1], losses[0], rtol=2e-5)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", ["bert", "t5"])
 def test_resume_is_exact(family, corpus, tmp_path):
   extra = dict(optimizer__decay_steps=6, train__checkpoint_every=3)
   train(_config(family, corpus, train__steps=6, **extra), str(tmp_path / "unbroken"))

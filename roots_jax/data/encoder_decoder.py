@@ -5,10 +5,12 @@ a document is cut into chunks of the token count that `random_spans_helper` give
 data.seq_len, so a full chunk's corrupted input is at most seq_len tokens with eos (512 ->
 chunks of 568, targets of 114 at density 0.15 and mean span 3); `random_spans_noise_mask`
 marks alternating non-noise / noise spans; each noise span becomes one sentinel in the
-input, and the targets are the sentinels each followed by their span. Sentinels count down
-from the top of the vocabulary (<extra_id_0> = vocab_size - 1, as T5), so the few highest
-pieces of a tokenizer without reserved sentinels become ambiguous. T5 concatenates documents
-before chunking; here the chunks of several documents are packed into one row instead.
+input, and the targets are the sentinels each followed by their span. The i-th span's sentinel
+is the tokenizer's `sentinel_id(i)`: its <extra_id_i> piece where it has one (a Hugging Face
+T5 tokenizer: 32099 down from the top of its 32100), else vocab_size - 1 - i, counting down
+from the top as T5 does, so the few highest pieces of a tokenizer without reserved sentinels
+become ambiguous. T5 concatenates documents before chunking; here the chunks of several
+documents are packed into one row instead.
 
 Batch rows ([B, seq_len] for encoder_*, [B, target_len] for decoder_*): encoder_inputs,
 encoder_segment_ids, encoder_positions, decoder_inputs (the targets shifted right within each
@@ -23,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from roots_jax.data.objectives import FlatMapObjective, Objective, StreamObjective
-from roots_jax.data.tokenizer import Tokenizer
+from roots_jax.data.tokenizer import BaseTokenizer
 from roots_jax.errors import ConfigError
 
 
@@ -77,12 +79,13 @@ def random_spans_noise_mask(length: int, noise_density: float, mean_noise_span_l
 
 
 def noise_span_to_unique_sentinel(tokens: np.ndarray, noise_mask: np.ndarray,
-                                  vocab_size: int) -> np.ndarray:
-  """T5's: each noise span -> one sentinel, vocab_size - 1 for the first, then descending."""
+                                  sentinels: np.ndarray) -> np.ndarray:
+  """T5's: each noise span -> one sentinel, sentinels[0] for the first, then the next ones
+  (T5's vocab_size - 1, vocab_size - 2, ...)."""
   prev_is_noise = np.concatenate([[False], noise_mask[:-1]])
   first_noise = noise_mask & ~prev_is_noise
-  sentinels = vocab_size - np.cumsum(first_noise)
-  return np.where(first_noise, sentinels, tokens)[~(noise_mask & prev_is_noise)]
+  span = np.maximum(np.cumsum(first_noise) - 1, 0)
+  return np.where(first_noise, sentinels[span], tokens)[~(noise_mask & prev_is_noise)]
 
 
 class EncoderDecoder(Objective):
@@ -114,7 +117,7 @@ class EncoderDecoder(Objective):
 class SpanCorruption(EncoderDecoder, StreamObjective):
   """T5's span corruption of plain text (see the module docstring)."""
 
-  def __init__(self, tokenizer: Tokenizer, seq_len: int, *, target_len: int,
+  def __init__(self, tokenizer: BaseTokenizer, seq_len: int, *, target_len: int,
                noise_density: float, mean_noise_span_length: float, seed: int):
     if not 0.0 < noise_density < 1.0:
       raise ConfigError(f"data.noise_density must be in (0, 1) (T5: 0.15); got {noise_density}")
@@ -134,15 +137,17 @@ class SpanCorruption(EncoderDecoder, StreamObjective):
     self.tokens_length = tokens_length
     self.noise_density = noise_density
     self.mean_noise_span_length = mean_noise_span_length
-    self.vocab_size = tokenizer.vocab_size
+    # One sentinel per span; a chunk has at most one span per token.
+    self.sentinels = np.array([tokenizer.sentinel_id(i) for i in range(max(tokens_length, 2))],
+                              np.int32)
     self.eos = tokenizer.eos_id
 
   def corrupt(self, tokens: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """One chunk (at most tokens_length tokens) -> its example, eos appended on both sides."""
     noise = random_spans_noise_mask(len(tokens), self.noise_density,
                                     self.mean_noise_span_length, rng)
-    inputs = noise_span_to_unique_sentinel(tokens, noise, self.vocab_size)
-    targets = noise_span_to_unique_sentinel(tokens, ~noise, self.vocab_size)
+    inputs = noise_span_to_unique_sentinel(tokens, noise, self.sentinels)
+    targets = noise_span_to_unique_sentinel(tokens, ~noise, self.sentinels)
     return {"encoder_inputs": np.append(inputs, self.eos).astype(np.int32),
             "decoder_targets": np.append(targets, self.eos).astype(np.int32)}
 
@@ -156,7 +161,7 @@ class Seq2Seq(EncoderDecoder, FlatMapObjective):
   """Supervised (input, target) pairs: each side truncated to fit with eos appended (T5's
   append_eos_after_trim); target_len 0 means seq_len."""
 
-  def __init__(self, tokenizer: Tokenizer, seq_len: int, *, target_len: int):
+  def __init__(self, tokenizer: BaseTokenizer, seq_len: int, *, target_len: int):
     if seq_len < 2 or target_len == 1:
       raise ConfigError("data.seq_len and data.target_len must leave room for a token and eos; "
                         f"got {seq_len} and {target_len}")

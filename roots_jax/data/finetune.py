@@ -4,7 +4,9 @@ the grain datasets that batch them.
 `example_spec` gives the layout; `encode` fills it. L = task.max_len, T = task.target_len; all
 int32 unless noted; padding is 0 (id, segment id and position alike). a and b are the two
 texts, tokenized, a pair truncated longest-first (HF's convention: the longer side loses its
-last token until the pair fits).
+last token until the pair fits). A tokenizer without [SEP] (GPT-2's, T5's) separates with eos,
+as HF's T5 pairs `a </s> b </s>`; one without [CLS] starts with bos where it has one (GPT-2's
+<|endoftext|>), else with nothing; one without bos (BERT's, T5's) has no [BOS].
 
 classification / regression: label [] (float32 for regression), label_weight [] float32 (1.0;
 0.0 on padding rows), and
@@ -37,7 +39,7 @@ import ml_collections
 import numpy as np
 
 from roots_jax.data.supervised import LabelVocab
-from roots_jax.data.tokenizer import Tokenizer
+from roots_jax.data.tokenizer import BaseTokenizer
 from roots_jax.errors import ConfigError, DataError
 
 FAMILIES = ("encoder", "decoder", "encoder_decoder")
@@ -107,11 +109,15 @@ def truncate_longest_first(a: list[int], b: list[int], budget: int) -> tuple[lis
   return a[:budget - budget // 2], b[:budget // 2]
 
 
-def _specials(tokenizer: Tokenizer) -> dict[str, list[int]]:
-  """Special ids as lists, so a tokenizer without bos (T5's) simply has none."""
-  return {"bos": [tokenizer.bos_id] if tokenizer.bos_id >= 0 else [],
-          "eos": [tokenizer.eos_id], "cls": [tokenizer.piece_id("[CLS]")],
-          "sep": [tokenizer.piece_id("[SEP]")]}
+def _specials(tokenizer: BaseTokenizer) -> dict[str, list[int]]:
+  """Special ids as lists, so a tokenizer without bos (T5's) simply has none; [CLS] and [SEP]
+  fall back as the module docstring says."""
+  def piece(name: str, fallback: list[int]) -> list[int]:
+    return [tokenizer.piece_id(name)] if tokenizer.has_piece(name) else fallback
+
+  bos = [tokenizer.bos_id] if tokenizer.bos_id >= 0 else []
+  eos = [tokenizer.eos_id]
+  return {"bos": bos, "eos": eos, "cls": piece("[CLS]", bos), "sep": piece("[SEP]", eos)}
 
 
 def _frame(family: str, sp: dict[str, list[int]]) -> tuple[list[int], list[int]]:
@@ -120,7 +126,7 @@ def _frame(family: str, sp: dict[str, list[int]]) -> tuple[list[int], list[int]]
           "encoder_decoder": ([], sp["eos"])}[family]
 
 
-def encode(example: dict[str, Any], *, family: str, kind: str, tokenizer: Tokenizer,
+def encode(example: dict[str, Any], *, family: str, kind: str, tokenizer: BaseTokenizer,
            labels: LabelVocab | None, max_len: int, target_len: int) -> dict[str, np.ndarray]:
   """One example -> one padded row of `example_spec(family, kind, max_len, target_len)`."""
   if kind == "seq2seq" and family == "encoder":
@@ -154,7 +160,8 @@ def encode(example: dict[str, Any], *, family: str, kind: str, tokenizer: Tokeni
 
 
 def _encode_tags(example: dict[str, Any], family: str, sp: dict[str, list[int]],
-                 tokenizer: Tokenizer, labels: LabelVocab, max_len: int) -> dict[str, np.ndarray]:
+                 tokenizer: BaseTokenizer, labels: LabelVocab,
+                 max_len: int) -> dict[str, np.ndarray]:
   head, tail = _frame(family, sp)
   budget = max_len - len(head) - len(tail)
   ids, tags, weights = list(head), [0] * len(head), [0.0] * len(head)
@@ -177,7 +184,8 @@ def _encode_tags(example: dict[str, Any], family: str, sp: dict[str, list[int]],
 
 
 def _encode_seq2seq(example: dict[str, Any], family: str, sp: dict[str, list[int]],
-                    tokenizer: Tokenizer, max_len: int, target_len: int) -> dict[str, np.ndarray]:
+                    tokenizer: BaseTokenizer, max_len: int,
+                    target_len: int) -> dict[str, np.ndarray]:
   source = tokenizer.encode(example["text"])
   target = tokenizer.encode(example["target"])[:target_len - 1] + sp["eos"]
   if family == "encoder_decoder":
@@ -209,7 +217,7 @@ def _check_labels(examples: Sequence[dict[str, Any]], labels: LabelVocab, kind: 
         raise DataError(f"{split} example {i}: {e}") from None
 
 
-def make_dataset(config: ml_collections.ConfigDict, tokenizer: Tokenizer,
+def make_dataset(config: ml_collections.ConfigDict, tokenizer: BaseTokenizer,
                  labels: LabelVocab | None, examples: Sequence[dict[str, Any]], *, family: str,
                  split: str, process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
   """This process's batches ([train.batch_size // process_count, ...] rows) of `examples`.

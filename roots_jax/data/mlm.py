@@ -4,7 +4,9 @@ After create_pretraining_data.py (Devlin et al. 2019), on the stream of tokenize
 
 - A document is cut into segments after every line end (a piece holding a newline, so code
   splits by line) and after a piece ending in ".", "!" or "?" that is followed by a piece
-  starting with whitespace (prose splits by sentence; `x.y` in code does not split).
+  starting with whitespace (prose splits by sentence; `x.y` in code does not split). Pieces
+  are read as text (`piece_text`): sentencepiece's "▁" and GPT-2's "Ġ" are spaces, and every
+  WordPiece piece but a "##" continuation starts with one (BERT's text has no newlines).
 - Consecutive segments fill a chunk of up to seq_len - 3 tokens; a random prefix of its
   segments is A. With next_sentence_prediction, B is the rest of the chunk (label 0, "is
   next", as HF) with probability 0.5, else (label 1) whole segments of an earlier document,
@@ -19,7 +21,8 @@ After create_pretraining_data.py (Devlin et al. 2019), on the stream of tokenize
   80 % become [MASK], 10 % a random non-special piece, 10 % stay. With whole-word masking
   whole words are selected: a word starts at a piece that begins with whitespace ("▁"), at a
   whitespace piece (indentation, newline bytes) and right after one, so in code `foo(x):`
-  is one word and multi-byte characters (byte pieces) stay inside their word.
+  is one word and multi-byte characters (byte pieces) stay inside their word; with BERT's
+  WordPiece a word is a piece and its "##" continuations, as HF's whole-word masking.
 
 Rows are not packed: one pair per row, padded to seq_len. Randomness comes from the run's
 seed, the running document count and the tokens, so a restored iterator is exact.
@@ -30,17 +33,12 @@ from typing import Any
 import numpy as np
 
 from roots_jax.data.objectives import StreamObjective
-from roots_jax.data.tokenizer import Tokenizer
+from roots_jax.data.tokenizer import BaseTokenizer
 from roots_jax.errors import ConfigError
 
 # Runs of segments from earlier documents kept for NSP negatives (each up to seq_len - 3
 # tokens, in the checkpointed iterator state; new runs replace random old ones).
 POOL_SIZE = 16
-_SPACE_BYTES = {f"<0x{b:02X}>" for b in b" \t\n\r\x0b\x0c"}
-
-
-def _is_space(piece: str) -> bool:
-  return piece in _SPACE_BYTES or (bool(piece) and piece.replace("\u2581", " ").isspace())
 
 
 def truncate_seq_pair(a: np.ndarray, b: np.ndarray, max_tokens: int,
@@ -65,7 +63,7 @@ class MaskedLM(StreamObjective):
   nsp_weights (float32, 1.0; 0.0 without NSP and on padding rows).
   """
 
-  def __init__(self, tokenizer: Tokenizer, seq_len: int, *, mask_rate: float,
+  def __init__(self, tokenizer: BaseTokenizer, seq_len: int, *, mask_rate: float,
                whole_word_masking: bool, next_sentence_prediction: bool, seed: int):
     super().__init__(seed)
     if seq_len < 5:
@@ -79,14 +77,14 @@ class MaskedLM(StreamObjective):
     self.whole_word = whole_word_masking
     self.nsp = next_sentence_prediction
     self.cls, self.sep, self.mask = (tokenizer.piece_id(p) for p in ("[CLS]", "[SEP]", "[MASK]"))
-    pieces = [tokenizer.id_to_piece(i) for i in range(tokenizer.vocab_size)]
-    self.normal_ids = np.array([i for i in range(len(pieces)) if not tokenizer.is_special(i)],
+    texts = [tokenizer.piece_text(i) for i in range(tokenizer.vocab_size)]
+    self.normal_ids = np.array([i for i in range(len(texts)) if not tokenizer.is_special(i)],
                                np.int32)
     # Per-piece tables that segments and words are cut with.
-    self.space = np.array([_is_space(p) for p in pieces])
-    self.starts_word = np.array([p.startswith("\u2581") for p in pieces]) | self.space
-    self.ends_line = np.array(["\n" in p or p == "<0x0A>" for p in pieces])
-    self.ends_sentence = np.array([p.endswith((".", "!", "?")) for p in pieces])
+    self.space = np.array([t.isspace() for t in texts])
+    self.starts_word = np.array([t[:1].isspace() for t in texts]) | self.space
+    self.ends_line = np.array(["\n" in t for t in texts])
+    self.ends_sentence = np.array([t.endswith((".", "!", "?")) for t in texts])
 
   def initial_carry(self) -> dict[str, Any]:
     return {"count": 0, "pool": []}

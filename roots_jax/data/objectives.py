@@ -21,7 +21,7 @@ import grain
 import ml_collections
 import numpy as np
 
-from roots_jax.data.tokenizer import Tokenizer
+from roots_jax.data.tokenizer import BaseTokenizer
 from roots_jax.errors import ConfigError
 
 
@@ -134,7 +134,7 @@ class CausalLM(FlatMapObjective):
   weights (float32, 1.0 on real targets).
   """
 
-  def __init__(self, tokenizer: Tokenizer, seq_len: int):
+  def __init__(self, tokenizer: BaseTokenizer, seq_len: int):
     self.bos = [tokenizer.bos_id] if tokenizer.bos_id >= 0 else []
     self.eos = tokenizer.eos_id
     self.seq_len = seq_len
@@ -172,7 +172,7 @@ def target_len(data: ml_collections.ConfigDict) -> int:
   return 0
 
 
-def make_objective(data: ml_collections.ConfigDict, tokenizer: Tokenizer, *,
+def make_objective(data: ml_collections.ConfigDict, tokenizer: BaseTokenizer, *,
                    seed: int = 0) -> Objective:
   """The objective data.objective, configured by the `data` section; `seed` (the run's)
   seeds the random masks and pairings."""

@@ -17,8 +17,8 @@ from absl import flags
 
 from roots_jax.data import objectives
 from roots_jax.data import sources
-from roots_jax.data.tokenizer import Tokenizer
-from roots_jax.errors import ConfigError, DataError
+from roots_jax.data.tokenizer import BaseTokenizer, check_vocab_size
+from roots_jax.errors import ConfigError
 
 # First-fit packing fills rows better with more open rows: on documents of 5-140 tokens packed
 # to 128, 1 / 16 / 64 bins keep 77 / 88 / 92 % of the tokens real. Memory is bins x seq_len.
@@ -28,7 +28,7 @@ MIN_PACKING_BINS = 64
 class _Tokenize(grain.transforms.Map):
   """Document text -> int32 token ids; an (input, target) pair -> a pair of them."""
 
-  def __init__(self, tokenizer: Tokenizer):
+  def __init__(self, tokenizer: BaseTokenizer):
     self.tokenizer = tokenizer
 
   def map(self, text: str | tuple[str, str]) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
@@ -45,7 +45,7 @@ def _stack_padded(rows: list[dict[str, np.ndarray]], batch_size: int) -> dict[st
   return {k: np.pad(v, [(0, missing)] + [(0, 0)] * (v.ndim - 1)) for k, v in batch.items()}
 
 
-def make_dataset(config: ml_collections.ConfigDict, tokenizer: Tokenizer, split: str, *,
+def make_dataset(config: ml_collections.ConfigDict, tokenizer: BaseTokenizer, split: str, *,
                  process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
   """This process's batches of `split`: "train" repeats forever, reshuffled every epoch;
   "eval" is one pass in a fixed order, identical each time it is created."""
@@ -53,9 +53,7 @@ def make_dataset(config: ml_collections.ConfigDict, tokenizer: Tokenizer, split:
   if config.train.batch_size % process_count:
     raise ConfigError(f"train.batch_size ({config.train.batch_size}) must be divisible by the "
                       f"number of processes ({process_count})")
-  if tokenizer.vocab_size != config.model.vocab_size:
-    raise DataError(f"tokenizer {tokenizer.path} has {tokenizer.vocab_size} pieces but "
-                    f"model.vocab_size is {config.model.vocab_size}; make them equal")
+  check_vocab_size(tokenizer, config.model.vocab_size, "make them equal")
   local_batch = config.train.batch_size // process_count
   train = split == "train"
   objective = objectives.make_objective(data, tokenizer, seed=config.seed)

@@ -1,10 +1,14 @@
-"""The sentencepiece tokenizer: loading, training on a sample of the corpus, caching in the workdir.
+"""Tokenizers: the interface the pipeline relies on, and the sentencepiece tokenizer: loading,
+training on a sample of the corpus, caching in the workdir.
 
 Models trained here fit code and prose alike: identity normalization and kept whitespace, so
 decode(encode(s)) == s exactly; byte fallback, so any character (and "\\n", which sentencepiece
 never sees because it trains line by line) is a byte piece instead of <unk>; digits split. Ids
 0-3 are pad, unk, bos, eos. [CLS], [SEP] and [MASK] are reserved as control symbols for BERT:
 they have ids but are never produced from text, so a literal "[MASK]" in the corpus stays text.
+
+A directory of Hugging Face tokenizer files (a converted GPT-2, BERT or T5 run) loads as one of
+`hf_tokenizers`' classes behind the same `BaseTokenizer` interface.
 """
 
 import io
@@ -27,7 +31,94 @@ _MAX_LINE_BYTES = 1 << 14
 _WAIT_S = 1800
 
 
-class Tokenizer:
+class BaseTokenizer:
+  """What the pipeline, the objectives and the drivers use of a tokenizer.
+
+  Ids are 0..vocab_size-1; pad_id, unk_id and bos_id are -1 where a tokenizer has none (GPT-2
+  has no unk and pads with eos, as HF; BERT and T5 have no bos); eos_id always exists (the
+  objectives end sequences with it).
+  Special ids (is_special: pad, bos, eos, [CLS], [SEP], [MASK], sentinels, unk) are never made
+  from text, except unk for what the vocabulary cannot spell, and never masked; decode writes
+  no text for them (sentencepiece's " ⁇ " for unk aside). Subclasses pickle as their files'
+  contents: grain workers get the tokenizer itself, not a path.
+  """
+
+  path: str
+
+  @property
+  def vocab_size(self) -> int:
+    raise NotImplementedError
+
+  @property
+  def pad_id(self) -> int:
+    raise NotImplementedError
+
+  @property
+  def unk_id(self) -> int:
+    raise NotImplementedError
+
+  @property
+  def bos_id(self) -> int:
+    raise NotImplementedError
+
+  @property
+  def eos_id(self) -> int:
+    raise NotImplementedError
+
+  def piece_id(self, piece: str) -> int:
+    """The id of a piece such as "[MASK]"; DataError when the tokenizer has none."""
+    raise NotImplementedError
+
+  def id_to_piece(self, i: int) -> str:
+    raise NotImplementedError
+
+  def is_special(self, i: int) -> bool:
+    raise NotImplementedError
+
+  def encode(self, text: str) -> list[int]:
+    raise NotImplementedError
+
+  def decode(self, ids: Sequence[int]) -> str:
+    raise NotImplementedError
+
+  def save(self, path: str) -> None:
+    """Writes what `Tokenizer.load(path)` reads back (a file or a directory), atomically."""
+    raise NotImplementedError
+
+  def piece_text(self, i: int) -> str:
+    """Piece i as it reads in running text, a word-starting piece with its leading space (what
+    sentencepiece writes "▁", GPT-2 "Ġ"): MLM cuts sentences and whole words with it."""
+    return self.id_to_piece(i)
+
+  def has_piece(self, piece: str) -> bool:
+    try:
+      self.piece_id(piece)
+    except DataError:
+      return False
+    return True
+
+  def sentinel_id(self, i: int) -> int:
+    """Span corruption's i-th sentinel: the piece <extra_id_i> where the tokenizer has it (T5's),
+    else vocab_size - 1 - i, as T5 counts down from the top of the vocabulary."""
+    piece = f"<extra_id_{i}>"
+    return self.piece_id(piece) if self.has_piece(piece) else self.vocab_size - 1 - i
+
+  def fits_model_vocab(self, vocab_size: int) -> bool:
+    """Whether a model with `vocab_size` embeddings fits this tokenizer: exactly, as one trained
+    here; a Hugging Face tokenizer also fits a padded one (T5: 32100 pieces, 32128 rows)."""
+    return vocab_size == self.vocab_size
+
+
+def sentencepiece_text(piece: str) -> str:
+  """A sentencepiece piece as text: "▁" is a space and a byte piece <0xNN> of ASCII its
+  character (other bytes are parts of characters and stay pieces)."""
+  if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+    byte = int(piece[3:5], 16)
+    return chr(byte) if byte < 0x80 else piece
+  return piece.replace("\u2581", " ")
+
+
+class Tokenizer(BaseTokenizer):
   """A sentencepiece model and the ids the pipeline and the models rely on."""
 
   def __init__(self, model_proto: bytes, path: str = ""):
@@ -45,7 +136,11 @@ class Tokenizer:
                       "eos_id set")
 
   @classmethod
-  def load(cls, path: str) -> "Tokenizer":
+  def load(cls, path: str) -> BaseTokenizer:
+    """A sentencepiece .model file, or a directory of Hugging Face tokenizer files."""
+    if os.path.isdir(path):
+      from roots_jax.data import hf_tokenizers  # pylint: disable=g-import-not-at-top
+      return hf_tokenizers.load(path)
     try:
       with open(path, "rb") as f:
         proto = f.read()
@@ -85,6 +180,9 @@ class Tokenizer:
   def id_to_piece(self, i: int) -> str:
     return self._sp.id_to_piece(i)
 
+  def piece_text(self, i: int) -> str:
+    return sentencepiece_text(self._sp.id_to_piece(i))
+
   def is_special(self, i: int) -> bool:
     """Control pieces (pad, bos, eos, [CLS], [SEP], [MASK]) and unk: never text, never masked."""
     return self._sp.is_control(i) or self._sp.is_unknown(i)
@@ -94,6 +192,9 @@ class Tokenizer:
 
   def decode(self, ids: Sequence[int]) -> str:
     return self._sp.decode([int(i) for i in ids])
+
+  def save(self, path: str) -> None:
+    write_atomically(path, self._sp.serialized_model_proto())
 
   def __getstate__(self):  # grain workers receive the model itself, not a path.
     return {"proto": self._sp.serialized_model_proto(), "path": self.path}
@@ -164,17 +265,26 @@ def write_atomically(path: str, data: bytes) -> None:
     raise
 
 
+def check_vocab_size(tokenizer: BaseTokenizer, vocab_size: int, fix: str) -> None:
+  """DataError (ending in `fix`) unless a model of `vocab_size` embeddings fits `tokenizer`."""
+  if not tokenizer.fits_model_vocab(vocab_size):
+    raise DataError(f"tokenizer {tokenizer.path} has {tokenizer.vocab_size} pieces but "
+                    f"model.vocab_size is {vocab_size}; {fix}")
+
+
 def load_or_train_tokenizer(config: ml_collections.ConfigDict, workdir: str, *,
-                            process_index: int | None = None) -> Tokenizer:
-  """tokenizer.path if set; else workdir/tokenizer/spm.model, trained on the training split by
-  process 0 (default: `jax.process_index()`) the first time, while the others wait for the
-  file: the workdir must be shared, and every process gets the very same model."""
+                            process_index: int | None = None) -> BaseTokenizer:
+  """tokenizer.path if set (a sentencepiece model or a Hugging Face tokenizer directory); else
+  workdir/tokenizer/spm.model, trained on the training split by process 0 (default:
+  `jax.process_index()`) the first time, while the others wait for the file: the workdir must
+  be shared, and every process gets the very same model."""
   if process_index is None:
     process_index = jax.process_index()
   vocab_size = config.model.vocab_size
   if config.tokenizer.path:
     tokenizer = Tokenizer.load(config.tokenizer.path)
-    fix = f"set model.vocab_size={tokenizer.vocab_size}"
+    fix = (f"set model.vocab_size={tokenizer.vocab_size}"
+           + " or more" * tokenizer.fits_model_vocab(tokenizer.vocab_size + 1))
   else:
     path = os.path.join(workdir, "tokenizer", "spm.model")
     if not os.path.exists(path):
@@ -188,9 +298,7 @@ def load_or_train_tokenizer(config: ml_collections.ConfigDict, workdir: str, *,
         _wait_for(path)
     tokenizer = Tokenizer.load(path)
     fix = f"delete {path} to retrain it, or set model.vocab_size={tokenizer.vocab_size}"
-  if tokenizer.vocab_size != vocab_size:
-    raise DataError(f"tokenizer {tokenizer.path} has {tokenizer.vocab_size} pieces but "
-                    f"model.vocab_size is {vocab_size}; {fix}")
+  check_vocab_size(tokenizer, vocab_size, fix)
   return tokenizer
 
 

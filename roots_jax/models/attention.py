@@ -36,6 +36,34 @@ def make_attention_mask(q_segment_ids: jax.Array, kv_segment_ids: jax.Array, *,
   return mask[:, None]
 
 
+def cache_slots(module: nn.Module, positions: jax.Array,
+                segment_ids: jax.Array) -> tuple[jax.Array | None, jax.Array, jax.Array]:
+  """A decoding stack's bookkeeping for T new tokens: (the slot of the first, the causal mask
+  [B, 1, T, L] over the cache's L slots, the positions [B, L] of the tokens in them).
+
+  Call inside the stack's compact method. The cache records each slot's segment id and position,
+  so left-padded prompts (segment 0) stay invisible to real tokens, and T5's relative bias sees
+  true distances. The shape-only first call (inputs of length L) creates the records and returns
+  (None, the plain causal mask, positions).
+  """
+  initialized = module.has_variable("cache", "index")
+  index = module.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
+  slot_segments = module.variable("cache", "segment_ids", jnp.zeros, segment_ids.shape, jnp.int32)
+  slot_positions = module.variable("cache", "positions", jnp.zeros, positions.shape, jnp.int32)
+  if not initialized:
+    return None, make_attention_mask(segment_ids, segment_ids, causal=True), positions
+  start, length = index.value, segment_ids.shape[1]
+  slot_segments.value = jax.lax.dynamic_update_slice(
+      slot_segments.value, segment_ids.astype(jnp.int32), (0, start))
+  slot_positions.value = jax.lax.dynamic_update_slice(
+      slot_positions.value, positions.astype(jnp.int32), (0, start))
+  index.value = start + length
+  slots = jnp.arange(slot_segments.value.shape[1])
+  mask = segment_ids[:, :, None] == slot_segments.value[:, None, :]  # [B, T, L]
+  mask &= slots[None, None, :] <= start + jnp.arange(length)[None, :, None]
+  return start, mask[:, None], slot_positions.value
+
+
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *,
                           bias: jax.Array | None = None, scale: float | None = None,
                           impl: str = "xla", dropout_rate: float = 0.0,
@@ -93,22 +121,36 @@ class Attention(nn.Module):
   (self-attention under position="rope") queries and keys are rotated by RoPE; `bias`
   [1 or B, N, T, S] is added to the logits (position="relative"). Logits are scaled by 1/sqrt(H)
   unless model.scaled_attention is False (T5, which folds the scale into its initialisation).
+
+  With `decode`, keys and values live in the "cache" collection (see roots_jax.decoding):
+  self-attention writes the T new ones at `cache_index` into cached_key/cached_value [B, L, K, H]
+  and attends over all L slots (`mask` [B, 1, T, L] hides the empty ones); cross-attention
+  projects `kv` once, on the call that passes it, and reads the cached projections when called
+  with kv=None. The first decode call, on inputs of the full cache length, only creates the
+  cache (Flax's convention), attending as usual.
   """
   config: ModelConfig
 
   @nn.compact
   def __call__(self, x: jax.Array, kv: jax.Array | None = None, *, mask: jax.Array,
                positions: jax.Array | None = None, bias: jax.Array | None = None,
-               deterministic: bool = True) -> jax.Array:
+               deterministic: bool = True, cross: bool = False, decode: bool = False,
+               cache_index: jax.Array | None = None) -> jax.Array:
+    """x [B, T, D]; kv [B, S, D] (cross-attention; None in a cached decode step) -> [B, T, D]."""
     cfg = self.config
-    kv = x if kv is None else kv
     n, k, h = cfg.num_heads, cfg.kv_heads, cfg.head_size
     q = dense(cfg, (n, h), ("embed", "heads", "kv"), name="query")(x)  # [B, T, N, H]
-    key = dense(cfg, (k, h), ("embed", "kv_heads", "kv"), name="key")(kv)  # [B, S, K, H]
-    value = dense(cfg, (k, h), ("embed", "kv_heads", "kv"), name="value")(kv)  # [B, S, K, H]
     if positions is not None:
       q = apply_rope(q, positions, cfg.rope_theta)
-      key = apply_rope(key, positions, cfg.rope_theta)
+    key = value = None  # a cached cross-attention step reuses the stored projections
+    if kv is not None or not cross:
+      kv = x if kv is None else kv
+      key = dense(cfg, (k, h), ("embed", "kv_heads", "kv"), name="key")(kv)  # [B, S, K, H]
+      value = dense(cfg, (k, h), ("embed", "kv_heads", "kv"), name="value")(kv)  # [B, S, K, H]
+      if positions is not None:
+        key = apply_rope(key, positions, cfg.rope_theta)
+    if decode:
+      key, value = self._cached(key, value, cross=cross, cache_index=cache_index)
     dropout_rng = None
     if not deterministic and cfg.attention_dropout_rate > 0:
       dropout_rng = self.make_rng("dropout")
@@ -119,3 +161,24 @@ class Attention(nn.Module):
                                 dropout_rng=dropout_rng)  # [B, T, N, H]
     return dense(cfg, (cfg.embed_dim,), ("heads", "kv", "embed"), init_std=residual_init_std(cfg),
                  name="out")(out)  # [B, T, D]
+
+  def _cached(self, key, value, *, cross, cache_index):
+    """The keys and values to attend over in decode mode ([B, L or S, K, H]), updating the cache:
+    self-attention writes `key`/`value` [B, T, K, H] at cache_index; cross-attention stores them
+    whole (None: read the stored ones)."""
+    axes = ("batch", "length", "kv_heads", "kv")
+    initialized = self.has_variable("cache", "cached_key")
+    cached_key = self.variable("cache", "cached_key", lambda: jnp.zeros_like(key))
+    cached_value = self.variable("cache", "cached_value", lambda: jnp.zeros_like(value))
+    if not initialized:  # the shape-only pass that creates the cache
+      return key, value
+    if cross:
+      if key is not None:
+        cached_key.value, cached_value.value = key, value
+    else:
+      start = (0, cache_index, 0, 0)
+      cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, key, start)
+      cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, value, start)
+    cached_key.value = nn.with_logical_constraint(cached_key.value, axes)
+    cached_value.value = nn.with_logical_constraint(cached_value.value, axes)
+    return cached_key.value, cached_value.value

@@ -24,14 +24,17 @@ class TransformerBlock(nn.Module):
   config: ModelConfig
   deterministic: bool = True
   cross_attention: bool = False
+  decode: bool = False  # attention reads and writes the KV cache (roots_jax.decoding)
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array, positions: jax.Array,
                bias: jax.Array | None = None, encoded: jax.Array | None = None,
-               cross_mask: jax.Array | None = None):
+               cross_mask: jax.Array | None = None, cache_index: jax.Array | None = None):
     """x [B, T, D]; mask [B, 1, T, T] bool; positions [B, T] (RoPE); bias [1 or B, N, T, T]
     (relative positions) or None; encoded [B, S, D] and cross_mask [B, 1, T, S] with
-    cross_attention. Returns (x [B, T, D], None) as nn.scan wants."""
+    cross_attention. Decoding: mask and bias span the L cache slots instead of T, cache_index is
+    the slot of x's first token, and encoded is None after the first step. Returns
+    (x [B, T, D], None) as nn.scan wants."""
     cfg = self.config
 
     def sublayer(x, name, f):
@@ -43,9 +46,11 @@ class TransformerBlock(nn.Module):
     x = nn.with_logical_constraint(x, ACTIVATION_AXES)  # [B, T, D]
     rope = positions if cfg.position == "rope" else None
     x = sublayer(x, "attention", lambda h: Attention(cfg, name="attention")(
-        h, mask=mask, positions=rope, bias=bias, deterministic=self.deterministic))
+        h, mask=mask, positions=rope, bias=bias, deterministic=self.deterministic,
+        decode=self.decode, cache_index=cache_index))
     if self.cross_attention:
       x = sublayer(x, "cross_attention", lambda h: Attention(cfg, name="cross_attention")(
-          h, encoded, mask=cross_mask, deterministic=self.deterministic))
+          h, encoded, mask=cross_mask, deterministic=self.deterministic, cross=True,
+          decode=self.decode))
     x = sublayer(x, "mlp", Mlp(cfg, name="mlp"))
     return nn.with_logical_constraint(x, ACTIVATION_AXES), None

@@ -4,7 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from roots_jax.models.attention import default_segments, make_attention_mask
+from roots_jax.models.attention import cache_slots, default_segments, make_attention_mask
 from roots_jax.models.block import TransformerBlock
 from roots_jax.models.config import ModelConfig
 from roots_jax.models.layers import DenseGeneral, Embed, norm
@@ -20,24 +20,31 @@ class Decoder(nn.Module):
   @nn.compact
   def __call__(self, tokens: jax.Array, *, positions: jax.Array | None = None,
                segment_ids: jax.Array | None = None, deterministic: bool = True,
-               features: bool = False) -> jax.Array:
+               features: bool = False, decode: bool = False) -> jax.Array:
     """tokens, positions, segment_ids: [B, T] int (segment 0 is padding; packed sequences count
     from 1 and restart their positions). Returns logits [B, T, V] in the compute dtype, or with
-    `features` the final hidden states [B, T, D] that the LM head would read (fine-tuning)."""
+    `features` the final hidden states [B, T, D] that the LM head would read (fine-tuning).
+    `decode` appends the tokens to the KV cache and attends over it (roots_jax.decoding)."""
     cfg = self.config
     positions = default_positions(tokens, positions)
     segment_ids = default_segments(tokens, segment_ids)
-    mask = make_attention_mask(segment_ids, segment_ids, causal=True)  # [B, 1, T, T]
+    cache_index, kv_positions = None, positions
+    if decode:
+      cache_index, mask, kv_positions = cache_slots(self, positions, segment_ids)  # [B, 1, T, L]
+    else:
+      mask = make_attention_mask(segment_ids, segment_ids, causal=True)  # [B, 1, T, T]
 
     embed = Embed(cfg.vocab_size, cfg.embed_dim, dtype=cfg.compute_dtype,
                   param_dtype=cfg.weight_dtype, name="token_embed")
     x = embed(tokens)  # [B, T, D]
     if cfg.scale_embeddings:
       x = x * jnp.sqrt(cfg.embed_dim).astype(x.dtype)
-    x, bias = add_positions(cfg, x, positions, bidirectional=False)  # bias [B, N, T, T] or None
+    x, bias = add_positions(cfg, x, positions, bidirectional=False,
+                            kv_positions=kv_positions)  # bias [B, N, T, T or L] or None
     x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
 
-    x = stack_layers(TransformerBlock, cfg, x, mask, positions, bias, deterministic=deterministic)
+    x = stack_layers(TransformerBlock, cfg, x, mask, positions, bias, None, None, cache_index,
+                     deterministic=deterministic, decode=decode)
     if cfg.norm_placement == "pre":
       x = norm(cfg, "final_norm")(x)
     if features:

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from roots_jax.models.attention import default_segments, make_attention_mask
 from roots_jax.models.block import TransformerBlock
 from roots_jax.models.config import ModelConfig
-from roots_jax.models.layers import DenseGeneral, Embed, dense, norm
+from roots_jax.models.layers import DenseGeneral, Embed, activation, dense, norm
 from roots_jax.models.positions import add_positions, default_positions
 from roots_jax.models.stack import stack_layers
 
@@ -71,9 +71,10 @@ class Encoder(nn.Module):
     if features:
       return x, jnp.tanh(pooler(x[:, 0]))
 
-    # Masked LM (BERT's cls.predictions): transform, then the word embeddings plus a bias.
+    # Masked LM (BERT's cls.predictions): transform with the model's activation (Hugging Face's
+    # hidden_act), norm, then the word embeddings plus a bias.
     h = dense(cfg, (cfg.embed_dim,), ("embed", None), name="mlm_transform")(x)
-    h = norm(cfg, "mlm_norm")(nn.gelu(h, approximate=True))  # [B, T, D]
+    h = norm(cfg, "mlm_norm")(activation(cfg)(h))  # [B, T, D]
     if cfg.tie_embeddings:
       mlm_logits = OutputBias(cfg.weight_dtype, name="mlm_output")(embed.attend(h))  # [B, T, V]
     else:

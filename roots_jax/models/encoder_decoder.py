@@ -3,7 +3,7 @@
 One token embedding is shared by the encoder input, the decoder input and (tied) the LM head, as
 in both papers. Parameters: token_embed, encoder/{pos_embed | relative_bias, layers, final_norm},
 decoder/{pos_embed | relative_bias, layers (with cross_attention), final_norm}, lm_head (untied).
-`encode` and `decode` are separate methods so generation can run the encoder once:
+`encode` and `decode` are separate methods so generation runs the encoder once:
 
   encoded = model.apply(variables, enc_tokens, method="encode")
   logits = model.apply(variables, encoded, dec_tokens, method="decode")
@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from roots_jax.models.attention import default_segments, make_attention_mask
+from roots_jax.models.attention import cache_slots, default_segments, make_attention_mask
 from roots_jax.models.block import TransformerBlock
 from roots_jax.models.config import ModelConfig
 from roots_jax.models.layers import DenseGeneral, Embed, norm
@@ -44,18 +44,25 @@ class Stack(nn.Module):
   decoder: bool
 
   @nn.compact
-  def __call__(self, x: jax.Array, positions: jax.Array, mask: jax.Array,
+  def __call__(self, x: jax.Array, positions: jax.Array, segment_ids: jax.Array,
                encoded: jax.Array | None = None, cross_mask: jax.Array | None = None, *,
-               deterministic: bool) -> jax.Array:
-    """x [B, T, D] token embeddings; positions [B, T]; mask [B, 1, T, T]; encoded [B, S, D] and
-    cross_mask [B, 1, T, S] for the decoder. Returns [B, T, D]."""
+               deterministic: bool, decode: bool = False) -> jax.Array:
+    """x [B, T, D] token embeddings; positions, segment_ids [B, T]; encoded [B, S, D] and
+    cross_mask [B, 1, T, S] for the decoder (`decode`: the KV-cached decoder, encoded only on the
+    first call). Returns [B, T, D]."""
     cfg = self.config
-    x, bias = add_positions(cfg, x, positions, bidirectional=not self.decoder)
+    cache_index, kv_positions = None, positions
+    if decode:
+      cache_index, mask, kv_positions = cache_slots(self, positions, segment_ids)  # [B, 1, T, L]
+    else:
+      mask = make_attention_mask(segment_ids, segment_ids, causal=self.decoder)  # [B, 1, T, T]
+    x, bias = add_positions(cfg, x, positions, bidirectional=not self.decoder,
+                            kv_positions=kv_positions)
     x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
     num_layers = cfg.decoder_layers if self.decoder else cfg.num_layers
     x = stack_layers(TransformerBlock, cfg, x, mask, positions, bias, encoded, cross_mask,
-                     num_layers=num_layers, deterministic=deterministic,
-                     cross_attention=self.decoder)
+                     cache_index, num_layers=num_layers, deterministic=deterministic,
+                     cross_attention=self.decoder, decode=decode)
     if cfg.norm_placement == "pre":
       x = norm(cfg, "final_norm")(x)
     return x
@@ -100,28 +107,29 @@ class EncoderDecoder(nn.Module):
              encoder_positions: jax.Array | None = None,
              deterministic: bool = True) -> jax.Array:
     """encoder_tokens [B, S] -> encoded [B, S, D] in the compute dtype (after the final norm)."""
-    segments = default_segments(encoder_tokens, encoder_segment_ids)
-    mask = make_attention_mask(segments, segments, causal=False)  # [B, 1, S, S]
     return self.encoder(self._embed(encoder_tokens),
-                        default_positions(encoder_tokens, encoder_positions), mask,
+                        default_positions(encoder_tokens, encoder_positions),
+                        default_segments(encoder_tokens, encoder_segment_ids),
                         deterministic=deterministic)
 
-  def decode(self, encoded: jax.Array, decoder_tokens: jax.Array, *,
+  def decode(self, encoded: jax.Array | None, decoder_tokens: jax.Array, *,
              encoder_segment_ids: jax.Array | None = None,
              decoder_segment_ids: jax.Array | None = None,
              decoder_positions: jax.Array | None = None,
-             deterministic: bool = True, features: bool = False) -> jax.Array:
+             deterministic: bool = True, features: bool = False,
+             decode: bool = False) -> jax.Array:
     """encoded [B, S, D] (from `encode`), decoder_tokens [B, T] -> logits [B, T, V], or with
-    `features` the decoder's final hidden states [B, T, D] (fine-tuning)."""
+    `features` the decoder's final hidden states [B, T, D] (fine-tuning). `decode` runs the
+    KV-cached decoder (roots_jax.decoding): encoded is needed on the first call only, after it
+    None, with encoder_segment_ids [B, S] on every call."""
     cfg = self.config
     if encoder_segment_ids is None:
       encoder_segment_ids = jnp.ones(encoded.shape[:2], jnp.int32)
     segments = default_segments(decoder_tokens, decoder_segment_ids)
-    mask = make_attention_mask(segments, segments, causal=True)  # [B, 1, T, T]
     cross_mask = make_cross_attention_mask(segments, encoder_segment_ids)  # [B, 1, T, S]
     x = self.decoder(self._embed(decoder_tokens),
-                     default_positions(decoder_tokens, decoder_positions), mask, encoded,
-                     cross_mask, deterministic=deterministic)  # [B, T, D]
+                     default_positions(decoder_tokens, decoder_positions), segments, encoded,
+                     cross_mask, deterministic=deterministic, decode=decode)  # [B, T, D]
     if features:
       return x
     if cfg.tie_embeddings and not cfg.scale_embeddings:

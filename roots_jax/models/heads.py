@@ -100,6 +100,20 @@ class FinetuneModel(nn.Module):
       return y[..., 0].astype(jnp.float32)  # [B]
     return y
 
+  def lm_logits(self, tokens: jax.Array, *, positions: jax.Array, segment_ids: jax.Array,
+                encoded: jax.Array | None = None, encoder_segment_ids: jax.Array | None = None,
+                decode: bool = False) -> jax.Array:
+    """The seq2seq head's vocabulary logits [B, T, V] for generation (roots_jax.decoding):
+    decoder tokens, with the encoder output for an encoder-decoder; `decode` uses the KV cache."""
+    if self.config.family == "decoder":
+      hidden = self.backbone(tokens, positions=positions, segment_ids=segment_ids, features=True,
+                             decode=decode)
+    else:
+      hidden = self.backbone.decode(encoded, tokens, encoder_segment_ids=encoder_segment_ids,
+                                    decoder_segment_ids=segment_ids, decoder_positions=positions,
+                                    features=True, decode=decode)
+    return self.head(hidden)
+
   def features(self, batch: dict, *, deterministic: bool) -> jax.Array:
     """What the head reads: [B, D] for sequence tasks, [B, T, D] for token tasks and seq2seq."""
     family, pooled = self.config.family, self.kind in ("classification", "regression")

@@ -135,14 +135,29 @@ def norm(config: ModelConfig, name: str) -> nn.Module:
 
 # Gated MLPs (Shazeer 2020, "GLU Variants Improve Transformer"): act(x W_gate) * (x W_up).
 GATED = {"swiglu": nn.silu, "geglu": functools.partial(nn.gelu, approximate=True)}
-UNGATED = {"gelu": functools.partial(nn.gelu, approximate=True), "relu": nn.relu}
+# "gelu" is the tanh approximation (GPT-2's, Hugging Face's "gelu_new"); "gelu_exact" the erf form
+# BERT was trained with (Hugging Face's "gelu"). They differ by up to ~1e-3, enough to break parity.
+UNGATED = {"gelu": functools.partial(nn.gelu, approximate=True),
+           "gelu_exact": functools.partial(nn.gelu, approximate=False), "relu": nn.relu}
+
+
+def activation(config: ModelConfig):
+  """The elementwise nonlinearity of model.mlp_activation (a gated one's gate function), for the
+  layers outside the MLP that use the model's activation (BERT's MLM transform)."""
+  fn = {**UNGATED, **GATED}.get(config.mlp_activation)
+  if fn is None:
+    raise ConfigError(f"model.mlp_activation must be one of "
+                      f"{', '.join([*UNGATED, *GATED])}; got {config.mlp_activation!r}")
+  return fn
 
 
 class Mlp(nn.Module):
-  """Position-wise feed-forward, model.mlp_activation: gelu (GPT-2, BERT), relu (Vaswani et al.
-  2017, T5 v1.0), or gated: swiglu (PaLM, LLaMA), geglu (T5 v1.1: gelu(x wi_0) * x wi_1).
+  """Position-wise feed-forward, model.mlp_activation: gelu (GPT-2), gelu_exact (BERT), relu
+  (Vaswani et al. 2017, T5 v1.0), or gated: swiglu (PaLM, LLaMA), geglu (T5 v1.1: gelu(x wi_0) *
+  x wi_1).
 
-  GELU is the tanh approximation (GPT-2's, and T5 v1.1's "gelu_new"); BERT used the exact erf.
+  gelu and geglu use the tanh approximation (GPT-2's, and T5 v1.1's "gelu_new"); BERT used the
+  exact erf (gelu_exact).
   """
   config: ModelConfig
 

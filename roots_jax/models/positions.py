@@ -110,16 +110,19 @@ def default_positions(tokens: jax.Array, positions: jax.Array | None) -> jax.Arr
 
 
 def add_positions(config: ModelConfig, x: jax.Array, positions: jax.Array, *,
-                  bidirectional: bool) -> tuple[jax.Array, jax.Array | None]:
+                  bidirectional: bool,
+                  kv_positions: jax.Array | None = None) -> tuple[jax.Array, jax.Array | None]:
   """Position information for a stack's input embeddings x [B, T, D] at positions [B, T].
 
   Returns (x + absolute position vectors, None) for learned/sinusoidal, (x, relative position
-  bias [B, N, T, T]) for relative, (x, None) for RoPE (applied inside attention). Call inside a
-  compact method: it creates `pos_embed` / `relative_bias` there.
+  bias [B, N, T, S]) for relative, (x, None) for RoPE (applied inside attention). The keys sit at
+  `kv_positions` [B, S] (a KV cache's slots), by default the queries' own. Call inside a compact
+  method: it creates `pos_embed` / `relative_bias` there.
   """
   if config.position in ("learned", "sinusoidal"):
     return x + PositionEmbedding(config, name="pos_embed")(positions), None
   if config.position == "relative":
+    kv_positions = positions if kv_positions is None else kv_positions
     return x, RelativePositionBias(config, bidirectional, name="relative_bias")(positions,
-                                                                                positions)
+                                                                                kv_positions)
   return x, None

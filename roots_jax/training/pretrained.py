@@ -47,11 +47,21 @@ def resolve(init_from: str) -> Pretrained:
     if step is None:
       raise ConfigError(f"init_from {init_from!r} has no complete checkpoint in "
                         f"{os.path.join(workdir, 'checkpoints')}")
-  tokenizer_path = config.tokenizer.path or os.path.join(workdir, "tokenizer", "spm.model")
-  if not os.path.isfile(tokenizer_path):
-    raise ConfigError(f"the pretraining run {workdir} has no tokenizer at {tokenizer_path}; "
-                      "copy the tokenizer it was trained with there")
-  return Pretrained(workdir, step, config, tokenizer_path)
+  return Pretrained(workdir, step, config, tokenizer_path(workdir, config))
+
+
+def tokenizer_path(workdir: str, config: ml_collections.ConfigDict) -> str:
+  """A run's tokenizer: a sentencepiece model, or a converted checkpoint's directory of Hugging
+  Face files. tokenizer.path as configured, else (unset, or the run was moved) the run's own copy
+  in WORKDIR/tokenizer."""
+  own = os.path.join(workdir, "tokenizer")
+  candidates = [config.tokenizer.path] if config.tokenizer.path else []
+  candidates += [os.path.join(own, "spm.model"), own]
+  found = [p for p in candidates if os.path.isfile(p) or (os.path.isdir(p) and os.listdir(p))]
+  if not found:
+    raise ConfigError(f"the run {workdir} has no tokenizer at {candidates[0]}; copy the "
+                      "tokenizer it was trained with there")
+  return found[0]
 
 
 def merge_model(config: ml_collections.ConfigDict, pretrained: Pretrained) -> None:

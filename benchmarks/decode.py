@@ -1,0 +1,82 @@
+"""Generation speed with and without the KV cache, for a config's model on this machine.
+
+  python benchmarks/decode.py --config configs/quickstart.py [--batch 1,8] [--prompt_len 32]
+      [--new_tokens 128] [--config.KEY=VALUE ...]
+
+Random weights (speed does not depend on them) and no eos, so every row generates all
+`new_tokens`; greedy, one jitted loop per setting, timed after a warm-up call. Prints a table.
+"""
+
+import argparse
+import sys
+import time
+
+import jax
+import numpy as np
+from flax import linen as nn
+
+from roots_jax import config as config_lib, decoding, models
+from roots_jax.errors import RootsError
+
+
+def measure(model, params, family, batch: int, prompt_len: int, new_tokens: int,
+            use_cache: bool) -> tuple[float, float]:
+  """(compile + first call seconds, tokens/s of the timed calls)."""
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(4, model.config.vocab_size, (batch, prompt_len), dtype=np.int32)
+  segments = np.ones_like(tokens)
+  prompts = ({"inputs": tokens, "segment_ids": segments} if family == "decoder" else
+             {"encoder_inputs": tokens, "encoder_segment_ids": segments})
+  config = decoding.GenerationConfig(max_new_tokens=new_tokens)
+  run = jax.jit(lambda p, b: decoding.generate(model, p, b, family=family, config=config,
+                                               eos_id=-1, use_cache=use_cache).tokens)
+  start = time.perf_counter()
+  jax.block_until_ready(run(params, prompts))
+  compile_s = time.perf_counter() - start
+  repeats, start = 0, time.perf_counter()
+  while repeats < 3 or time.perf_counter() - start < 2.0:
+    jax.block_until_ready(run(params, prompts))
+    repeats += 1
+  return compile_s, batch * new_tokens * repeats / (time.perf_counter() - start)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(usage=__doc__.splitlines()[2].strip())
+  parser.add_argument("--config", required=True)
+  parser.add_argument("--batch", default="1,8")
+  parser.add_argument("--prompt_len", type=int, default=32)
+  parser.add_argument("--new_tokens", type=int, default=128)
+  args, overrides = parser.parse_known_args(argv)
+  try:
+    config = config_lib.load_config(args.config, [o.removeprefix("--config.") for o in overrides])
+    model_config = models.ModelConfig.from_config(config.model)
+    if model_config.family == "encoder":
+      raise RootsError("an encoder (BERT) does not generate; benchmark a decoder or "
+                       "encoder_decoder config")
+    model = models.build_model(model_config)
+    family = model_config.family
+    dummy = np.ones((1, 8), np.int32)
+    variables = jax.jit(model.init)(jax.random.key(0), *([dummy] * (1 + (family != "decoder"))))
+    params = nn.meta.unbox(variables)["params"]
+    rows = []
+    for batch in (int(b) for b in args.batch.split(",")):
+      cached = measure(model, params, family, batch, args.prompt_len, args.new_tokens, True)
+      full = measure(model, params, family, batch, args.prompt_len, args.new_tokens, False)
+      rows.append((batch, *cached, *full))
+  except RootsError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print(f"| {args.config} | {family}, {model_config.num_layers} layers, "
+        f"d={model_config.embed_dim}, prompt {args.prompt_len}, {args.new_tokens} new tokens, "
+        f"greedy, {jax.devices()[0].platform} |")
+  print("| batch | KV cache tokens/s | recompute tokens/s | speed-up "
+        "| compile s (cache / recompute) |")
+  print("|---|---|---|---|---|")
+  for batch, c_compile, c_rate, f_compile, f_rate in rows:
+    print(f"| {batch} | {c_rate:,.0f} | {f_rate:,.0f} | {c_rate / f_rate:.1f}x | "
+          f"{c_compile:.1f} / {f_compile:.1f} |")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

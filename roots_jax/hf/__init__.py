@@ -1,0 +1,3 @@
+"""Hugging Face checkpoints: the safetensors format, config.json and state-dict name maps for
+GPT-2, BERT and T5 (`python -m roots_jax.convert`). Needs neither torch nor transformers, except
+to read pytorch_model.bin files."""
