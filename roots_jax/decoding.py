@@ -95,11 +95,12 @@ class _Model(NamedTuple):
 
 def generate(model: nn.Module, params, prompts: dict, *, family: str, config: GenerationConfig,
              eos_id: int, pad_id: int = 0, use_cache: bool = True,
-             method: Callable | None = None) -> Generated:
+             method: Callable | None = None, seed: jax.Array | None = None) -> Generated:
   """Generates from a batch of prompts; call under jax.jit (config is static).
 
   `model` is a Decoder or EncoderDecoder (roots_jax.models), or any module whose `method`
-  has the signature of `lm_logits` below (FinetuneModel's seq2seq head).
+  has the signature of `lm_logits` below (FinetuneModel's seq2seq head). `seed`, a traced int,
+  replaces config.seed, so one compiled function serves every seed.
   """
   config.validate()
   rows = config.rows_per_prompt
@@ -115,7 +116,8 @@ def generate(model: nn.Module, params, prompts: dict, *, family: str, config: Ge
     presence = _presence(seen, _vocab_size(model))
   if config.num_beams > 1:
     return _beam_search(lm, config, eos_id, pad_id, presence)
-  return _sample(lm, config, eos_id, pad_id, presence, _live_rows(prompts, family))
+  key = jax.random.key(config.seed if seed is None else seed)
+  return _sample(lm, config, eos_id, pad_id, presence, _live_rows(prompts, family), key)
 
 
 def lm_logits(module: nn.Module, tokens: jax.Array, *, positions: jax.Array,
@@ -284,11 +286,10 @@ def process_logits(logits: jax.Array, config: GenerationConfig,
   return logits
 
 
-def _sample(lm: _Model, config, eos_id, pad_id, presence, live) -> Generated:
+def _sample(lm: _Model, config, eos_id, pad_id, presence, live, key) -> Generated:
   """Greedy (argmax) or sampling, one token per row per step, until every row has ended."""
   steps = config.max_new_tokens
   rows = live.shape[0]
-  key = jax.random.key(config.seed)
 
   def cond(carry):
     t, done = carry[0], carry[3]

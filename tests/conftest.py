@@ -12,6 +12,11 @@ import sys
 
 import pytest
 
+
+def pytest_configure(config):
+  config.addinivalue_line("markers", "slow: a test of a minute or more (deselect: -m 'not slow')")
+
+
 def _vocabulary(rng: random.Random, size: int = 400) -> list[str]:
   syllables = [c + v for c in "bcdfghklmnprstvz" for v in "aeiou"]
   return ["".join(rng.choice(syllables) for _ in range(rng.randint(1, 3))) for _ in range(size)]
