@@ -47,8 +47,10 @@ fi
 
 # Each process gets its own CPU devices (JAX_NUM_CPU_DEVICES); a device count forced through
 # XLA_FLAGS would override it, so that one flag is dropped.
-XLA_FLAGS="$(sed -E 's/--xla_force_host_platform_device_count=[0-9]+//g' <<< "${XLA_FLAGS:-}")"
-export XLA_FLAGS JAX_PLATFORMS=cpu JAX_NUM_CPU_DEVICES="${devices}"
+XLA_FLAGS="$(sed -E 's/--xla_force_host_platform_device_count=[0-9]+//g; s/^ +//; s/ +$//' \
+  <<< "${XLA_FLAGS:-}")"
+if [[ -n "${XLA_FLAGS}" ]]; then export XLA_FLAGS; else unset XLA_FLAGS; fi
+export JAX_PLATFORMS=cpu JAX_NUM_CPU_DEVICES="${devices}"
 
 pids=()
 stop() { kill -TERM "${pids[@]}" 2>/dev/null || true; }

@@ -16,9 +16,15 @@ from tiny_gpt import read_metrics, tiny_overrides
 SCRIPTS = sorted(glob.glob("launch/*.sh"))
 
 
+# The device count the test session forces, twice (as pytest-xdist workers inherit it): the
+# launcher must drop it and give each process its own.
+ENV = {**os.environ, "PYTHON": sys.executable,
+       "XLA_FLAGS": " ".join(["--xla_force_host_platform_device_count=8"] * 2)}
+
+
 def _local(*args: str) -> subprocess.CompletedProcess:
   return subprocess.run(["bash", "launch/local.sh", *args], capture_output=True, text=True,
-                        env={**os.environ, "PYTHON": sys.executable}, timeout=600)
+                        env=ENV, timeout=600)
 
 
 def test_scripts_parse_and_pass_shellcheck():
@@ -54,8 +60,7 @@ def test_sigterm_reaches_every_process_and_the_run_resumes(corpus, tmp_path):
   args = ["-n", "2", "-d", "4", "--", "--config", "configs/gpt2.py:tiny", "--workdir",
           str(workdir), *[f"--config.{o}" for o in tiny_overrides(corpus, train__steps=100000)]]
   launcher = subprocess.Popen(["bash", "launch/local.sh", *args], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True,
-                              env={**os.environ, "PYTHON": sys.executable})
+                              stderr=subprocess.STDOUT, text=True, env=ENV)
   deadline = time.monotonic() + 300
   while not ((workdir / "metrics.jsonl").exists() and len(read_metrics(workdir)) >= 3):
     assert launcher.poll() is None and time.monotonic() < deadline, launcher.stdout.read()
