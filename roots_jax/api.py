@@ -43,7 +43,7 @@ from roots_jax.decoding import GenerationConfig
 from roots_jax.errors import ConfigError
 from roots_jax.models import heads
 from roots_jax.models.config import ModelConfig
-from roots_jax.training import checkpoints, partitioning
+from roots_jax.training import checkpoints, partitioning, pretrained
 
 log = logging.getLogger("roots_jax")
 
@@ -513,7 +513,7 @@ def _load(workdir: str, which: str | None) -> LanguageModel:
     except ConfigError:  # the run's mesh needs other devices: data-parallel over these
       config.mesh.shape = (-1, 1, 1)
   mesh, rules = partitioning.make_mesh(config), config_lib.logical_rules(config)
-  tokenizer = Tokenizer.load(_tokenizer_path(config, workdir))
+  tokenizer = Tokenizer.load(pretrained.tokenizer_path(workdir, config))
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     if finetuned:
       run = finetune_lib.setup(config, workdir, mesh, tokenizer=tokenizer)
@@ -528,17 +528,6 @@ def _load(workdir: str, which: str | None) -> LanguageModel:
       manager.close()
   return LanguageModel(workdir=workdir, step=step, config=config, tokenizer=tokenizer,
                        parts=parts, params=params, labels=labels, mesh=mesh, rules=rules)
-
-
-def _tokenizer_path(config, workdir: str) -> str:
-  """tokenizer.path, or the run's own copy (workdir/tokenizer: a sentencepiece spm.model or a
-  Hugging Face directory) when that path is gone (a moved run)."""
-  own = os.path.join(workdir, "tokenizer")
-  for path in (config.tokenizer.path, os.path.join(own, "spm.model"), own):
-    if path and os.path.exists(path):
-      return path
-  raise ConfigError(f"the run {workdir} has no tokenizer: {config.tokenizer.path or own} is "
-                    "missing; copy the tokenizer it was trained with there")
 
 
 def _is_hf_config(path: str) -> bool:

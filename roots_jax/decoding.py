@@ -113,7 +113,7 @@ def generate(model: nn.Module, params, prompts: dict, *, family: str, config: Ge
   if config.repetition_penalty != 1.0:
     seen = prompts["inputs"] * prompts["segment_ids"] if family == "decoder" else jnp.zeros(
         prompts["encoder_inputs"].shape[:1] + (1,), jnp.int32)  # HF: the decoder's start id 0
-    presence = _presence(seen, _vocab_size(model))
+    presence = _presence(seen, model.config.vocab_size)
   if config.num_beams > 1:
     return _beam_search(lm, config, eos_id, pad_id, presence)
   key = jax.random.key(config.seed if seed is None else seed)
@@ -129,10 +129,6 @@ def lm_logits(module: nn.Module, tokens: jax.Array, *, positions: jax.Array,
   return module.decode(encoded, tokens, encoder_segment_ids=encoder_segment_ids,
                        decoder_segment_ids=segment_ids, decoder_positions=positions,
                        decode=decode)
-
-
-def _vocab_size(model: nn.Module) -> int:
-  return model.config.vocab_size
 
 
 def _live_rows(prompts, family):
@@ -332,8 +328,8 @@ def _beam_search(lm: _Model, config, eos_id, pad_id, presence) -> Generated:
   length, cannot beat the worst of them (HF's heuristic); at max_new_tokens live beams are
   scored as they are. Returns the num_return_sequences best hypotheses."""
   k, steps = config.num_beams, config.max_new_tokens
-  flat_rows = jax.eval_shape(lm.start)[1].shape[0]
-  batch, vocab = flat_rows // k, jax.eval_shape(lm.start)[1].shape[1]
+  flat_rows, vocab = jax.eval_shape(lm.start)[1].shape                  # [B * K, V]
+  batch = flat_rows // k
   alpha = config.length_penalty
 
   def penalised(logp, length):
