@@ -113,6 +113,8 @@ def base_config() -> ml_collections.ConfigDict:
       eval_files="",             # empty: hold out eval_fraction of the documents
       format="auto",             # auto (by extension) | text | jsonl | parquet
       text_field="text",         # JSONL / Parquet / TFDS field holding the text
+      max_document_bytes=64 << 20,  # memory budget per document: a JSONL line or Parquet value
+                                 # over it is skipped with a warning, text is cut to it (and 1 MiB)
       tfds_name="",
       tfds_data_dir="",
       train_split="train",
@@ -151,6 +153,15 @@ def base_config() -> ml_collections.ConfigDict:
       eval_batches=10,
       checkpoint_every=500,
       keep_checkpoints=3,
+      bad_steps="halt",          # a step with a non-finite loss or gradient norm is never applied;
+                                 # halt: stop the run there | skip: drop it, count it and go on
+      spike_sigma=0.0,           # skip: also drop a step whose loss is above the mean of the
+                                 # recent losses by this many standard deviations; 0: off
+      spike_window=100,          # steps of loss history for spike_sigma (an exponential
+                                 # average); spikes count once this many steps were applied
+      profile_start=0,           # trace steps profile_start.. with jax.profiler into
+                                 # workdir/profile (TensorBoard, Perfetto); 0: no trace
+      profile_steps=3,
   ))
 
   c.mesh = ml_collections.ConfigDict(dict(
@@ -304,7 +315,9 @@ def _parse(text: str, old, key: str, kind: type):
   except (ValueError, SyntaxError):
     pass
   example = f" (e.g. {old!r})" if old is not None else ""
-  raise ConfigError(f"config key {key!r} takes a {kind.__name__}{example}, not {text!r}")
+  name = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
+          "tuple": "a tuple", "list": "a list"}.get(kind.__name__, kind.__name__)
+  raise ConfigError(f"config key {key!r} takes {name}{example}, not {text!r}")
 
 
 def _tuplify(value):
@@ -329,6 +342,7 @@ _CHOICES = {
     "optimizer.schedule": ("cosine", "linear", "inverse_sqrt", "constant"),
     "mesh.parallelism": tuple(RULE_PRESETS),
     "distributed.initialize": ("auto", "yes", "no"),
+    "train.bad_steps": ("halt", "skip"),
     "task.kind": ("classification", "regression", "token_classification", "seq2seq"),
     "task.source": ("builtin", "files", "tfds"),
     "task.builtin": ("package", "summary"),
@@ -357,6 +371,12 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
               "checkpoint_every", "keep_checkpoints"):
     if t[key] <= 0:
       raise ConfigError(f"train.{key} must be positive; got {t[key]}")
+  if t.spike_sigma < 0 or (t.spike_sigma > 0 and t.bad_steps != "skip"):
+    raise ConfigError(f"train.spike_sigma ({t.spike_sigma}) must be 0, or positive with "
+                      "train.bad_steps=skip")
+  if t.spike_window <= 0 or t.profile_start < 0 or t.profile_steps <= 0:
+    raise ConfigError("train.spike_window and train.profile_steps must be positive and "
+                      "train.profile_start at least 0 (0: no trace)")
   if t.batch_size % t.grad_accum_steps:
     raise ConfigError(f"train.grad_accum_steps ({t.grad_accum_steps}) must divide train.batch_size "
                       f"({t.batch_size})")
@@ -403,6 +423,8 @@ def _validate_data(config: ml_collections.ConfigDict) -> None:
                       "data.objective=span_corruption on the built-in corpus")
   if not 0.0 <= d.eval_fraction < 1.0:
     raise ConfigError(f"data.eval_fraction must be in [0, 1); got {d.eval_fraction}")
+  if d.max_document_bytes <= 0:
+    raise ConfigError(f"data.max_document_bytes must be positive; got {d.max_document_bytes}")
 
 
 def _validate_finetune(config: ml_collections.ConfigDict) -> None:

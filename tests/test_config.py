@@ -40,8 +40,8 @@ def test_overrides_are_typed():
 @pytest.mark.parametrize("override, message", [
     ("train.batchsize=3", "unknown config key 'train.batchsize'; did you mean train.batch_size"),
     ("trian.steps=3", "unknown config key 'trian'"),
-    ("train.batch_size=big", "takes a int"),
-    ("model.use_bias=maybe", "takes a bool"),
+    ("train.batch_size=big", "takes an integer"),
+    ("model.use_bias=maybe", "takes true or false"),
     ("train=3", "is a section"),
     ("model.norm=batchnorm", "model.norm must be one of layernorm, rmsnorm"),
     ("model.num_heads=5", "must divide model.embed_dim"),

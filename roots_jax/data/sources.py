@@ -10,27 +10,49 @@ restore seeks instead of replaying the stream. Files are streamed: memory holds 
 Supervised objectives (seq2seq) read pairs instead: give a source the pair of field names
 (data.input_field, data.target_field) instead of one text field, and each document becomes an
 (input, target) tuple of str, from JSONL, Parquet or TFDS.
+
+Bad bytes never stop a run: invalid UTF-8 decodes to U+FFFD, a UTF-8 byte order mark is dropped,
+and a record larger than data.max_document_bytes is skipped with a warning (text is cut instead)
+without ever being held whole. What the user must fix (a missing, unreadable, binary or empty file,
+a line that is not JSON, a missing field) is a DataError naming the file and line.
 """
 
+import codecs
 import functools
 import glob
 import hashlib
 import importlib
 import json
+import logging
 import os
+import re
+import stat
 import sysconfig
 from typing import Any, Callable, Iterable, Iterator
 
 import grain
 import ml_collections
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from roots_jax.errors import DataError
 
-# A paragraph of a text file longer than this is cut at a line boundary, so a file without
-# blank lines streams instead of becoming one huge document.
+log = logging.getLogger("roots_jax")
+
+# A paragraph of a text file longer than this (or than data.max_document_bytes, if smaller) is
+# cut before the line that would overflow it, and a longer line into pieces, so a file without
+# blank lines or newlines streams instead of becoming one huge document.
 MAX_DOC_BYTES = 1 << 20
+# Reading past a JSONL line over the budget takes it in chunks of at most this size (and of
+# the budget, but at least 64 KiB), never whole.
+_SKIP_CHUNK = 1 << 20
+# JSON escapes can spell lone surrogates ("\ud800"), which no tokenizer can encode as UTF-8.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# Arrow does not check the UTF-8 of Parquet string columns: they are read as bytes and decoded
+# leniently, like text files.
+_AS_BINARY = {pa.string(): pa.binary(), pa.large_string(): pa.large_binary()}
 _BUILTIN_SKIP_DIRS = frozenset(
     {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"})
 # Up to this many units an epoch's order is a stored permutation; beyond, a lazy Feistel
@@ -39,8 +61,9 @@ MAX_PERMUTATION = 1 << 24
 _FORMATS = {".txt": "text", ".jsonl": "jsonl", ".parquet": "parquet"}
 
 # A unit's records: (position after the record, thunk returning its text, or its (input,
-# target) texts). Positions are JSON values (checkpointed); None means the start of the unit.
-Records = Iterator[tuple[Any, Callable[[], str | tuple[str, str]]]]
+# target) texts, or None for a record skipped with a warning). Positions are JSON values
+# (checkpointed); None means the start of the unit.
+Records = Iterator[tuple[Any, Callable[[], str | tuple[str, str] | None]]]
 # What a source reads from each record: one text field, or an (input, target) pair of fields.
 Fields = str | tuple[str, str]
 
@@ -107,17 +130,23 @@ class FileSource:
   row of the column(s) `fields`, read by batches. With a pair of fields a record is an
   (input, target) pair; text files hold no pairs.
 
+  A JSONL line or Parquet value over `max_document_bytes` is skipped with a warning naming it
+  (one outlier must not end a multi-day run); text documents are cut to at most that size.
   Without eval files, `eval_fraction` of the documents is held out by a hash of (file name,
-  record offset), which is stable when the files move and costs no parsing.
+  record offset), which is stable when the files move and costs no parsing. `key` is the
+  config key that lists the files, for the messages.
   """
 
   def __init__(self, patterns: str, fmt: str, fields: Fields, *, split: str,
-               eval_fraction: float | None):
-    self.paths = expand_patterns(patterns)
-    self.formats = [_check_file(p, fmt, fields) for p in self.paths]
+               eval_fraction: float | None, max_document_bytes: int,
+               key: str = "data.train_files"):
+    self.paths = expand_patterns(patterns, key)
+    self.formats = [_check_file(p, fmt, fields, max_document_bytes, key) for p in self.paths]
     self.fields = fields
     self.split = split
     self.eval_fraction = eval_fraction  # None: every document belongs to `split`
+    self.max_document_bytes = max_document_bytes
+    self.key = key
 
   @property
   def num_units(self) -> int:
@@ -127,9 +156,14 @@ class FileSource:
     path = self.paths[unit]
     name = os.path.basename(path)
     reader = {"text": _text_records, "jsonl": _jsonl_records, "parquet": _parquet_records}
-    for position, key, thunk in reader[self.formats[unit]](path, position, self.fields):
-      if self.eval_fraction is None or _in_split(f"{name}:{key}", self.split, self.eval_fraction):
-        yield position, thunk
+    try:
+      for position, key, thunk in reader[self.formats[unit]](path, position, self.fields,
+                                                             self.max_document_bytes):
+        if self.eval_fraction is None or _in_split(f"{name}:{key}", self.split,
+                                                   self.eval_fraction):
+          yield position, thunk
+    except (OSError, pa.ArrowException) as e:  # e.g. deleted or broken since the start
+      raise _unreadable(path, e, self.key) from e
 
 
 def expand_patterns(patterns: str, key: str = "data.train_files") -> list[str]:
@@ -151,7 +185,14 @@ def expand_patterns(patterns: str, key: str = "data.train_files") -> list[str]:
   return paths
 
 
-def _check_file(path: str, fmt: str, fields: Fields) -> str:
+def _unreadable(path: str, error: Exception, key: str) -> DataError:
+  code = getattr(error, "errno", None)  # pyarrow's OSErrors spell it out at length
+  reason = os.strerror(code) if isinstance(code, int) else (str(error).splitlines() or [""])[0]
+  return DataError(f"cannot read data file {path}: {reason or type(error).__name__}; fix the "
+                   f"file or remove it from {key}")
+
+
+def _check_file(path: str, fmt: str, fields: Fields, max_bytes: int, key: str) -> str:
   """Fails early, in the main process, on the mistakes a reader would only hit later."""
   if fmt == "auto":
     fmt = _FORMATS.get(os.path.splitext(path)[1].lower())
@@ -162,7 +203,11 @@ def _check_file(path: str, fmt: str, fields: Fields) -> str:
     raise DataError(f"{path} is a text file, which holds documents, not (input, target) pairs; "
                     "give JSONL or Parquet files with data.input_field and data.target_field")
   try:
-    if os.path.getsize(path) == 0:
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):  # reading a pipe could block forever
+      raise DataError(f"data file {path} is not a regular file (a pipe or a device?); remove "
+                      f"it from {key}")
+    if info.st_size == 0:
       raise DataError(f"data file {path} is empty; remove it or narrow the glob")
     with open(path, "rb") as f:
       head = f.read(1024)
@@ -176,55 +221,118 @@ def _check_file(path: str, fmt: str, fields: Fields) -> str:
       if b"\0" in head:
         raise DataError(f"{path} looks binary (NUL bytes in its first KB); {fmt} files must be "
                         "plain UTF-8 (compressed files are not supported)")
-      if fmt == "jsonl":
-        f.seek(0)
-        line_no, line = next(((i, l) for i, l in enumerate(f, 1) if l.strip()), (0, b""))
-        if line:
+      if fmt == "jsonl":  # The first record shows a wrong field now (unless over the budget).
+        line_no, line = next(((n, l) for _, n, _, l in _jsonl_lines(f, 0, 0, max_bytes)
+                              if l is None or l.strip()), (0, None))
+        if line is not None:
           _jsonl_text(path, line_no, line, fields)
   except OSError as e:
-    raise DataError(f"cannot read data file {path}: {e.strerror or e}") from e
+    raise _unreadable(path, e, key) from e
   except DataError:
     raise
   except Exception as e:  # pyarrow raises several types for a file that is not Parquet.
-    raise DataError(f"cannot read {path} as {fmt}: {e}") from e
+    reason = (str(e).splitlines() or [type(e).__name__])[0].rstrip(".")
+    raise DataError(f"cannot read {path} as {fmt}: {reason}; fix the file or remove it from "
+                    f"{key}") from e
   return fmt
 
 
-def _text_records(path: str, position: Any, fields: Fields):
+def _skip(where: str, size: int, max_bytes: int) -> None:
+  """Warns that the record at `where` is left out (called only by the reader whose share it
+  is, so once per epoch); None tells DocumentStream to skip it."""
+  log.warning("skipped %s: a record of %d bytes, more than data.max_document_bytes (%d); "
+              "raise that to keep it", where, size, max_bytes)
+
+
+def _text_records(path: str, position: Any, fields: Fields, max_bytes: int):
+  """Paragraphs of at most min(MAX_DOC_BYTES, max_bytes) bytes: a longer one is cut before the
+  line that would overflow it, a longer line into pieces, at UTF-8 character boundaries."""
   del fields
+  limit = min(MAX_DOC_BYTES, max_bytes)
   offset, line_no = position or (0, 0)
   lines, start = [], offset
   with open(path, "rb") as f:
     f.seek(offset)
-    for line in f:
-      offset += len(line)
-      line_no += 1
-      if line.strip():
+    while line := f.readline(limit):
+      size = len(line)
+      whole = size < limit or line.endswith(b"\n")  # else a piece of a longer line
+      if not whole:
+        line = _end_at_character(f, line)
+        size = len(line)
+      if offset == 0 and line.startswith(codecs.BOM_UTF8):
+        line = line[len(codecs.BOM_UTF8):]
+      blank = not line or line.isspace()
+      if lines and not blank and offset + size - start > limit:
+        yield [offset, line_no], start, functools.partial(_join_lines, lines)
+        lines = []
+      offset += size
+      line_no += whole
+      if not blank:
         if not lines:
-          start = offset - len(line)
+          start = offset - size
         lines.append(line)
-        if offset - start < MAX_DOC_BYTES:
-          continue
-      if lines:
+      elif lines:
         yield [offset, line_no], start, functools.partial(_join_lines, lines)
         lines = []
   if lines:
     yield [offset, line_no], start, functools.partial(_join_lines, lines)
 
 
+def _end_at_character(f, piece: bytes) -> bytes:
+  """`piece` (just read from `f`) without the up to 3 bytes of a UTF-8 character it would cut,
+  which are left in `f` for the next piece."""
+  cut = _partial_character(piece)
+  if 0 < cut < len(piece):
+    f.seek(-cut, os.SEEK_CUR)
+    return piece[:-cut]
+  return piece
+
+
+def _partial_character(data: bytes) -> int:
+  """How many bytes at the end of `data` start a UTF-8 character that `data` does not finish."""
+  for k in range(1, min(4, len(data)) + 1):
+    byte = data[-k]
+    if byte < 0x80:  # ASCII
+      return 0
+    if byte >= 0xC0:  # a lead byte: 110xxxxx, 1110xxxx, 11110xxx start 2, 3, 4 bytes
+      return k if k < (2 if byte < 0xE0 else 3 if byte < 0xF0 else 4) else 0
+  return 0  # only continuation bytes: not UTF-8 anyway
+
+
 def _join_lines(lines: list[bytes]) -> str:
   return b"".join(lines).decode("utf-8", errors="replace").rstrip("\r\n")
 
 
-def _jsonl_records(path: str, position: Any, fields: Fields):
+def _jsonl_lines(f, offset: int, line_no: int, max_bytes: int):
+  """(offset after, line number, start offset, line) of each line of `f` from `offset`. A line
+  over `max_bytes` (line ending aside) comes as None: it is read past in bounded chunks, never
+  held whole. A UTF-8 byte order mark at the start of the file is dropped (utf-8-sig)."""
+  f.seek(offset)
+  while line := f.readline(max_bytes + 2):  # room for max_bytes and a "\r\n"
+    start, line_no = offset, line_no + 1
+    offset += len(line)
+    if len(line) > max_bytes:  # maybe over the budget
+      if len(line) == max_bytes + 2 and not line.endswith(b"\n"):
+        line = None  # dropped before reading on, a chunk at a time
+        while chunk := f.readline(min(_SKIP_CHUNK, max(max_bytes, 1 << 16))):
+          offset += len(chunk)
+          if chunk.endswith(b"\n"):
+            break
+      elif len(line) - line.endswith(b"\n") - line.endswith(b"\r\n") > max_bytes:
+        line = None
+    if start == 0 and line and line.startswith(codecs.BOM_UTF8):
+      line = line[len(codecs.BOM_UTF8):]
+    yield offset, line_no, start, line
+
+
+def _jsonl_records(path: str, position: Any, fields: Fields, max_bytes: int):
   offset, line_no = position or (0, 0)
   with open(path, "rb") as f:
-    f.seek(offset)
-    for line in f:
-      start = offset
-      offset += len(line)
-      line_no += 1
-      if line.strip():
+    for offset, line_no, start, line in _jsonl_lines(f, offset, line_no, max_bytes):
+      if line is None:
+        yield [offset, line_no], start, functools.partial(_skip, f"{path}:{line_no}",
+                                                          offset - start, max_bytes)
+      elif line and not line.isspace():
         yield [offset, line_no], start, functools.partial(_jsonl_text, path, line_no, line,
                                                           fields)
 
@@ -232,23 +340,31 @@ def _jsonl_records(path: str, position: Any, fields: Fields):
 def _jsonl_text(path: str, line_no: int, line: bytes, fields: Fields) -> str | tuple[str, str]:
   try:
     record = json.loads(line.decode("utf-8", errors="replace"))
-  except json.JSONDecodeError as e:
-    raise DataError(f"{path}:{line_no} is not valid JSON ({e.msg}); JSONL needs one object per "
+  except (ValueError, RecursionError) as e:  # also a 5000-digit number, [[[... nested too deep
+    reason = getattr(e, "msg", None) or str(e).split(":")[0] or type(e).__name__
+    raise DataError(f"{path}:{line_no} is not valid JSON ({reason}); JSONL needs one object per "
                     "line") from e
   texts = []
   for field in _field_list(fields):
     if not isinstance(record, dict) or field not in record:
-      keys = ", ".join(record) if isinstance(record, dict) else type(record).__name__
+      keys = _listing(record) if isinstance(record, dict) else type(record).__name__
       raise DataError(f"{path}:{line_no} has no field {field!r} (has: {keys}); "
                       f"set {_field_keys(fields)}")
     if not isinstance(record[field], str):
       raise DataError(f"{path}:{line_no}: field {field!r} holds {type(record[field]).__name__}, "
-                      "not a string")
-    texts.append(record[field])
+                      f"not a string; set {_field_keys(fields)} to a field of strings")
+    texts.append(_SURROGATE.sub("\ufffd", record[field]))
   return texts[0] if isinstance(fields, str) else tuple(texts)
 
 
-def _parquet_records(path: str, position: Any, fields: Fields):
+def _listing(names: Iterable[str], most: int = 10) -> str:
+  """Names for a one-line message: control characters escaped, at most `most` of them."""
+  names = list(names)
+  shown = ", ".join(repr(n)[1:-1] for n in names[:most])
+  return shown + f", ... ({len(names)} in all)" * (len(names) > most)
+
+
+def _parquet_records(path: str, position: Any, fields: Fields, max_bytes: int):
   first = position or 0
   with pq.ParquetFile(path) as parquet:
     row = 0
@@ -259,10 +375,32 @@ def _parquet_records(path: str, position: Any, fields: Fields):
         continue
       for batch in parquet.iter_batches(batch_size=1024, row_groups=[group],
                                         columns=_field_list(fields)):
-        for values in zip(*(column.to_pylist() for column in batch.columns)):
+        values, oversize = _parquet_rows(batch, max_bytes)
+        for row_values, size in zip(values, oversize):
           row += 1
-          if row > first and None not in values:
-            yield row, row - 1, functools.partial(_as_texts, values, fields)
+          if row <= first:
+            continue
+          if size:
+            yield row, row - 1, functools.partial(
+                _skip, f"{path} row {row - 1} (counting from 0)", size, max_bytes)
+          elif None not in row_values:
+            yield row, row - 1, functools.partial(_as_texts, row_values, fields)
+
+
+def _parquet_rows(batch: pa.RecordBatch, max_bytes: int) -> tuple[list[tuple], list[int]]:
+  """The batch's rows as tuples (text as bytes), and per row the size of its largest value
+  over `max_bytes` (0: none); such values are not copied into Python. pyarrow has read them
+  by then: Parquet has no way to read a page in part, so the budget bounds the copies only."""
+  columns, oversize = [], np.zeros(batch.num_rows, np.int64)
+  for column in batch.columns:
+    column = column.cast(_AS_BINARY[column.type]) if column.type in _AS_BINARY else column
+    if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+      sizes = pc.fill_null(pc.binary_length(column), 0).to_numpy(zero_copy_only=False)
+      if (sizes > max_bytes).any():
+        oversize = np.maximum(oversize, np.where(sizes > max_bytes, sizes, 0))
+        column = pc.if_else(pa.array(sizes > max_bytes), pa.scalar(None, column.type), column)
+    columns.append(column.to_pylist())
+  return list(zip(*columns)), oversize.tolist()
 
 
 def as_text(value: str | bytes) -> str:
@@ -343,9 +481,11 @@ def make_source(data: ml_collections.ConfigDict, split: str):
     return TfdsSource(data.tfds_name, tfds_split, data.tfds_data_dir, fields)
   if data.source == "files":
     if split == "eval" and data.eval_files:
-      return FileSource(data.eval_files, data.format, fields, split=split, eval_fraction=None)
+      return FileSource(data.eval_files, data.format, fields, split=split, eval_fraction=None,
+                        max_document_bytes=data.max_document_bytes, key="data.eval_files")
     return FileSource(data.train_files, data.format, fields, split=split,
-                      eval_fraction=None if data.eval_files else data.eval_fraction)
+                      eval_fraction=None if data.eval_files else data.eval_fraction,
+                      max_document_bytes=data.max_document_bytes)
   raise DataError(f"unknown data.source {data.source!r}; use builtin, files or tfds")
 
 
@@ -361,7 +501,10 @@ class DocumentStream(grain.IterDataset):
   Each epoch visits the units in an order permuted with (seed, epoch) (natural order when
   `seed` is None), and this stream keeps the documents whose running count in the epoch is
   `start` modulo `step`: processes, then grain workers (via `set_slice`), each take a
-  disjoint share of about the same size. Documents outside the share are never decoded.
+  disjoint share of about the same size. Documents outside the share are never decoded; a
+  record the source skips (over data.max_document_bytes) still counts, and is warned about by
+  the share it falls in. A repeating stream whose share yields nothing in an epoch is a
+  DataError, not an endless loop.
   """
 
   def __init__(self, source, *, repeat: bool, seed: int | None, shard_index: int = 0,
@@ -419,11 +562,14 @@ class _DocumentIterator(grain.DatasetIterator):
   def _generate(self, epoch: int, unit: int, position: Any, count: int):
     s = self._stream
     while True:
+      whole_epoch, kept = unit == 0 and position is None and count == 0, 0
       for i, u in enumerate(s.units(epoch, unit), start=unit):
         for position, thunk in s.source.records(u, position):
           count += 1
-          if (count - 1) % s.step == s.start:
-            yield thunk(), dict(epoch=epoch, unit=i, position=position, count=count)
+          # A skipped record (None) counts, so the shares stay those of the records.
+          if (count - 1) % s.step == s.start and (text := thunk()) is not None:
+            kept += 1
+            yield text, dict(epoch=epoch, unit=i, position=position, count=count)
         position = None
       if not s.repeat:
         return
@@ -431,4 +577,8 @@ class _DocumentIterator(grain.DatasetIterator):
         raise DataError(f"the training data has {count} documents, fewer than the "
                         f"{s.step} readers (processes x data.num_workers) need; add data or "
                         "lower data.num_workers")
+      if whole_epoch and not kept:  # Or all of it was skipped: the same.
+        raise DataError(f"all the training documents of reader {s.start} of {s.step} were "
+                        "skipped as larger than data.max_document_bytes (the warnings name "
+                        "them); raise it or add data")
       epoch, unit, count = epoch + 1, 0, 0

@@ -18,7 +18,8 @@ def read(source, **kwargs) -> list[str]:
 
 
 def files(patterns, split="train", eval_fraction=None, fmt="auto", field="text"):
-  return sources.FileSource(patterns, fmt, field, split=split, eval_fraction=eval_fraction)
+  return sources.FileSource(patterns, fmt, field, split=split, eval_fraction=eval_fraction,
+                            max_document_bytes=64 << 20)
 
 
 def test_text_paragraphs_keep_inner_newlines_and_decode_bad_utf8(tmp_path):
