@@ -7,7 +7,7 @@ setup(
     version="0.1.0",
     description="GPT, BERT and T5-style Transformer pretraining in one sharded JAX code path",
     packages=find_packages(include=["roots_jax", "roots_jax.*"]),
-    python_requires=">=3.10",
+    python_requires=">=3.11",
     install_requires=[
         "jax>=0.7",
         "flax>=0.11",

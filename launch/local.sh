@@ -17,14 +17,15 @@ devices=4
 module=roots_jax.train
 port=""
 usage="usage: launch/local.sh [-n PROCESSES] [-d DEVICES_PER_PROCESS] [-m MODULE] [-p PORT] -- ARGS..."
-while getopts "n:d:m:p:h" option; do
+while getopts ":n:d:m:p:h" option; do
   case "${option}" in
     n) processes="${OPTARG}" ;;
     d) devices="${OPTARG}" ;;
     m) module="${OPTARG}" ;;
     p) port="${OPTARG}" ;;
     h) echo "${usage}"; exit 0 ;;
-    *) echo "${usage}" >&2; exit 2 ;;
+    :) echo "error: -${OPTARG} needs a value; ${usage}" >&2; exit 2 ;;
+    *) echo "error: unknown option -${OPTARG}; ${usage}" >&2; exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))

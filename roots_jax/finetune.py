@@ -26,7 +26,8 @@ from roots_jax import models
 from roots_jax import train as train_lib
 from roots_jax.data import finetune as finetune_data
 from roots_jax.data import supervised
-from roots_jax.data.tokenizer import BaseTokenizer, Tokenizer, check_vocab_size
+from roots_jax.data.tokenizer import (BaseTokenizer, Tokenizer, check_run_copy, check_vocab_size,
+                                      save_run_copy)
 from roots_jax.errors import ConfigError, RootsError
 from roots_jax.models.config import ModelConfig
 from roots_jax.models.heads import FinetuneModel, check_kind, pretrained_output_kernel
@@ -50,6 +51,7 @@ class Setup(NamedTuple):
 
 def finetune(config, workdir: str) -> dict:
   """Fine-tunes (or resumes) in `workdir`; returns the best validation metrics."""
+  train_lib.check_workdir(workdir)
   distributed.maybe_initialize(config.distributed)
   if "task" not in config:
     raise ConfigError("this is a pretraining config; fine-tune with a config built on "
@@ -61,6 +63,7 @@ def finetune(config, workdir: str) -> dict:
   is_main = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
   tokenizer = Tokenizer.load(pretrained.tokenizer_path)
+  check_run_copy(tokenizer, workdir)
   # The run keeps its own copy, for evaluation: a Hugging Face tokenizer's files in
   # workdir/tokenizer itself, as a converted run has them.
   tokenizer_path = os.path.join(os.path.abspath(workdir), "tokenizer")
@@ -70,8 +73,7 @@ def finetune(config, workdir: str) -> dict:
     config.init_from = os.path.join(pretrained.workdir, "checkpoints", str(pretrained.step))
     config.tokenizer.path = tokenizer_path
   if is_main:
-    if not os.path.exists(tokenizer_path):
-      tokenizer.save(tokenizer_path)
+    save_run_copy(tokenizer, workdir)
     config_lib.save_config(config, os.path.join(workdir, "config.json"))
   t, f = config.train, config.finetune
 

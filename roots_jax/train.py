@@ -26,7 +26,7 @@ from roots_jax.data import tokenizer as tokenizer_lib
 from roots_jax.errors import ConfigError, RootsError, TrainingHalted
 from roots_jax.models.config import ModelConfig
 from roots_jax.training import checkpoints, distributed, metrics as metrics_lib, optimizers
-from roots_jax.training import partitioning, steps, tasks
+from roots_jax.training import partitioning, profiling, steps, tasks
 
 log = logging.getLogger("roots_jax")
 
@@ -59,8 +59,17 @@ def parse_args(argv: list[str], names=("config", "workdir"), usage: str = USAGE,
   return values, overrides
 
 
+def check_workdir(workdir: str) -> None:
+  """A run's directory is written with file I/O, on every host: a URL would become a local
+  directory named like it on each of them, and the run would be lost with the machines."""
+  if "://" in workdir:
+    raise ConfigError(f"--workdir {workdir} is a URL; give a path that every process sees, on a "
+                      "shared file system (NFS, Lustre, a mounted bucket)")
+
+
 def train(config, workdir: str) -> dict:
   """Trains (or resumes) the configured model in `workdir`; returns the last eval metrics."""
+  check_workdir(workdir)
   distributed.maybe_initialize(config.distributed)
   config_lib.validate(config, jax.device_count())
   is_main = jax.process_index() == 0
@@ -92,9 +101,10 @@ def train(config, workdir: str) -> dict:
       if int(state.step) >= t.steps:
         log.info("the run is complete (train.steps=%d); raise train.steps to train further", t.steps)
     # Only once the workdir's checkpoint (if any) has been read with this config: a refused
-    # resume leaves the run's own config.json as it was.
+    # resume leaves the run's own config.json and tokenizer as they were.
     if is_main:
       config_lib.save_config(config, os.path.join(workdir, "config.json"))
+      tokenizer_lib.save_run_copy(tokenizer, workdir)
 
     # Loop.
     flops_per_token = models.flops_per_token(parts.model_config, config.data.seq_len,
@@ -111,32 +121,35 @@ def run_loop(config, workdir: str, parts: "Parts", state, manager, train_iter, e
              after_eval: Callable | None = None) -> dict:
   """Steps from state.step to train.steps: logs, evaluates (`evaluate(params) -> metrics`, then
   `after_eval(step, state, metrics) -> stop early?`), checkpoints with the iterator, and saves
-  and exits on SIGTERM. Closes the manager and the iterator. Returns the last eval metrics."""
+  and exits on SIGTERM. Logs the compiled step's costs first and a run summary last. Closes the
+  manager and the iterator. Returns the last eval metrics."""
   t, is_main = config.train, jax.process_index() == 0
   writer = metrics_lib.MetricWriter(workdir, enabled=is_main)
   peak = metrics_lib.peak_flops_per_device(config.hardware.peak_flops_per_device)
   to_global = lambda b: jax.make_array_from_process_local_data(parts.batch_sharding, b)
-  step = int(state.step)
-  eval_metrics = {}
+  step = first_step = int(state.step)
+  throughput = _Throughput(tokens_per_step)
+  tracer = profiling.StepTracer(_profile_dir(workdir), t.profile_start, t.profile_steps)
+  eval_metrics, train_step = {}, None
   stop = _PreemptionFlag()
   try:
-    pending, timer = [], None
+    pending = []
     while step < t.steps:
-      state, m = parts.train_step(state, jax.tree.map(to_global, next(train_iter)))
+      batch = jax.tree.map(to_global, next(train_iter))
+      if train_step is None:
+        train_step = _compile(parts, state, batch, writer, step)
+      tracer.before(step + 1)
+      state, m = train_step(state, batch)
       step += 1
+      if tracer.after(step, m):
+        throughput.restart(m, step)  # traced steps are not training throughput
       pending.append(m)
-      if timer is None:  # the first step includes compilation: time from its end
-        timer, timer_step = _restart_timer(m, step)
+      throughput.start(m, step)  # the first step includes compilation: time from its end
       last = step == t.steps
       if step % t.log_every == 0 or last:
         _check_health(state, manager)
-        row = {k: float(np.mean([x[k] for x in jax.device_get(pending)])) for k in pending[0]}
-        if step > timer_step:
-          elapsed = time.perf_counter() - timer
-          tps = tokens_per_step * (step - timer_step) / elapsed
-          row.update(tokens_per_sec=tps, step_time=elapsed / (step - timer_step),
-                     mfu=metrics_lib.mfu(tps, flops_per_token, peak))
-          timer, timer_step = time.perf_counter(), step
+        row = _mean_row(jax.device_get(pending))
+        row.update(throughput.lap(step, flops_per_token, peak))
         writer.write(step, "train", row)
         pending = []
       early_stop = False
@@ -146,7 +159,7 @@ def run_loop(config, workdir: str, parts: "Parts", state, manager, train_iter, e
         if after_eval is not None:
           _check_health(state, manager)
           early_stop = after_eval(step, state, eval_metrics)
-        timer, timer_step = _restart_timer(m, step)  # eval time is not training throughput
+        throughput.restart(m, step)  # eval time is not training throughput
       preempted = stop.check(step % t.log_every == 0)
       if step % t.checkpoint_every == 0 or last or preempted or early_stop:
         _check_health(state, manager)
@@ -157,13 +170,97 @@ def run_loop(config, workdir: str, parts: "Parts", state, manager, train_iter, e
         break
       if early_stop:
         break
+    _summarize(writer, state, first_step, step, throughput, flops_per_token, peak,
+               skipped=t.bad_steps == "skip")
   finally:
+    tracer.stop()
     stop.restore()
     manager.wait_until_finished()
     manager.close()
     writer.close()
     train_iter.close()
   return eval_metrics
+
+
+def _compile(parts: "Parts", state, batch, writer, step: int) -> Callable:
+  """The train step compiled ahead of time for this state and batch, its costs logged."""
+  begin = time.perf_counter()
+  compiled = parts.train_step.lower(state, batch).compile()
+  stats = profiling.compiled_stats(compiled, state, parts.num_params)
+  stats["compile_seconds"] = time.perf_counter() - begin
+  profiling.log_compiled_stats(stats)
+  writer.write(step, "setup", stats, echo=False)
+  return compiled
+
+
+# Metrics that count since the start of the run: a log row shows the latest value, not a mean.
+_RUNNING_TOTALS = ("skipped_steps",)
+
+
+def _mean_row(pending: list[dict]) -> dict:
+  return {k: float(pending[-1][k] if k in _RUNNING_TOTALS else np.mean([x[k] for x in pending]))
+          for k in pending[0]}
+
+
+class _Throughput:
+  """Training time between log rows, without compilation and evaluation, for tokens/s and MFU
+  per row and over the whole run."""
+
+  def __init__(self, tokens_per_step: int):
+    self.tokens_per_step = tokens_per_step
+    self.began, self.timer, self.timer_step = time.perf_counter(), None, None
+    self.timed_steps, self.timed_seconds = 0, 0.0
+
+  def start(self, outputs, step: int) -> None:
+    if self.timer is None:
+      self.restart(outputs, step)
+
+  def restart(self, outputs, step: int) -> None:
+    jax.block_until_ready(outputs)
+    self.timer, self.timer_step = time.perf_counter(), step
+
+  def lap(self, step: int, flops_per_token: float, peak: float) -> dict:
+    if step <= self.timer_step:
+      return {}
+    elapsed, steps = time.perf_counter() - self.timer, step - self.timer_step
+    self.timed_steps += steps
+    self.timed_seconds += elapsed
+    self.timer, self.timer_step = time.perf_counter(), step
+    tps = self.tokens_per_step * steps / elapsed
+    return dict(tokens_per_sec=tps, step_time=elapsed / steps,
+                mfu=metrics_lib.mfu(tps, flops_per_token, peak))
+
+  def mean_tokens_per_sec(self) -> float:
+    return self.tokens_per_step * self.timed_steps / self.timed_seconds if self.timed_seconds else 0.0
+
+
+def _summarize(writer, state, first_step: int, step: int, throughput: _Throughput,
+               flops_per_token: float, peak: float, *, skipped: bool) -> None:
+  """The run's totals in the log and as a "summary" row of metrics.jsonl."""
+  tps = throughput.mean_tokens_per_sec()
+  summary = dict(steps=step, steps_this_run=step - first_step,
+                 tokens_this_run=throughput.tokens_per_step * (step - first_step),
+                 wall_seconds=time.perf_counter() - throughput.began, tokens_per_sec=tps,
+                 mfu=metrics_lib.mfu(tps, flops_per_token, peak))
+  if skipped:
+    summary["skipped_steps"] = int(state.health.skipped)
+  best = writer.best("eval", "loss")
+  if best is not None:
+    summary.update(best_eval_step=best[0], best_eval_loss=best[1])
+  writer.write(step, "summary", summary, echo=False)
+  log.info("run summary: step %d (%d this run, %.3e tokens) in %.1f s, %.0f tokens/s, MFU %.2f%%%s%s",
+           step, summary["steps_this_run"], summary["tokens_this_run"], summary["wall_seconds"],
+           tps, 100 * summary["mfu"],
+           f", {summary['skipped_steps']} skipped steps" if skipped else "",
+           f", best eval loss {best[1]:.4f} at step {best[0]}" if best else "")
+
+
+def _profile_dir(workdir: str) -> str:
+  """workdir/profile, per process when there are several (each writes its host's trace)."""
+  directory = os.path.join(workdir, "profile")
+  if jax.process_count() > 1:
+    directory = os.path.join(directory, f"process_{jax.process_index()}")
+  return directory
 
 
 class Parts(NamedTuple):
@@ -208,7 +305,8 @@ def assemble(config, mesh, model_config: ModelConfig, model: nn.Module, task: ta
   train_step = jax.jit(
       steps.make_train_step(model, tx, task, seed=config.seed, grad_accum_steps=t.grad_accum_steps,
                             z_loss=t.z_loss, schedule=optimizers.make_schedule(config.optimizer, t.steps),
-                            plan=plan),
+                            plan=plan, skip_bad_steps=t.bad_steps == "skip",
+                            spike_sigma=t.spike_sigma, spike_window=t.spike_window),
       in_shardings=(state_sharding, batch_sharding),
       out_shardings=(state_sharding, partitioning.replicated(mesh)), donate_argnums=0)
   eval_step = jax.jit(steps.make_eval_step(model, task),
@@ -231,7 +329,7 @@ def _state_shardings(abstract_state, boxed_params, tx, mesh, rules, plan):
       transform_non_params=lambda _: replicated)
   return abstract_state.replace(
       step=replicated, params=param_sharding, opt_state=opt_sharding,
-      bad_step=replicated, bad_loss=replicated, bad_grad_norm=replicated)
+      health=jax.tree.map(lambda _: replicated, abstract_state.health))
 
 
 def evaluate_split(config, tokenizer, shard, parts: Parts, params, *,
@@ -271,23 +369,20 @@ def _any_process(flag: bool) -> bool:
   return bool(multihost_utils.process_allgather(np.array(flag)).any())
 
 
-def _restart_timer(metrics, step):
-  jax.block_until_ready(metrics)
-  return time.perf_counter(), step
-
-
 def _check_health(state, manager) -> None:
-  """Halts on the first non-finite loss or gradient norm; runs before every save."""
-  bad_step = int(state.bad_step)
-  if bad_step < 0:
+  """Halts at the first bad step (halt policy: it was not applied); runs before every save."""
+  health = jax.device_get(state.health)
+  if health.bad_step < 0:
     return
   manager.wait_until_finished()
   good = manager.latest_step()
   raise TrainingHalted(
-      f"non-finite loss ({float(state.bad_loss)}) or gradient norm ({float(state.bad_grad_norm)}) "
-      f"at step {bad_step + 1}; nothing after it was saved and "
+      f"non-finite loss ({float(health.bad_loss)}) or gradient norm "
+      f"({float(health.bad_grad_norm)}) at step {int(health.bad_step) + 1}; it was not applied, "
+      f"nothing after it was saved and "
       f"{'checkpoint ' + str(good) if good is not None else 'no checkpoint'} is intact: "
-      "lower optimizer.learning_rate, raise optimizer.warmup_steps or set train.z_loss")
+      "lower optimizer.learning_rate, raise optimizer.warmup_steps or set train.z_loss; "
+      "train.bad_steps=skip drops such steps instead")
 
 
 class _PreemptionFlag:
@@ -310,10 +405,22 @@ class _PreemptionFlag:
     return at_log_step and _any_process(self._set)
 
 
+class _StderrHandler(logging.StreamHandler):
+  """Writes to whatever sys.stderr is when a record comes (notebooks and pytest replace it)."""
+
+  @property
+  def stream(self):
+    return sys.stderr
+
+  @stream.setter
+  def stream(self, value):
+    del value
+
+
 def log_to_console() -> None:
   """Our own handler: absl (imported by grain and Orbax) owns the root logger."""
   if not log.handlers:
-    handler = logging.StreamHandler()
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)

@@ -181,6 +181,7 @@ def test_mismatches_are_clear_errors(pretrained, task_files, tmp_path):
   # A copy of the run whose tokenizer is gone.
   copy = tmp_path / "no_tokenizer"
   shutil.copytree(bert, copy)
+  shutil.rmtree(copy / "tokenizer")
   with open(copy / "config.json") as f:
     values = json.load(f)
   values["tokenizer"]["path"] = str(tmp_path / "missing.model")

@@ -1,8 +1,12 @@
 """End-to-end training runs on a tiny GPT: loss, artifacts, mesh independence, exact resume,
 preemption, non-finite halts and CLI errors."""
 
+import contextlib
 import json
+import logging
 import os
+import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,11 +16,13 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from sentencepiece import sentencepiece_model_pb2
 
 from tiny_gpt import read_metrics, tiny_overrides
-from roots_jax import config as config_lib
-from roots_jax.errors import TrainingHalted
-from roots_jax.train import train
+from roots_jax import config as config_lib, models
+from roots_jax.errors import CheckpointError, TrainingHalted
+from roots_jax.models.config import ModelConfig
+from roots_jax.train import main as train_main, train
 
 CONFIG = "configs/gpt2.py:tiny"
 
@@ -74,34 +80,48 @@ def test_loss_does_not_depend_on_the_mesh(corpus, tmp_path, single_device_losses
   np.testing.assert_allclose(losses, single_device_losses, rtol=2e-5)
 
 
-def _wait_for(predicate, process, timeout=240):
+def _wait_for(predicate, process, timeout=240, poll=0.05):
   deadline = time.time() + timeout
   while not predicate():
     assert process.poll() is None, process.communicate()
     assert time.time() < deadline, "timed out"
-    time.sleep(0.05)
+    time.sleep(poll)
 
 
-def test_sigkill_then_resume_matches_an_unbroken_run(corpus, tmp_path):
-  extra = dict(train__steps=16, train__checkpoint_every=4)
-  subprocess.run(_cli(corpus, tmp_path / "unbroken", **extra), check=True, capture_output=True)
+def test_sigkill_at_random_points_then_resume_matches_an_unbroken_run(corpus, tmp_path):
+  """Killed three times, at random steps and while an async checkpoint is being written, and rerun
+  each time: the run ends with the unbroken run's losses and parameters, bit for bit."""
+  extra = dict(train__steps=24, train__checkpoint_every=3, mesh__shape="1,1,1")
+  # One device; restarts load the compiled steps from the session's persistent cache.
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  run = lambda workdir: subprocess.Popen(_cli(corpus, workdir, **extra), env=env,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  unbroken = run(tmp_path / "unbroken")
 
-  broken = tmp_path / "broken"
-  process = subprocess.Popen(_cli(corpus, broken, **extra), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE)
-  steps_logged = lambda: len(read_metrics(broken)) if (broken / "metrics.jsonl").exists() else 0
-  # Past the step-4 checkpoint, whose directory appears only once the async save is complete.
-  _wait_for(lambda: steps_logged() >= 6 and (broken / "checkpoints" / "4").exists(), process)
-  process.send_signal(signal.SIGKILL)
-  process.wait()
-  assert steps_logged() < 16
-  resumed = subprocess.run(_cli(corpus, broken, **extra), capture_output=True, text=True, check=True)
-  assert "resumed from checkpoint step" in resumed.stderr
+  broken, rng = tmp_path / "broken", random.Random(0)
+  logged = lambda: max(read_metrics(broken), default=0) if (broken / "metrics.jsonl").exists() else 0
+  saving = lambda: (broken / "checkpoints").exists() and any(
+      ".orbax-checkpoint-tmp" in name for name in os.listdir(broken / "checkpoints"))
+  killed_mid_save = 0
+  for attempt in range(3):
+    process, target = run(broken), logged() + rng.randint(2, 5)
+    if attempt % 2:
+      _wait_for(lambda: logged() >= target and saving(), process, poll=0.001)
+    else:
+      _wait_for(lambda: logged() >= target, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_mid_save += saving()
+  assert killed_mid_save >= 1 and logged() < 24
+  final = run(broken)
+  outputs = [process.communicate(timeout=300)[1] for process in (final, unbroken)]
+  assert final.returncode == unbroken.returncode == 0, outputs
+  assert "resumed from checkpoint step" in outputs[0]
 
-  unbroken, again = read_metrics(tmp_path / "unbroken"), read_metrics(broken)
-  assert [unbroken[s]["loss"] for s in range(1, 17)] == [again[s]["loss"] for s in range(1, 17)]
-  a, b = _final_params(tmp_path / "unbroken", 16), _final_params(broken, 16)
-  jax.tree.map(np.testing.assert_array_equal, a, b)
+  want, got = read_metrics(tmp_path / "unbroken"), read_metrics(broken)
+  assert [want[s]["loss"] for s in range(1, 25)] == [got[s]["loss"] for s in range(1, 25)]
+  jax.tree.map(np.testing.assert_array_equal, _final_params(tmp_path / "unbroken", 24),
+               _final_params(broken, 24))
 
 
 def test_sigterm_saves_the_current_step_and_the_run_resumes(corpus, tmp_path):
@@ -132,13 +152,179 @@ def test_restore_into_a_different_mesh(corpus, tmp_path):
 def test_non_finite_loss_halts_and_keeps_the_last_good_checkpoint(corpus, tmp_path):
   config = _config(corpus, train__steps=10, train__checkpoint_every=1, optimizer__learning_rate=1e30,
                    optimizer__warmup_steps=0, optimizer__clip_norm=0.0)
-  with pytest.raises(TrainingHalted, match=r"non-finite loss .* at step 2; nothing after it "
-                                           r"was saved and checkpoint 1 is intact"):
+  with pytest.raises(TrainingHalted, match=r"non-finite loss .* at step 2; it was not applied, "
+                                           r"nothing after it was saved and checkpoint 1 is intact"):
     train(config, str(tmp_path))
   manager = ocp.CheckpointManager(tmp_path / "checkpoints")
   assert manager.all_steps() == [1]
   params = _final_params(tmp_path, 1)
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+
+
+def _truncate(path, keep=0.5):
+  data = path.read_bytes()
+  path.write_bytes(data[:int(len(data) * keep)])
+
+
+# What a disk, a full quota or a stray `rm` can do to a finished checkpoint directory.
+DAMAGE = {
+    "truncated arrays": lambda d: [_truncate(f) for f in d.glob("state/**/d/*")],
+    "missing array metadata": lambda d: (d / "state" / "_METADATA").unlink(),
+    "truncated array metadata": lambda d: _truncate(d / "state" / "_METADATA"),
+    "missing state": lambda d: shutil.rmtree(d / "state"),
+    "truncated data position": lambda d: _truncate(d / "data" / "process_0-of-1.json"),
+    "missing data position": lambda d: (d / "data" / "process_0-of-1.json").unlink(),
+}
+
+
+@contextlib.contextmanager
+def _messages(level=logging.WARNING):
+  """The roots_jax logger's messages (whether or not a CLI test made it stop propagating)."""
+  records = []
+  handler = logging.Handler(level)
+  handler.emit = lambda record: records.append(record.getMessage())
+  logger = logging.getLogger("roots_jax")
+  previous = logger.level
+  logger.addHandler(handler)
+  logger.setLevel(level)
+  try:
+    yield records
+  finally:
+    logger.removeHandler(handler)
+    logger.setLevel(previous)
+
+
+def test_damaged_checkpoints_are_set_aside_and_the_run_resumes_from_a_good_one(corpus, tmp_path):
+  extra = dict(train__steps=6, train__checkpoint_every=2)
+  train(_config(corpus, **extra), str(tmp_path))
+  want_losses, want_params = read_metrics(tmp_path), _final_params(tmp_path, 6)
+  ckpts = tmp_path / "checkpoints"
+  DAMAGE["truncated arrays"](ckpts / "6")
+  DAMAGE["missing array metadata"](ckpts / "4")
+  with _messages() as warnings:
+    train(_config(corpus, **extra), str(tmp_path))
+  assert len(warnings) == 2, warnings
+  for step, warning in zip((6, 4), warnings):
+    assert warning.startswith(f"checkpoint {step} is damaged (") and warning.endswith(
+        f"moved it to {tmp_path / 'damaged_checkpoints' / str(step)} and trying the one before it")
+  assert sorted(os.listdir(tmp_path / "damaged_checkpoints")) == ["4", "6"]
+  got = read_metrics(tmp_path)  # steps 3..6 ran again from checkpoint 2: the same losses
+  assert [got[s]["loss"] for s in range(1, 7)] == [want_losses[s]["loss"] for s in range(1, 7)]
+  jax.tree.map(np.testing.assert_array_equal, want_params, _final_params(tmp_path, 6))
+
+  # Every kind of damage is caught; with no readable checkpoint left the run stops, moving and
+  # deleting nothing else, and says how to go on.
+  names = list(DAMAGE)
+  for round_ in range(2):
+    for step in (2, 4, 6):
+      DAMAGE[names[round_ * 3 + step // 2 - 1]](ckpts / str(step))
+    with _messages() as warnings, pytest.raises(CheckpointError, match=(
+        f"no checkpoint in {ckpts} could be read; the damaged ones are in "
+        f"{tmp_path / 'damaged_checkpoints'}: rerun to start the run from scratch")):
+      train(_config(corpus, **extra), str(tmp_path))
+    assert len(warnings) == 3 and not os.listdir(ckpts), warnings
+    if round_ == 0:
+      train(_config(corpus, **extra), str(tmp_path))  # from scratch, as the message says
+  assert sorted(os.listdir(tmp_path / "damaged_checkpoints")) == [
+      "2", "2.1", "4", "4.1", "4.2", "6", "6.1", "6.2"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.mlp_dim=96", "params/layers/mlp/wi/bias is shape (2, 128) there but shape (2, 96) in "
+                         "this run"),
+    ("optimizer.name=adafactor", "opt_state/1/0/mu/final_norm/bias is shape (64,) there but absent"),
+])
+def test_a_checkpoint_of_another_model_is_refused_and_left_alone(corpus, tmp_path, capsys, override,
+                                                                 message):
+  train(_config(corpus, train__steps=2), str(tmp_path))
+  before = _files(tmp_path)
+  argv = ["--config", CONFIG, "--workdir", str(tmp_path)] + [
+      f"--config.{o}" for o in tiny_overrides(corpus, train__steps=4) + [override]]
+  assert train_main(argv) == 2
+  err = capsys.readouterr().err
+  last = err.strip().splitlines()[-1]
+  assert last.startswith("error: ") and message in last and "Traceback" not in err, err
+  assert _files(tmp_path) == before
+
+
+def _files(workdir):
+  return {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file() and "tensorboard" not in p.parts}
+
+
+def test_a_different_tokenizer_is_refused_and_the_run_keeps_its_own(corpus, tmp_path, capsys):
+  workdir = tmp_path / "run"
+  train(_config(corpus, train__steps=2), str(workdir))
+  assert (workdir / "tokenizer" / "spm.model").read_bytes() == (corpus / "spm.model").read_bytes()
+  proto = sentencepiece_model_pb2.ModelProto()  # the same vocabulary size, other scores
+  proto.ParseFromString((corpus / "spm.model").read_bytes())
+  proto.pieces[100].score += 1.0
+  (tmp_path / "other.model").write_bytes(proto.SerializeToString())
+  before = _files(workdir)
+  argv = ["--config", CONFIG, "--workdir", str(workdir)] + [
+      f"--config.{o}" for o in tiny_overrides(corpus, train__steps=4,
+                                              tokenizer__path=tmp_path / "other.model")]
+  assert train_main(argv) == 2
+  assert capsys.readouterr().err.strip().splitlines()[-1] == (
+      f"error: tokenizer {tmp_path / 'other.model'} is not the tokenizer the run in {workdir} was "
+      f"started with ({workdir / 'tokenizer' / 'spm.model'}); set tokenizer.path to that one, or "
+      "use a new --workdir")
+  assert _files(workdir) == before
+  # Without tokenizer.path the run goes on with its own copy.
+  train(_config(corpus, train__steps=4, tokenizer__path=""), str(workdir))
+  assert sorted(read_metrics(workdir, "setup")) == [0, 2]  # started at step 0, resumed at 2
+  assert sorted(read_metrics(workdir)) == [1, 2, 3, 4]
+
+
+def test_a_checkpoint_of_another_process_count_is_refused(corpus, tmp_path):
+  train(_config(corpus, train__steps=2), str(tmp_path))
+  data = tmp_path / "checkpoints" / "2" / "data"
+  (data / "process_0-of-1.json").rename(data / "process_0-of-2.json")
+  with pytest.raises(CheckpointError, match="was written by 2 processes, and the data position is "
+                                            "per process: resume with that many processes"):
+    train(_config(corpus, train__steps=4), str(tmp_path))
+
+
+def test_skip_policy_drops_non_finite_steps_and_counts_them(corpus, tmp_path):
+  config = _config(corpus, train__steps=5, train__checkpoint_every=1, train__keep_checkpoints=5,
+                   train__bad_steps="skip", optimizer__learning_rate=1e30,
+                   optimizer__warmup_steps=0, optimizer__clip_norm=0.0)
+  train(config, str(tmp_path))  # step 1 applies a huge update; from step 2 the loss overflows
+  rows = read_metrics(tmp_path)
+  assert [rows[s]["skipped_steps"] for s in range(1, 6)] == [0, 1, 2, 3, 4]
+  assert np.isfinite(rows[1]["loss"]) and not any(np.isfinite(rows[s]["loss"]) for s in range(2, 6))
+  first = _final_params(tmp_path, 1)
+  for step in range(2, 6):  # nothing after step 1 was applied
+    jax.tree.map(np.testing.assert_array_equal, first, _final_params(tmp_path, step))
+  assert read_metrics(tmp_path, "summary")[5]["skipped_steps"] == 4
+
+
+def test_start_costs_profile_and_summary(corpus, tmp_path):
+  with _messages(logging.INFO) as records:
+    train(_config(corpus, train__steps=6, train__eval_every=2, train__profile_start=3,
+                  train__profile_steps=2), str(tmp_path))
+  setup = read_metrics(tmp_path, "setup")[0]
+  params = sum(x.size for x in jax.tree.leaves(_final_params(tmp_path, 6)))
+  assert setup["params"] == params
+  # AdamW in float32: the parameters and two moments, plus a few scalars.
+  assert 12.0 <= setup["state_bytes_per_param"] < 12.01
+  # XLA's count for one device's share (2 of 16 sequences) is near the model's own estimate.
+  config = _config(corpus)
+  estimate = models.flops_per_token(ModelConfig.from_config(config.model), 32, None) * 16 * 32 / 8
+  assert 0.5 < setup["step_flops"] / estimate < 1.5
+  assert setup["peak_bytes_estimate"] >= setup["argument_bytes"] > 0
+  traces = list((tmp_path / "profile" / "plugins" / "profile").glob("*/*.xplane.pb"))
+  assert len(traces) == 1 and traces[0].stat().st_size > 0
+  table = next(r for r in records if r.startswith("profile of steps 3..4 in "))
+  assert "ms/step" in table and len(table.splitlines()) > 3, table
+
+  evals = read_metrics(tmp_path, "eval")
+  summary = read_metrics(tmp_path, "summary")[6]
+  best = min(evals, key=lambda s: evals[s]["loss"])
+  assert summary["best_eval_step"] == best and summary["best_eval_loss"] == evals[best]["loss"]
+  assert summary["steps"] == summary["steps_this_run"] == 6
+  assert summary["tokens_this_run"] == 6 * 16 * 32
+  assert summary["tokens_per_sec"] > 0 and 0 < summary["mfu"] < 1 and summary["wall_seconds"] > 0
+  assert any(r.startswith("run summary: step 6 (6 this run, 3.072e+03 tokens) in ") for r in records)
 
 
 def test_cli_errors_are_one_line_with_status_2(corpus, tmp_path):

@@ -240,6 +240,9 @@ class HFTokenizer(BaseTokenizer):
       shutil.rmtree(tmp, ignore_errors=True)
       raise
 
+  def contents(self) -> dict[str, bytes]:
+    return dict(self._files)
+
   def __getstate__(self):  # grain workers receive the files themselves, not a path.
     return {"files": self._files, "path": self.path}
 

@@ -85,6 +85,10 @@ class BaseTokenizer:
     """Writes what `Tokenizer.load(path)` reads back (a file or a directory), atomically."""
     raise NotImplementedError
 
+  def contents(self) -> dict[str, bytes]:
+    """The files that define it, by name: equal contents give equal ids."""
+    raise NotImplementedError
+
   def piece_text(self, i: int) -> str:
     """Piece i as it reads in running text, a word-starting piece with its leading space (what
     sentencepiece writes "▁", GPT-2 "Ġ"): MLM cuts sentences and whole words with it."""
@@ -196,6 +200,9 @@ class Tokenizer(BaseTokenizer):
   def save(self, path: str) -> None:
     write_atomically(path, self._sp.serialized_model_proto())
 
+  def contents(self) -> dict[str, bytes]:
+    return {"spm.model": self._sp.serialized_model_proto()}
+
   def __getstate__(self):  # grain workers receive the model itself, not a path.
     return {"proto": self._sp.serialized_model_proto(), "path": self.path}
 
@@ -274,8 +281,9 @@ def check_vocab_size(tokenizer: BaseTokenizer, vocab_size: int, fix: str) -> Non
 
 def load_or_train_tokenizer(config: ml_collections.ConfigDict, workdir: str, *,
                             process_index: int | None = None) -> BaseTokenizer:
-  """tokenizer.path if set (a sentencepiece model or a Hugging Face tokenizer directory); else
-  workdir/tokenizer/spm.model, trained on the training split by process 0 (default:
+  """tokenizer.path if set (a sentencepiece model or a Hugging Face tokenizer directory, the
+  one the run has a copy of, if it has one); else workdir/tokenizer/spm.model, trained on the
+  training split by process 0 (default:
   `jax.process_index()`) the first time, while the others wait for the file: the workdir must
   be shared, and every process gets the very same model."""
   if process_index is None:
@@ -283,6 +291,7 @@ def load_or_train_tokenizer(config: ml_collections.ConfigDict, workdir: str, *,
   vocab_size = config.model.vocab_size
   if config.tokenizer.path:
     tokenizer = Tokenizer.load(config.tokenizer.path)
+    check_run_copy(tokenizer, workdir)
     fix = (f"set model.vocab_size={tokenizer.vocab_size}"
            + " or more" * tokenizer.fits_model_vocab(tokenizer.vocab_size + 1))
   else:
@@ -300,6 +309,43 @@ def load_or_train_tokenizer(config: ml_collections.ConfigDict, workdir: str, *,
     fix = f"delete {path} to retrain it, or set model.vocab_size={tokenizer.vocab_size}"
   check_vocab_size(tokenizer, vocab_size, fix)
   return tokenizer
+
+
+def run_copy(workdir: str) -> str | None:
+  """A run's own copy of its tokenizer, if it has one: WORKDIR/tokenizer/spm.model, or the
+  Hugging Face files in WORKDIR/tokenizer."""
+  own = os.path.join(workdir, "tokenizer")
+  if os.path.isfile(os.path.join(own, "spm.model")):
+    return os.path.join(own, "spm.model")
+  return own if os.path.isdir(own) and os.listdir(own) else None
+
+
+def check_run_copy(tokenizer: BaseTokenizer, workdir: str) -> None:
+  """DataError when the run already has a tokenizer and `tokenizer` is another: the run's
+  embeddings belong to its own tokenizer's ids."""
+  copy = run_copy(workdir)
+  if copy is None or os.path.realpath(copy) == os.path.realpath(tokenizer.path):
+    return
+  try:
+    own = Tokenizer.load(copy)
+  except DataError:  # e.g. a converted run's tokenizer/ with only tokenizer_config.json
+    return
+  if own.contents() != tokenizer.contents():
+    raise DataError(f"tokenizer {tokenizer.path} is not the tokenizer the run in {workdir} was "
+                    f"started with ({copy}); set tokenizer.path to that one, or use a new "
+                    "--workdir")
+
+
+def save_run_copy(tokenizer: BaseTokenizer, workdir: str) -> str:
+  """The run's copy of `tokenizer` (written unless it has one already, so a moved or deleted
+  tokenizer.path leaves the run usable); returns its path."""
+  copy = run_copy(workdir)
+  if copy is None:
+    copy = os.path.join(workdir, "tokenizer")
+    if not os.path.isdir(tokenizer.path):
+      copy = os.path.join(copy, "spm.model")
+    tokenizer.save(copy)
+  return copy
 
 
 def _wait_for(path: str) -> None:

@@ -11,6 +11,7 @@ import os
 import ml_collections
 
 from roots_jax import config as config_lib
+from roots_jax.data import tokenizer as tokenizer_lib
 from roots_jax.errors import ConfigError
 from roots_jax.training import checkpoints
 
@@ -54,14 +55,16 @@ def tokenizer_path(workdir: str, config: ml_collections.ConfigDict) -> str:
   """A run's tokenizer: a sentencepiece model, or a converted checkpoint's directory of Hugging
   Face files. tokenizer.path as configured, else (unset, or the run was moved) the run's own copy
   in WORKDIR/tokenizer."""
-  own = os.path.join(workdir, "tokenizer")
-  candidates = [config.tokenizer.path] if config.tokenizer.path else []
-  candidates += [os.path.join(own, "spm.model"), own]
-  found = [p for p in candidates if os.path.isfile(p) or (os.path.isdir(p) and os.listdir(p))]
-  if not found:
-    raise ConfigError(f"the run {workdir} has no tokenizer at {candidates[0]}; copy the "
-                      "tokenizer it was trained with there")
-  return found[0]
+  configured = config.tokenizer.path
+  if configured and (os.path.isfile(configured) or (os.path.isdir(configured)
+                                                    and os.listdir(configured))):
+    return configured
+  copy = tokenizer_lib.run_copy(workdir)
+  if copy is None:
+    missing = configured or os.path.join(workdir, "tokenizer", "spm.model")
+    raise ConfigError(f"the run {workdir} has no tokenizer at {missing}; copy the tokenizer it "
+                      "was trained with there")
+  return copy
 
 
 def merge_model(config: ml_collections.ConfigDict, pretrained: Pretrained) -> None:

@@ -17,16 +17,59 @@ from roots_jax.training.tasks import Task
 
 
 @flax.struct.dataclass
+class Health:
+  """What the train step knows about bad steps. A step whose loss or gradient norm is not
+  finite (or, with spike detection, whose loss spikes) is never applied. Under the halt policy
+  the first one is recorded and the host stops the run at the next log step or save, so a state
+  past it is never checkpointed; under the skip policy it is counted and training goes on."""
+  bad_step: jax.Array       # int32: the first bad step under the halt policy (-1: none)
+  bad_loss: jax.Array       # its loss and gradient norm, for the message
+  bad_grad_norm: jax.Array
+  skipped: jax.Array        # int32: steps dropped under the skip policy
+  applied: jax.Array        # int32: steps applied, which the loss statistics have seen
+  loss_mean: jax.Array      # exponential mean and variance of the applied steps' losses
+  loss_var: jax.Array
+
+  @classmethod
+  def create(cls) -> "Health":
+    i, f = lambda v: jnp.full((), v, jnp.int32), lambda: jnp.zeros((), jnp.float32)
+    return cls(bad_step=i(-1), bad_loss=f(), bad_grad_norm=f(), skipped=i(0), applied=i(0),
+               loss_mean=f(), loss_var=f())
+
+  def update(self, step, loss, grad_norm, *, skip: bool, spike_sigma: float,
+             spike_window: int) -> tuple[jax.Array, "Health"]:
+    """-> (apply this step?, the new health). A spike is a loss above the mean by spike_sigma
+    standard deviations, once spike_window steps were applied."""
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    spike = False
+    if spike_sigma > 0:
+      spike = (self.applied >= spike_window) & (
+          loss > self.loss_mean + spike_sigma * jnp.sqrt(self.loss_var))
+    bad = ~finite | spike
+    if skip:
+      apply, first_bad = ~bad, jnp.zeros((), bool)
+    else:
+      apply, first_bad = ~bad & (self.bad_step < 0), bad & (self.bad_step < 0)
+    # Welford's update with weight 1/n, then 1/window: a running mean that forgets slowly.
+    alpha = 1.0 / jnp.minimum(self.applied + 1, spike_window).astype(jnp.float32)
+    delta = jnp.where(apply, loss - self.loss_mean, 0.0)
+    return apply, self.replace(
+        bad_step=jnp.where(first_bad, step, self.bad_step),
+        bad_loss=jnp.where(first_bad, loss, self.bad_loss),
+        bad_grad_norm=jnp.where(first_bad, grad_norm, self.bad_grad_norm),
+        skipped=self.skipped + (bad & skip).astype(jnp.int32),
+        applied=self.applied + apply.astype(jnp.int32),
+        loss_mean=self.loss_mean + alpha * delta,
+        loss_var=jnp.where(apply, (1.0 - alpha) * (self.loss_var + alpha * delta**2),
+                           self.loss_var))
+
+
+@flax.struct.dataclass
 class TrainState:
-  step: jax.Array        # int32 scalar: updates applied so far
+  step: jax.Array        # int32 scalar: steps taken (applied or not)
   params: Any
   opt_state: Any
-  # The first step whose loss or gradient norm was not finite (-1: none), with those values.
-  # The host checks it at log steps and before every save, so a state past a bad step is never
-  # checkpointed and the run halts there.
-  bad_step: jax.Array
-  bad_loss: jax.Array
-  bad_grad_norm: jax.Array
+  health: Health
 
 
 # A training plan says which parameters train (fine-tuning): a tree like the params holding, per
@@ -57,16 +100,16 @@ def merge_params(plan, trained, frozen):
 
 def init_state(params, tx: optax.GradientTransformation, plan=None) -> TrainState:
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    opt_state=tx.init(split_params(plan, params)[0]),
-                    bad_step=jnp.full((), -1, jnp.int32), bad_loss=jnp.zeros((), jnp.float32),
-                    bad_grad_norm=jnp.zeros((), jnp.float32))
+                    opt_state=tx.init(split_params(plan, params)[0]), health=Health.create())
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, task: Task, *, seed: int,
                     grad_accum_steps: int, z_loss: float, schedule: Callable,
-                    plan=None) -> Callable:
+                    plan=None, skip_bad_steps: bool = False, spike_sigma: float = 0.0,
+                    spike_window: int = 100) -> Callable:
   """train_step(state, batch) -> (state, metrics); the caller jits it with shardings. With a
-  `plan`, gradients are taken only with respect to the trained part of the parameters."""
+  `plan`, gradients are taken only with respect to the trained part of the parameters. A bad
+  step (see Health) leaves the parameters and optimizer state as they were."""
 
   def grads_and_sums(trained, frozen, micro, rng, counts):
     def loss_fn(part):
@@ -100,14 +143,15 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, task: Ta
     grad_norm = optax.tree.norm(grads)
 
     updates, opt_state = tx.update(grads, state.opt_state, trained)
-    first_bad = ~(jnp.isfinite(loss) & jnp.isfinite(grad_norm)) & (state.bad_step < 0)
+    apply, health = state.health.update(state.step, loss, grad_norm, skip=skip_bad_steps,
+                                        spike_sigma=spike_sigma, spike_window=spike_window)
+    keep_if_bad = lambda new, old: jax.tree.map(lambda n, o: jnp.where(apply, n, o), new, old)
     new_state = state.replace(
         step=state.step + 1,
-        params=merge_params(plan, optax.apply_updates(trained, updates), frozen),
-        opt_state=opt_state,
-        bad_step=jnp.where(first_bad, state.step, state.bad_step),
-        bad_loss=jnp.where(first_bad, loss, state.bad_loss),
-        bad_grad_norm=jnp.where(first_bad, grad_norm, state.bad_grad_norm),
+        params=merge_params(plan, keep_if_bad(optax.apply_updates(trained, updates), trained),
+                            frozen),
+        opt_state=keep_if_bad(opt_state, state.opt_state),
+        health=health,
     )
     metrics = {
         "loss": loss,
@@ -117,6 +161,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, task: Ta
         "learning_rate": schedule(state.step),
         "tokens": counts[task.nll_term],
     }
+    if skip_bad_steps:
+      metrics["skipped_steps"] = health.skipped
     return new_state, metrics
 
   return train_step

@@ -13,7 +13,7 @@ from flax import linen as nn
 from roots_jax import config as config_lib
 from roots_jax.train import build, train
 from roots_jax.errors import ConfigError
-from roots_jax.training import partitioning, tasks
+from roots_jax.training import partitioning, steps, tasks
 from tiny_gpt import tiny_overrides
 
 
@@ -85,3 +85,42 @@ def test_keeps_the_last_k_and_ignores_an_unfinished_save(corpus, tmp_path):
       corpus, train__steps=8, train__checkpoint_every=2, train__keep_checkpoints=2))
   train(config, str(tmp_path))
   assert sorted(os.listdir(checkpoints)) == ["6", "8"]
+
+
+def _health_run(losses, **policy):
+  """Feeds `losses` (grad norm 1) through Health.update; -> (applied flags, final health)."""
+  update = jax.jit(lambda h, step, loss: h.update(step, loss, jnp.float32(1.0), **policy))
+  health, applied = steps.Health.create(), []
+  for step, loss in enumerate(losses):
+    apply, health = update(health, step, jnp.float32(loss))
+    applied.append(bool(apply))
+  return applied, jax.device_get(health)
+
+
+def test_spikes_and_non_finite_losses_are_skipped_and_counted():
+  rng = np.random.default_rng(0)
+  losses = list(3.0 + 0.1 * rng.standard_normal(60))
+  losses[30], losses[40], losses[50] = 3.0 + 1.5, np.nan, 3.0 + 0.15  # 15 sigma, NaN, 1.5 sigma
+  applied, health = _health_run(losses, skip=True, spike_sigma=4.0, spike_window=20)
+  assert [i for i, a in enumerate(applied) if not a] == [30, 40]
+  assert int(health.skipped) == 2 and int(health.applied) == 58 and int(health.bad_step) == -1
+  # The statistics saw exactly the applied losses: a running mean over the first 20, then an
+  # exponential one with weight 1/20, and the matching exponential variance.
+  mean, var = 0.0, 0.0
+  for n, loss in enumerate(x for x, a in zip(losses, applied) if a):
+    alpha = 1.0 / min(n + 1, 20)
+    delta = loss - mean
+    mean, var = mean + alpha * delta, (1 - alpha) * (var + alpha * delta**2)
+  np.testing.assert_allclose([health.loss_mean, health.loss_var], [mean, var], rtol=1e-5)
+
+
+def test_no_spike_is_called_before_the_window_fills():
+  applied, _ = _health_run([3.0, 3.0, 30.0, 3.0], skip=True, spike_sigma=1.0, spike_window=5)
+  assert applied == [True] * 4
+
+
+def test_halt_policy_records_the_first_bad_step_and_applies_nothing_after_it():
+  applied, health = _health_run([3.0, 2.9, np.inf, 2.8, np.nan], skip=False, spike_sigma=0.0,
+                                spike_window=100)
+  assert applied == [True, True, False, False, False]
+  assert int(health.bad_step) == 2 and np.isinf(health.bad_loss) and int(health.skipped) == 0

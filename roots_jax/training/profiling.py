@@ -1,0 +1,118 @@
+"""What a run costs: the compiled train step's memory and FLOPs at start, and a jax.profiler trace
+of a window of steps with a summary of where its time went."""
+
+import collections
+import glob
+import gzip
+import json
+import logging
+import os
+
+import jax
+
+log = logging.getLogger("roots_jax")
+
+
+def compiled_stats(compiled, state, num_params: int) -> dict:
+  """The numbers worth knowing before a long run: parameters, bytes per parameter of the whole
+  training state (AdamW in float32: 12), and XLA's per-device memory plan and FLOP count of one
+  step (what the device runs: with fsdp or tensor sharding, its share)."""
+  state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves((state.params, state.opt_state)))
+  stats = {"params": num_params, "state_bytes_per_param": state_bytes / max(num_params, 1)}
+  memory = compiled.memory_analysis()
+  if memory is not None:
+    stats.update(
+        argument_bytes=memory.argument_size_in_bytes, output_bytes=memory.output_size_in_bytes,
+        temp_bytes=memory.temp_size_in_bytes, alias_bytes=memory.alias_size_in_bytes,
+        peak_bytes_estimate=(memory.argument_size_in_bytes + memory.output_size_in_bytes
+                             + memory.temp_size_in_bytes - memory.alias_size_in_bytes))
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):  # one dict per program in older jax
+    cost = cost[0] if cost else None
+  if cost:
+    stats.update(step_flops=float(cost.get("flops", 0.0)),
+                 step_bytes_accessed=float(cost.get("bytes accessed", 0.0)))
+  return stats
+
+
+def log_compiled_stats(stats: dict) -> None:
+  gib = lambda key: f"{stats[key] / 2**30:.3f} GiB"
+  log.info("train state: %.2fM parameters, %.1f bytes per parameter", stats["params"] / 1e6,
+           stats["state_bytes_per_param"])
+  if "peak_bytes_estimate" in stats:
+    log.info("compiled train step, per device: arguments %s, outputs %s, temporaries %s, donated "
+             "%s, peak about %s", gib("argument_bytes"), gib("output_bytes"), gib("temp_bytes"),
+             gib("alias_bytes"), gib("peak_bytes_estimate"))
+  if "step_flops" in stats:
+    log.info("compiled train step, per device: %.3e FLOPs, %.3e bytes accessed",
+             stats["step_flops"], stats["step_bytes_accessed"])
+
+
+class StepTracer:
+  """Traces steps first..first+count-1 (numbered as logged: 1 is the first update) into
+  `directory`, readable by TensorBoard's profile plugin and by Perfetto, and logs a summary."""
+
+  def __init__(self, directory: str, first: int, count: int):
+    self.directory, self.first, self.last = directory, first, first + count - 1
+    self.active = False
+
+  def before(self, step: int) -> None:
+    """Call before running `step`."""
+    if self.first > 0 and step == self.first:
+      jax.profiler.start_trace(self.directory)
+      self.active = True
+
+  def after(self, step: int, outputs) -> bool:
+    """Call after `step` was dispatched, with its outputs (waited for, so the trace holds it).
+    True when the trace ended here: the steps it spans ran slower than usual."""
+    if not (self.active and step >= self.last):
+      return False
+    jax.block_until_ready(outputs)
+    self.stop()
+    log.info("profile of steps %d..%d in %s (TensorBoard: --logdir %s; or ui.perfetto.dev)\n%s",
+             self.first, step, self.directory, self.directory, format_summary(
+                 summarize(self.directory), steps=step - self.first + 1))
+    return True
+
+  def stop(self) -> None:
+    if self.active:
+      jax.profiler.stop_trace()
+      self.active = False
+
+
+def summarize(directory: str, top: int = 10) -> list[tuple[str, float, int]]:
+  """(operation, total ms, count) of the newest trace under `directory`, the longest first,
+  summed over devices: the accelerators' kernels, or on CPU the XLA ops of its worker threads
+  (not the runtime's or Python's own frames)."""
+  traces = sorted(glob.glob(os.path.join(directory, "plugins", "profile", "*", "*.trace.json.gz")),
+                  key=os.path.getmtime)
+  if not traces:
+    return []
+  with gzip.open(traces[-1], "rt") as f:
+    events = json.load(f).get("traceEvents", [])
+  meta = lambda kind: {(e["pid"], e.get("tid")) if kind == "thread_name" else e["pid"]:
+                       e["args"]["name"] for e in events
+                       if e.get("ph") == "M" and e.get("name") == kind}
+  processes, threads = meta("process_name"), meta("thread_name")
+  devices = {pid for pid, name in processes.items() if name.startswith("/device:")}
+  if devices:
+    keep = lambda e: e["pid"] in devices
+  else:
+    keep = lambda e: (threads.get((e["pid"], e.get("tid")), "").startswith("tf_XLAEigen")
+                      and "::" not in e["name"])
+  totals, counts = collections.Counter(), collections.Counter()
+  for e in events:
+    if e.get("ph") == "X" and keep(e):
+      totals[e["name"]] += e.get("dur", 0.0) / 1e3
+      counts[e["name"]] += 1
+  return [(name, ms, counts[name]) for name, ms in totals.most_common(top)]
+
+
+def format_summary(rows, steps: int) -> str:
+  if not rows:
+    return "  (no trace events found)"
+  width = max(len(name[:60]) for name, _, _ in rows)
+  lines = [f"  {'operation':<{width}}  {'ms/step':>9}  {'calls/step':>10}   (summed over devices)"]
+  lines += [f"  {name[:60]:<{width}}  {ms / steps:9.3f}  {count / steps:10.1f}"
+            for name, ms, count in rows]
+  return "\n".join(lines)
