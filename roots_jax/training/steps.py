@@ -142,17 +142,18 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, task: Ta
     loss = sum(values[t] for t in task.loss_terms)
     grad_norm = optax.tree.norm(grads)
 
-    updates, opt_state = tx.update(grads, state.opt_state, trained)
     apply, health = state.health.update(state.step, loss, grad_norm, skip=skip_bad_steps,
                                         spike_sigma=spike_sigma, spike_window=spike_window)
-    keep_if_bad = lambda new, old: jax.tree.map(lambda n, o: jnp.where(apply, n, o), new, old)
-    new_state = state.replace(
-        step=state.step + 1,
-        params=merge_params(plan, keep_if_bad(optax.apply_updates(trained, updates), trained),
-                            frozen),
-        opt_state=keep_if_bad(opt_state, state.opt_state),
-        health=health,
-    )
+
+    def update():
+      updates, opt_state = tx.update(grads, state.opt_state, trained)
+      return optax.apply_updates(trained, updates), opt_state
+
+    # A branch, not a select: a bad step costs nothing and a good one no extra pass over the
+    # parameters and optimizer state.
+    trained, opt_state = jax.lax.cond(apply, update, lambda: (trained, state.opt_state))
+    new_state = state.replace(step=state.step + 1, params=merge_params(plan, trained, frozen),
+                              opt_state=opt_state, health=health)
     metrics = {
         "loss": loss,
         **values,
