@@ -27,7 +27,7 @@ from roots_jax import train as train_lib
 from roots_jax.data import finetune as finetune_data
 from roots_jax.data import supervised
 from roots_jax.data.tokenizer import (BaseTokenizer, Tokenizer, check_run_copy, check_vocab_size,
-                                      save_run_copy)
+                                      run_copy_path, save_run_copy)
 from roots_jax.errors import ConfigError, RootsError
 from roots_jax.models.config import ModelConfig
 from roots_jax.models.heads import FinetuneModel, check_kind, pretrained_output_kernel
@@ -64,11 +64,8 @@ def finetune(config, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   tokenizer = Tokenizer.load(pretrained.tokenizer_path)
   check_run_copy(tokenizer, workdir)
-  # The run keeps its own copy, for evaluation: a Hugging Face tokenizer's files in
-  # workdir/tokenizer itself, as a converted run has them.
-  tokenizer_path = os.path.join(os.path.abspath(workdir), "tokenizer")
-  if not os.path.isdir(pretrained.tokenizer_path):
-    tokenizer_path = os.path.join(tokenizer_path, "spm.model")
+  # The run keeps its own copy, for evaluation.
+  tokenizer_path = run_copy_path(tokenizer, os.path.abspath(workdir))
   with config.unlocked():
     config.init_from = os.path.join(pretrained.workdir, "checkpoints", str(pretrained.step))
     config.tokenizer.path = tokenizer_path

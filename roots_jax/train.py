@@ -17,7 +17,6 @@ import jax
 import numpy as np
 import optax
 from flax import linen as nn
-from jax.experimental import multihost_utils
 
 from roots_jax import config as config_lib
 from roots_jax import models
@@ -342,7 +341,7 @@ def evaluate_split(config, tokenizer, shard, parts: Parts, params, *,
   sums, counts, filler, taken = {}, {}, None, 0
   while max_batches is None or taken < max_batches:
     batch = next(it, None)
-    if max_batches is None and not _any_process(batch is not None):
+    if max_batches is None and not distributed.any_process(batch is not None):
       break
     if batch is None:
       if filler is None:
@@ -361,12 +360,6 @@ def evaluate_split(config, tokenizer, shard, parts: Parts, params, *,
   loss = sum(values[t] for t in parts.task.loss_terms if t in values)
   return {"loss": loss, "perplexity": float(np.exp(min(values[parts.task.nll_term], 100.0))),
           **values}
-
-
-def _any_process(flag: bool) -> bool:
-  if jax.process_count() == 1:
-    return flag
-  return bool(multihost_utils.process_allgather(np.array(flag)).any())
 
 
 def _check_health(state, manager) -> None:
@@ -402,7 +395,7 @@ class _PreemptionFlag:
   def check(self, at_log_step: bool) -> bool:
     if jax.process_count() == 1:
       return self._set
-    return at_log_step and _any_process(self._set)
+    return at_log_step and distributed.any_process(self._set)
 
 
 class _StderrHandler(logging.StreamHandler):

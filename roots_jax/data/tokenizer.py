@@ -336,16 +336,18 @@ def check_run_copy(tokenizer: BaseTokenizer, workdir: str) -> None:
                     "--workdir")
 
 
-def save_run_copy(tokenizer: BaseTokenizer, workdir: str) -> str:
-  """The run's copy of `tokenizer` (written unless it has one already, so a moved or deleted
-  tokenizer.path leaves the run usable); returns its path."""
-  copy = run_copy(workdir)
-  if copy is None:
-    copy = os.path.join(workdir, "tokenizer")
-    if not os.path.isdir(tokenizer.path):
-      copy = os.path.join(copy, "spm.model")
-    tokenizer.save(copy)
-  return copy
+def run_copy_path(tokenizer: BaseTokenizer, workdir: str) -> str:
+  """Where a run keeps its copy of `tokenizer`: the Hugging Face files in WORKDIR/tokenizer
+  itself (as a converted run has them), a sentencepiece model as WORKDIR/tokenizer/spm.model."""
+  own = os.path.join(workdir, "tokenizer")
+  return own if os.path.isdir(tokenizer.path) else os.path.join(own, "spm.model")
+
+
+def save_run_copy(tokenizer: BaseTokenizer, workdir: str) -> None:
+  """Writes the run's copy of `tokenizer` unless it has one already, so a moved or deleted
+  tokenizer.path leaves the run usable."""
+  if run_copy(workdir) is None:
+    tokenizer.save(run_copy_path(tokenizer, workdir))
 
 
 def _wait_for(path: str) -> None:

@@ -13,12 +13,12 @@ import sys
 
 import grain
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
 from roots_jax.errors import CheckpointError
+from roots_jax.training import distributed
 
 log = logging.getLogger("roots_jax")
 
@@ -59,7 +59,7 @@ def restore(manager: ocp.CheckpointManager, abstract_state, data_iterator):
   damaged = []
   for step in sorted(manager.all_steps(), reverse=True):
     state, damage = _restore_step(manager, step, abstract_state, data_iterator)
-    if not _any_process(damage is not None):
+    if not distributed.any_process(damage is not None):
       return state
     damaged.append(_set_aside(manager, step))
     log.warning("checkpoint %d is damaged (%s); moved it to %s and trying the one before it",
@@ -156,12 +156,6 @@ def _set_aside(manager, step: int) -> str:
     multihost_utils.sync_global_devices(f"set aside checkpoint {step}")
   manager.reload()
   return target
-
-
-def _any_process(flag: bool) -> bool:
-  if jax.process_count() == 1:
-    return flag
-  return bool(multihost_utils.process_allgather(np.array(flag)).any())
 
 
 def _quiet_cancelled_reads() -> None:

@@ -1,9 +1,12 @@
-"""Multi-process setup: `jax.distributed.initialize` when configured or when the platform says so."""
+"""Multi-process setup: `jax.distributed.initialize` when configured or when the platform says so;
+and agreeing on a flag across processes."""
 
 import os
 
 import jax
 import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
 
 # Variables that mean "this process is one of several" on the platforms JAX auto-detects.
 _CLUSTER_HINTS = (
@@ -26,3 +29,10 @@ def maybe_initialize(dist: ml_collections.ConfigDict) -> None:
       coordinator_address=dist.coordinator_address or None,
       num_processes=dist.num_processes or None,
       process_id=dist.process_id if dist.process_id >= 0 else None)
+
+
+def any_process(flag: bool) -> bool:
+  """Whether `flag` is set on any process (every process must call it)."""
+  if jax.process_count() == 1:
+    return flag
+  return bool(multihost_utils.process_allgather(np.array(flag)).any())
