@@ -16,6 +16,7 @@ import numpy as np
 from flax import linen as nn
 
 from roots_jax import config as config_lib, decoding, models
+from roots_jax.models import families
 from roots_jax.errors import RootsError
 
 
@@ -25,8 +26,8 @@ def measure(model, params, family, batch: int, prompt_len: int, new_tokens: int,
   rng = np.random.default_rng(0)
   tokens = rng.integers(4, model.config.vocab_size, (batch, prompt_len), dtype=np.int32)
   segments = np.ones_like(tokens)
-  prompts = ({"inputs": tokens, "segment_ids": segments} if family == "decoder" else
-             {"encoder_inputs": tokens, "encoder_segment_ids": segments})
+  prompts = {f"{family.prompt_prefix}inputs": tokens,
+             f"{family.prompt_prefix}segment_ids": segments}
   config = decoding.GenerationConfig(max_new_tokens=new_tokens)
   run = jax.jit(lambda p, b: decoding.generate(model, p, b, family=family, config=config,
                                                eos_id=-1, use_cache=use_cache).tokens)
@@ -50,13 +51,13 @@ def main(argv=None) -> int:
   try:
     config = config_lib.load_config(args.config, [o.removeprefix("--config.") for o in overrides])
     model_config = models.ModelConfig.from_config(config.model)
-    if model_config.family == "encoder":
+    family = families.get(model_config.family)
+    if not family.generates:
       raise RootsError("an encoder (BERT) does not generate; benchmark a decoder or "
                        "encoder_decoder config")
-    model = models.build_model(model_config)
-    family = model_config.family
+    model = family.build(model_config)
     dummy = np.ones((1, 8), np.int32)
-    variables = jax.jit(model.init)(jax.random.key(0), *([dummy] * (1 + (family != "decoder"))))
+    variables = jax.jit(model.init)(jax.random.key(0), *family.init_args(dummy))
     params = nn.meta.unbox(variables)["params"]
     rows = []
     for batch in (int(b) for b in args.batch.split(",")):
@@ -66,7 +67,7 @@ def main(argv=None) -> int:
   except RootsError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  print(f"| {args.config} | {family}, {model_config.num_layers} layers, "
+  print(f"| {args.config} | {family.name}, {model_config.num_layers} layers, "
         f"d={model_config.embed_dim}, prompt {args.prompt_len}, {args.new_tokens} new tokens, "
         f"greedy, {jax.devices()[0].platform} |")
   print("| batch | KV cache tokens/s | recompute tokens/s | speed-up "

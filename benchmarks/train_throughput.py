@@ -12,22 +12,22 @@ import jax
 import numpy as np
 from flax import linen as nn
 
-from roots_jax import config as config_lib, models
-from roots_jax.data import objectives
+from roots_jax import cli, models, objectives
+from roots_jax import config as config_lib
 from roots_jax.errors import RootsError
-from roots_jax.train import build, parse_args
-from roots_jax.training import metrics as metrics_lib, partitioning
+from roots_jax.runs.pretrain import build
+from roots_jax.training import partitioning, profiling
 
 USAGE = "usage: python benchmarks/train_throughput.py --config FILE.py[:ARG] --steps N [--config.KEY=VALUE ...]"
 
 
 def benchmark(config, num_steps: int) -> dict:
   config_lib.validate(config, jax.device_count())
-  mesh, rules = partitioning.make_mesh(config), config_lib.logical_rules(config)
+  mesh, rules = partitioning.make_mesh(config), partitioning.logical_rules(config)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     parts = build(config, mesh)
     b, t = config.train.batch_size, config.data.seq_len
-    batch = jax.device_put(synthetic_batch(parts.task, config), parts.batch_sharding)
+    batch = jax.device_put(synthetic_batch(parts.loss, config), parts.batch_sharding)
     state = parts.init(jax.random.key(0))
     start = time.perf_counter()
     state, m = parts.train_step(state, batch)
@@ -43,7 +43,7 @@ def benchmark(config, num_steps: int) -> dict:
   tokens_per_sec = b * t / step_s
   flops_per_token = models.flops_per_token(parts.model_config, t,
                                            objectives.target_len(config.data) or None)
-  peak = metrics_lib.peak_flops_per_device(config.hardware.peak_flops_per_device)
+  peak = profiling.peak_flops_per_device(config.hardware.peak_flops_per_device)
   return {
       "params (M)": parts.num_params / 1e6,
       "devices": jax.device_count(),
@@ -55,16 +55,16 @@ def benchmark(config, num_steps: int) -> dict:
       "step (ms)": step_s * 1e3,
       "tokens/s": tokens_per_sec,
       "TFLOP/s/device": tokens_per_sec * flops_per_token / jax.device_count() / 1e12,
-      "MFU": metrics_lib.mfu(tokens_per_sec, flops_per_token, peak),
+      "MFU": profiling.mfu(tokens_per_sec, flops_per_token, peak),
   }
 
 
-def synthetic_batch(task, config) -> dict:
+def synthetic_batch(loss, config) -> dict:
   """Random tokens in the task's batch layout: one segment per row, every target counted."""
   rng = np.random.default_rng(0)
   b, t = config.train.batch_size, config.data.seq_len
   batch = {}
-  for key, (shape, dtype) in task.example(t, objectives.target_len(config.data)).items():
+  for key, (shape, dtype) in loss.example(t, objectives.target_len(config.data)).items():
     shape = (b, *shape)
     if key.endswith("segment_ids") or np.issubdtype(dtype, np.floating):
       batch[key] = np.ones(shape, dtype)
@@ -85,7 +85,7 @@ def print_table(rows: dict) -> None:
 
 def main() -> int:
   try:
-    values, overrides = parse_args(sys.argv[1:], names=("config", "steps"), usage=USAGE)
+    values, overrides = cli.parse_args(sys.argv[1:], USAGE, names=("config", "steps"))
     config = config_lib.load_config(values["config"], overrides)
     print_table(benchmark(config, int(values["steps"])))
   except (RootsError, ValueError) as e:

@@ -2,7 +2,7 @@
 
 The public API is imported lazily, so `import roots_jax` stays cheap:
   config = roots_jax.load_config("configs/gpt2.py:tiny", ["train.steps=10"])
-  from roots_jax.train import train; train(config, "/tmp/run")
+  from roots_jax.runs.pretrain import train; train(config, "/tmp/run")
   lm = roots_jax.LanguageModel.from_pretrained("/tmp/run"); lm.generate("def f(")
   roots_jax.pipeline("text-generation", model="/tmp/run")("import os", max_length=30)
 """

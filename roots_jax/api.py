@@ -16,9 +16,7 @@ call is jitted once per (kind of call, input shapes, generation settings); promp
 widths are rounded up to a multiple of WIDTH_MULTIPLE so that varied inputs share compilations.
 """
 
-import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -30,20 +28,15 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import linen as nn
 
 from roots_jax import config as config_lib
-from roots_jax import decoding
-from roots_jax import evaluate as evaluate_lib
-from roots_jax import finetune as finetune_lib
-from roots_jax import train as train_lib
-from roots_jax.data import finetune as finetune_data
-from roots_jax.data.tokenizer import BaseTokenizer, Tokenizer
+from roots_jax import decoding, tasks
+from roots_jax.cli import log_to_console
 from roots_jax.decoding import GenerationConfig
 from roots_jax.errors import ConfigError
-from roots_jax.models import heads
-from roots_jax.models.config import ModelConfig
-from roots_jax.training import checkpoints, partitioning, pretrained
+from roots_jax.models.heads import FinetuneModel
+from roots_jax.runs import finetune as finetune_run, load as load_lib
+from roots_jax.tasks.base import text_ids
 
 log = logging.getLogger("roots_jax")
 
@@ -56,8 +49,6 @@ DEFAULT_MAX_NEW_TOKENS = 20
 # Position kinds with a table (or a trained range) of model.max_len positions.
 BOUNDED_POSITIONS = ("learned", "sinusoidal")
 FINETUNE_KINDS = ("classification", "regression", "seq2seq")
-# Where Hugging Face model directories are converted to runs (ROOTS_JAX_CACHE overrides).
-CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "roots_jax")
 
 
 class LanguageModel:
@@ -68,19 +59,21 @@ class LanguageModel:
   run's resolved config), tokenizer, model (a Flax module), params, mesh.
   """
 
-  def __init__(self, *, workdir: str, step: int, config, tokenizer: BaseTokenizer,
-               parts: train_lib.Parts, params, labels, mesh, rules):
-    self.workdir, self.step, self.config = workdir, step, config
-    self.tokenizer, self.model, self.params = tokenizer, parts.model, params
-    self.model_config: ModelConfig = parts.model_config
-    self.family = self.model_config.family
-    self.task = config.task.kind if "task" in config else None
-    self.labels = labels
-    self.mesh, self._rules = mesh, rules
-    self._batch_sharding = parts.batch_sharding
-    spec = parts.batch_sharding.spec[0] if parts.batch_sharding.spec else None
+  def __init__(self, loaded: load_lib.Loaded):
+    self._loaded = loaded
+    self.workdir, self.step, self.config = loaded.workdir, loaded.step, loaded.config
+    self.tokenizer, self.model, self.params = loaded.tokenizer, loaded.model, loaded.params
+    self.model_config = loaded.model_config
+    self._family = loaded.family
+    self.family = self._family.name
+    self._task = loaded.task
+    self.task = self._task.name if self._task else None
+    self.labels = loaded.labels
+    self.mesh = loaded.mesh
+    self._batch_sharding = loaded.batch_sharding
+    spec = loaded.batch_sharding.spec[0] if loaded.batch_sharding.spec else None
     axes = () if spec is None else (spec if isinstance(spec, tuple) else (spec,))
-    self._row_multiple = int(np.prod([mesh.shape[a] for a in axes]))
+    self._row_multiple = int(np.prod([loaded.mesh.shape[a] for a in axes]))
     self._fns: dict[Any, Callable] = {}
 
   def __repr__(self):
@@ -95,32 +88,7 @@ class LanguageModel:
     run's best/ one, else its newest), one of its `checkpoints/<step>` directories, or a Hugging
     Face model directory (converted once into a run under $ROOTS_JAX_CACHE, default
     ~/.cache/roots_jax). `checkpoint`: "best", "latest" or a step number."""
-    path = os.path.abspath(os.path.expanduser(os.fspath(path)))
-    if not os.path.isdir(path):
-      raise ConfigError(f"{path} does not exist: give a roots_jax run directory, one of its "
-                        "checkpoints/<step> directories or a Hugging Face model directory")
-    workdir, which = path, None if checkpoint is None else str(checkpoint)
-    parent, step = os.path.split(path)
-    if os.path.basename(parent) == "checkpoints" and step.isdigit():
-      workdir = os.path.dirname(parent)
-      if which is not None and which != step:
-        raise ConfigError(f"{path} is checkpoint {step}, but checkpoint={checkpoint!r} was given")
-      which = step
-    config_path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(config_path):
-      raise ConfigError(f"{workdir} is neither a roots_jax run nor a Hugging Face model: it has "
-                        "no config.json")
-    if _is_hf_config(config_path):
-      if which not in (None, "latest", "0"):
-        raise ConfigError(f"checkpoint={checkpoint!r}: a Hugging Face model has one set of weights")
-      workdir = _converted_run(workdir)
-    return _load(workdir, which)
-
-  @contextlib.contextmanager
-  def _context(self):
-    """The mesh and the logical-axis rules every trace and call runs under."""
-    with jax.set_mesh(self.mesh), nn.logical_axis_rules(self._rules):
-      yield
+    return cls(load_lib.load(path, checkpoint=checkpoint))
 
   def _jit(self, key, make: Callable) -> Callable:
     """The jitted function `make()` cached under `key` (jit itself caches per input shape)."""
@@ -134,7 +102,7 @@ class LanguageModel:
     total = -(-rows // self._row_multiple) * self._row_multiple
     padded = {k: np.concatenate([v, np.zeros((total - rows, *v.shape[1:]), v.dtype)])
               for k, v in batch.items()}
-    with self._context():
+    with self._loaded.context():
       out = fn(self.params, jax.device_put(padded, self._batch_sharding), *args)
     return jax.tree.map(lambda x: np.asarray(x)[:rows], jax.device_get(out))
 
@@ -160,8 +128,8 @@ class LanguageModel:
       if max_length is None:
         max_new_tokens = DEFAULT_MAX_NEW_TOKENS
       else:
-        used, what = (longest, "the longest prompt") if self.family == "decoder" else (
-            1, "the decoder's start token")
+        used, what = (1, "the decoder's start token") if self._family.has_encoder else (
+            longest, "the longest prompt")
         max_new_tokens = max_length - used
         if max_new_tokens < 1:
           raise ConfigError(f"max_length={max_length} leaves no room for new tokens after {what} "
@@ -176,7 +144,7 @@ class LanguageModel:
     # The seed is an argument of the compiled function, not part of its static config.
     static = dataclasses.replace(config, seed=0)
     fn = self._jit(("generate", static, use_cache), lambda: self._generate_fn(static, use_cache))
-    prefix = "" if self.family == "decoder" else "encoder_"
+    prefix = self._family.prompt_prefix
     results = []
     for start in range(0, len(encoded), GENERATE_BATCH):
       chunk = encoded[start:start + GENERATE_BATCH]
@@ -190,7 +158,7 @@ class LanguageModel:
 
   def _generate_fn(self, config: GenerationConfig, use_cache: bool) -> Callable:
     # The jitted functions hold no reference to self (which would keep it from being freed).
-    model, family, eos_id = self.model, self.family, self.tokenizer.eos_id
+    model, family, eos_id = self.model, self._family, self.tokenizer.eos_id
     method = model.lm_logits if self.task else None
     pad_id = max(self.tokenizer.pad_id, 0)
     return lambda params, prompts, seed: decoding.generate(
@@ -200,7 +168,7 @@ class LanguageModel:
   def check_generates(self) -> None:
     """ConfigError unless this model generates text (a decoder or encoder-decoder, pretrained
     or fine-tuned for seq2seq)."""
-    if self.family == "encoder":
+    if not self._family.generates:
       raise ConfigError("this is an encoder-only (BERT) model, which does not generate text: use "
                         "embed() for features, or finetune() it for classification or regression")
     if self.task and self.task != "seq2seq":
@@ -209,38 +177,34 @@ class LanguageModel:
 
   def _prompt_ids(self, text: str) -> list[int]:
     """A prompt's token ids: a fine-tuned seq2seq model's input as its task lays it out
-    (roots_jax.data.finetune); else [bos] text (decoder) or text [eos] (encoder-decoder)."""
+    (roots_jax.tasks.seq2seq); else text [eos] (encoder-decoder) or [bos] text (decoder)."""
     tok = self.tokenizer
-    if self.task == "seq2seq":
-      t = self.config.task
-      row = finetune_data.encode({"text": text, "target": ""}, family=self.family, kind="seq2seq",
-                                 tokenizer=tok, labels=None, max_len=t.max_len,
-                                 target_len=t.target_len)
-      if self.family == "decoder":
-        return row["inputs"][:row["prompt_len"]].tolist()
-      return row["encoder_inputs"][row["encoder_segment_ids"] > 0].tolist()
+    if self._task:
+      return self._task.prompt_ids(text, family=self._family, tokenizer=tok,
+                                   max_len=self.config.task.max_len)
     ids = tok.encode(text)
-    if self.family == "decoder":
-      ids = ([tok.bos_id] if tok.bos_id >= 0 else []) + ids
-      if not ids:
-        raise ConfigError("an empty prompt needs a tokenizer with a bos token; this one has none")
-      return ids
-    return ids + [tok.eos_id]
+    if self._family.has_encoder:
+      return ids + [tok.eos_id]
+    ids = ([tok.bos_id] if tok.bos_id >= 0 else []) + ids
+    if not ids:
+      raise ConfigError("an empty prompt needs a tokenizer with a bos token; this one has none")
+    return ids
 
   def _check_positions(self, prompt_len: int, new_tokens: int) -> None:
     """Learned and sinusoidal positions stop at model.max_len (relative and RoPE do not)."""
     m = self.model_config
     if m.position not in BOUNDED_POSITIONS:
       return
-    if self.family == "decoder" and prompt_len + new_tokens > m.max_len:
+    if self._family.has_encoder:
+      if prompt_len > m.max_len or new_tokens > m.max_len:
+        raise ConfigError(f"the longest input ({prompt_len} tokens) and the new tokens "
+                          f"({new_tokens}) must each fit the model's max_len {m.max_len} "
+                          f"({m.position} positions)")
+    elif prompt_len + new_tokens > m.max_len:
       raise ConfigError(f"the longest prompt ({prompt_len} tokens) + {new_tokens} new tokens = "
                         f"{prompt_len + new_tokens} exceeds the model's max_len {m.max_len} "
                         f"({m.position} positions): shorten the prompt or lower max_new_tokens "
                         "(max_length)")
-    if self.family == "encoder_decoder" and (prompt_len > m.max_len or new_tokens > m.max_len):
-      raise ConfigError(f"the longest input ({prompt_len} tokens) and the new tokens "
-                        f"({new_tokens}) must each fit the model's max_len {m.max_len} "
-                        f"({m.position} positions)")
 
   def _text(self, ids) -> str:
     """Generated ids (eos included, if reached) as text."""
@@ -253,7 +217,7 @@ class LanguageModel:
   def continues_prompts(self) -> bool:
     """Whether generations continue their prompt's text: a pretrained decoder's do; an
     encoder-decoder's, or a fine-tuned seq2seq model's, are outputs of their own."""
-    return self.family == "decoder" and not self.task
+    return self._family.generates and not self._family.has_encoder and not self.task
 
   # Scoring.
 
@@ -269,12 +233,11 @@ class LanguageModel:
       targets, _ = as_texts(targets, "targets")
       if len(targets) != len(texts):
         raise ConfigError(f"score got {len(texts)} texts but {len(targets)} targets")
-    if self.family == "encoder" or self.task:
-      what = "an encoder-only (BERT) model" if self.family == "encoder" else (
-          f"a model fine-tuned for {self.task}")
+    if not self._family.generates or self.task:
+      what = f"a model fine-tuned for {self.task}" if self.task else "an encoder-only (BERT) model"
       raise ConfigError(f"score needs a pretrained language model (decoder or encoder-decoder), "
                         f"not {what}")
-    if self.family == "encoder_decoder" and targets is None:
+    if self._family.has_encoder and targets is None:
       raise ConfigError("an encoder-decoder model scores a target given an input: "
                         "score(texts, targets=[...])")
     rows = [self._score_ids(i, t, None if targets is None else targets[i])
@@ -294,17 +257,17 @@ class LanguageModel:
     """(model inputs, encoder inputs or None, targets, weights) of one text, unpadded. Position
     i predicts ids[i + 1]; with a target only the target's tokens and the eos count."""
     tok = self.tokenizer
-    if self.family == "decoder":
-      context = ([tok.bos_id] if tok.bos_id >= 0 else []) + tok.encode(text)
-      ids = context + (tok.encode(target) if target is not None else []) + [tok.eos_id]
-      first = 0 if target is None else len(context) - 1
-      weights = [float(i >= first) for i in range(len(ids) - 1)]
-      self._check_text_length(index, len(ids) - 1)
-      return ids[:-1], None, ids[1:], weights
-    source = tok.encode(text) + [tok.eos_id]
-    scored = tok.encode(target) + [tok.eos_id]
-    self._check_text_length(index, max(len(source), len(scored)))
-    return [0] + scored[:-1], source, scored, [1.0] * len(scored)
+    if self._family.has_encoder:
+      source = tok.encode(text) + [tok.eos_id]
+      scored = tok.encode(target) + [tok.eos_id]
+      self._check_text_length(index, max(len(source), len(scored)))
+      return [0] + scored[:-1], source, scored, [1.0] * len(scored)
+    context = ([tok.bos_id] if tok.bos_id >= 0 else []) + tok.encode(text)
+    ids = context + (tok.encode(target) if target is not None else []) + [tok.eos_id]
+    first = 0 if target is None else len(context) - 1
+    weights = [float(i >= first) for i in range(len(ids) - 1)]
+    self._check_text_length(index, len(ids) - 1)
+    return ids[:-1], None, ids[1:], weights
 
   def _check_text_length(self, index: int, length: int) -> None:
     m = self.model_config
@@ -319,7 +282,7 @@ class LanguageModel:
              "segment_ids": _right_padded([[1] * len(r[0]) for r in rows], width),
              "targets": _right_padded([r[2] for r in rows], width),
              "weights": _right_padded([r[3] for r in rows], width, np.float32)}
-    if self.family == "encoder_decoder":
+    if self._family.has_encoder:
       width = _round_up(max(len(r[1]) for r in rows))
       batch["encoder_inputs"] = _right_padded([r[1] for r in rows], width)
       batch["encoder_segment_ids"] = _right_padded([[1] * len(r[1]) for r in rows], width)
@@ -327,19 +290,19 @@ class LanguageModel:
 
   def _score_fn(self) -> Callable:
     """(params, batch) -> [B] sums of the log-probabilities of the weighted targets."""
-    model, family = self.model, self.family
+    model, has_encoder = self.model, self._family.has_encoder
 
     def fn(params, b):
       segments = b["segment_ids"]
-      if family == "decoder":
-        logits = model.apply({"params": params}, b["inputs"], positions=_positions(segments),
-                             segment_ids=segments)
-      else:
+      if has_encoder:
         encoder_segments = b["encoder_segment_ids"]
         logits = model.apply({"params": params}, b["encoder_inputs"], b["inputs"],
                              encoder_segment_ids=encoder_segments, decoder_segment_ids=segments,
                              encoder_positions=_positions(encoder_segments),
                              decoder_positions=_positions(segments))
+      else:
+        logits = model.apply({"params": params}, b["inputs"], positions=_positions(segments),
+                             segment_ids=segments)
       logp = jax.nn.log_softmax(logits.astype(jnp.float32))                      # [B, T, V]
       picked = jnp.take_along_axis(logp, b["targets"][..., None], axis=-1)[..., 0]
       return (picked * b["weights"]).sum(-1)                                      # [B]
@@ -355,34 +318,34 @@ class LanguageModel:
     inputs and the features are those a fine-tuned head reads (roots_jax.models.heads); texts
     longer than the model's max_len are truncated."""
     texts, single = as_texts(texts, "texts")
-    default = {"encoder": "first", "decoder": "last", "encoder_decoder": "mean"}[self.family]
-    pooling = pooling or default
-    fits = (heads.default_pooling(self.family), "mean")
+    pooling = pooling or self._family.embed_pooling
+    fits = (self._family.default_pooling, "mean")
     if pooling not in fits:
       raise ConfigError(f"pooling={pooling!r} does not fit a {self.family} model: use "
                         f"{' or '.join(fits)}")
     cap = self.model_config.max_len
     width = min(_round_up(max(len(self.tokenizer.encode(t)) for t in texts) + 2), cap)
-    rows = self._task_rows(texts, "regression", width)
+    rows = self._text_rows(texts, width)
     fn = self._jit(("embed", pooling), lambda: self._embed_fn(pooling))
     out = np.concatenate([self._run(fn, _stack(rows[i:i + BATCH]), len(rows[i:i + BATCH]))
                           for i in range(0, len(rows), BATCH)])
     return out.astype(np.float32)[0] if single else out.astype(np.float32)
 
   def _embed_fn(self, pooling: str) -> Callable:
-    extractor = heads.FinetuneModel(self.model_config, "regression", pooling=pooling)
+    extractor = FinetuneModel(self.model_config, reads="pooled", num_outputs=1, pooling=pooling)
     backbone = (lambda p: p["backbone"]) if self.task else (lambda p: p)
     return lambda params, batch: extractor.apply(
         {"params": {"backbone": backbone(params)}}, batch, deterministic=True,
-        method=heads.FinetuneModel.features)
+        method=FinetuneModel.features)
 
-  def _task_rows(self, texts: Sequence[str], kind: str, width: int) -> list[dict]:
-    """Each text as a fine-tuning row of `kind` (roots_jax.data.finetune), without labels."""
-    label = self.labels.names[0] if kind == "classification" else 0.0
-    rows = [finetune_data.encode({"text": t, "label": label}, family=self.family, kind=kind,
-                                 tokenizer=self.tokenizer, labels=self.labels, max_len=width,
-                                 target_len=0) for t in texts]
-    return [{k: v for k, v in r.items() if not k.startswith("label")} for r in rows]
+  def _text_rows(self, texts: Sequence[str], width: int) -> list[dict]:
+    """Each text as the row a pooled head reads (a classification or regression task's,
+    roots_jax.tasks), without labels."""
+    rows = []
+    for text in texts:
+      ids, second = text_ids({"text": text}, self._family, self.tokenizer, width)
+      rows.append(self._family.text_row(ids, width, "pooled", second))
+    return rows
 
   # Fine-tuning.
 
@@ -391,11 +354,12 @@ class LanguageModel:
                workdir: str | None = None, steps: int = 100, batch_size: int = 16,
                learning_rate: float | None = None, frozen: bool = False,
                **overrides) -> "LanguageModel":
-    """Fine-tunes this (pretrained) model with the fine-tune driver and returns the result
-    (its best checkpoint by the validation metric). kind: classification (labels: class names
-    or ints), regression (floats) or seq2seq (target texts). The data are written as JSONL in
-    `workdir` (default: a temporary directory, removed with the returned model); without eval
-    data the training examples are scored, once at the end. learning_rate defaults to
+    """Fine-tunes this (pretrained) model as a fine-tuning run (roots_jax.runs.finetune) on
+    these examples and returns the result (its best checkpoint by the validation metric). kind:
+    classification (labels: class names or ints), regression (floats) or seq2seq (target
+    texts). The run lives in `workdir` (default: a temporary directory, removed with the
+    returned model), which keeps the examples as JSONL for evaluating or resuming it; without
+    eval data the training examples are scored, once at the end. learning_rate defaults to
     configs/finetune/package.py's: 3e-4, or 3e-3 with a frozen backbone. task.max_len (and
     target_len) fit the data. `overrides` set any fine-tune config key, `__` for the dot:
     finetune__pooling="mean", train__eval_every=20."""
@@ -404,7 +368,8 @@ class LanguageModel:
                         f"pretrained model it came from ({self.config.init_from})")
     if kind not in FINETUNE_KINDS:
       raise ConfigError(f"kind={kind!r}: finetune takes one of {', '.join(FINETUNE_KINDS)}")
-    heads.check_kind(self.family, kind)
+    task_kind = tasks.get(kind)
+    task_kind.check_family(self._family)
     train = _examples(texts, labels, kind, "texts", "labels")
     evaluation = train if eval_texts is None else _examples(eval_texts, eval_labels, kind,
                                                             "eval_texts", "eval_labels")
@@ -432,15 +397,19 @@ class LanguageModel:
         workdir)
     try:
       os.makedirs(os.path.join(workdir, "data"), exist_ok=True)
-      for split, examples in (("train", train), ("validation", evaluation)):
+      examples = {}
+      for split, records in (("train", train), ("validation", evaluation)):
         path = os.path.join(workdir, "data", f"{split}.jsonl")
         with open(path, "w", encoding="utf-8") as f:
-          f.writelines(json.dumps(e, ensure_ascii=False) + "\n" for e in examples)
+          f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
         config_lib.apply_override(config, f"task.{split}_files={path}")
+        examples[split] = [task_kind.example(r, config.task, f"{split} example {i}")
+                           for i, r in enumerate(records)]
       config_lib.apply_override(config, f"task.test_files={config.task.validation_files}")
+      examples["test"] = examples["validation"]
       config_lib.validate(config)
-      train_lib.log_to_console()
-      finetune_lib.finetune(config, workdir)
+      log_to_console()
+      finetune_run.finetune(config, workdir, examples=examples)
       tuned = LanguageModel.from_pretrained(workdir)
     except BaseException:
       if temporary:
@@ -461,8 +430,9 @@ class LanguageModel:
       target_len = min(_round_up(max(len(tok.encode(e["label"])) for e in examples) + 1, 8), 32)
     m = self.model_config
     if m.position in BOUNDED_POSITIONS:
-      budget = m.max_len - (target_len if kind == "seq2seq" and self.family == "decoder" else 0)
-      max_len = min(max_len, budget)
+      # A decoder's seq2seq rows hold the targets after the input.
+      targets = tasks.get(kind).row_length(self._family, max_len, target_len) - max_len
+      max_len = min(max_len, m.max_len - targets)
     return max_len, target_len
 
   def predict(self, texts: str | Sequence[str]) -> list:
@@ -496,67 +466,11 @@ class LanguageModel:
 
   def _head_outputs(self, texts: Sequence[str]) -> np.ndarray:
     """The fine-tuned head's outputs: logits [N, C] or scores [N]."""
-    rows = self._task_rows(texts, self.task, self.config.task.max_len)
+    rows = self._text_rows(texts, self.config.task.max_len)
     model = self.model
     fn = self._jit("head", lambda: lambda params, batch: model.apply({"params": params}, batch))
     return np.concatenate([self._run(fn, _stack(rows[i:i + BATCH]), len(rows[i:i + BATCH]))
                            for i in range(0, len(rows), BATCH)])
-
-
-def _load(workdir: str, which: str | None) -> LanguageModel:
-  """A run's LanguageModel: the evaluate driver's way of building it and finding its checkpoint."""
-  config = config_lib.read_config(os.path.join(workdir, "config.json"))
-  finetuned = "task" in config
-  with config.unlocked():
-    try:
-      config_lib.mesh_shape(config, jax.device_count())
-    except ConfigError:  # the run's mesh needs other devices: data-parallel over these
-      config.mesh.shape = (-1, 1, 1)
-  mesh, rules = partitioning.make_mesh(config), config_lib.logical_rules(config)
-  tokenizer = Tokenizer.load(pretrained.tokenizer_path(workdir, config))
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    if finetuned:
-      run = finetune_lib.setup(config, workdir, mesh, tokenizer=tokenizer)
-      parts, labels = run.parts, run.labels
-    else:
-      parts, labels = train_lib.build(config, mesh), None
-    which = which or ("best" if finetuned else "latest")
-    manager, step = evaluate_lib.find_checkpoint(workdir, which, finetuning=finetuned)
-    try:
-      params = checkpoints.restore_params(manager, step, evaluate_lib.abstract_params(parts))
-    finally:
-      manager.close()
-  return LanguageModel(workdir=workdir, step=step, config=config, tokenizer=tokenizer,
-                       parts=parts, params=params, labels=labels, mesh=mesh, rules=rules)
-
-
-def _is_hf_config(path: str) -> bool:
-  """Whether config.json is a Hugging Face model's (a roots_jax run's has a model section)."""
-  try:
-    with open(path) as f:
-      values = json.load(f)
-  except (OSError, ValueError) as e:
-    raise ConfigError(f"cannot read {path}: {e}") from e
-  return isinstance(values, dict) and "model" not in values and (
-      "architectures" in values or "model_type" in values)
-
-
-def _converted_run(hf_dir: str) -> str:
-  """The run that `python -m roots_jax.convert import` makes of `hf_dir`, converted on first
-  use into the cache, under a key of the directory's path and its files' sizes and times."""
-  from roots_jax import convert  # pylint: disable=g-import-not-at-top
-  stamp = [hf_dir] + [f"{e.name}:{e.stat().st_size}:{e.stat().st_mtime_ns}"
-                      for e in sorted(os.scandir(hf_dir), key=lambda e: e.name) if e.is_file()]
-  key = hashlib.sha256("\n".join(stamp).encode()).hexdigest()[:16]
-  root = os.environ.get("ROOTS_JAX_CACHE") or CACHE_DIR
-  run_dir = os.path.join(root, "hf", f"{os.path.basename(hf_dir)}-{key}")
-  if not os.path.isfile(os.path.join(run_dir, "config.json")):
-    os.makedirs(os.path.dirname(run_dir), exist_ok=True)
-    summary = convert.import_hf(hf_dir, run_dir)
-    log.info("converted %s (%s) into %s", hf_dir, summary["architecture"], run_dir)
-    if summary["fresh"]:
-      log.warning("%s has no %s: initialised fresh (random)", hf_dir, ", ".join(summary["fresh"]))
-  return run_dir
 
 
 # Inputs.

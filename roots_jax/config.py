@@ -1,13 +1,16 @@
-"""Run configuration: the defaults every config file starts from, loading, CLI overrides, validation.
+"""Run configuration: the keys a run understands with their defaults and meanings (the model
+fields' in roots_jax.models.config), loading, CLI overrides, validation and config.json.
 
 A config file is a Python file with `get_config(arg=None)` returning a ConfigDict built on
-`base_config()`. `load_config("configs/gpt2.py:small", ["train.batch_size=64"])` imports it,
-applies `key=value` overrides (typed by the existing field, so an unknown key or a wrong type is
-an error), validates, and returns a locked config.
+`base_config()` (pretraining) or `finetune_config()`. `load_config("configs/gpt2.py:small",
+["train.batch_size=64"])` imports it, applies `key=value` overrides (typed by the existing field,
+so an unknown key or a wrong type is an error), validates, and returns a locked config. Its
+`kind` is what it runs, and what a run directory's config.json says the run is.
 """
 
 import ast
 import copy
+import dataclasses
 import difflib
 import importlib.util
 import json
@@ -17,79 +20,23 @@ from typing import Sequence
 import ml_collections
 from ml_collections.config_dict import placeholder
 
+from roots_jax import objectives, tasks
+from roots_jax.data import builtin_tasks
 from roots_jax.errors import ConfigError
-
-MESH_AXES = ("data", "fsdp", "tensor")
-
-# Logical axis -> mesh axes. Flax never maps one mesh axis twice in a spec, so activations
-# [batch, length, embed] keep `embed` unsharded where `batch` already took `fsdp`.
-RULE_PRESETS = {
-    "dp": (("batch", ("data", "fsdp")),),
-    "fsdp": (("batch", ("data", "fsdp")), ("embed", "fsdp")),
-    "fsdp_tp": (
-        ("batch", ("data", "fsdp")),
-        ("embed", "fsdp"),
-        ("heads", "tensor"),
-        ("kv_heads", "tensor"),
-        ("mlp", "tensor"),
-        ("vocab", "tensor"),
-    ),
-}
-
-# Dense peak FLOP/s per device for the compute dtype (bf16 on accelerators), used for MFU.
-# CPU: the fp32 sgemm ceiling measured on a 2-core AVX-512 host (OpenBLAS, 2048^3), the whole
-# host as one device; XLA's own CPU matmul reaches about 87e9 there.
-PEAK_FLOPS = {
-    "cpu": 190e9,
-    "TPU v4": 275e12,
-    "TPU v5 lite": 197e12,
-    "TPU v5e": 197e12,
-    "TPU v5p": 459e12,
-    "TPU v6 lite": 918e12,
-    "NVIDIA A100": 312e12,
-    "NVIDIA H100": 989e12,
-    "NVIDIA H200": 989e12,
-}
+from roots_jax.models import config as model_config
+from roots_jax.models.config import ModelConfig
+from roots_jax.training import partitioning
 
 
 def base_config() -> ml_collections.ConfigDict:
-  """Every key a run understands, with defaults that suit a small CPU run."""
+  """Every key a pretraining run understands, with defaults that suit a small CPU run."""
   c = ml_collections.ConfigDict()
+  c.kind = "pretrain"            # what the config runs, recorded in the run's config.json: pretrain
+                                 # | finetune | converted (a Hugging Face checkpoint's parameters)
   c.seed = 0
 
-  c.model = ml_collections.ConfigDict(dict(
-      family="decoder",          # decoder (GPT) | encoder (BERT) | encoder_decoder (Transformer, T5)
-      vocab_size=8192,
-      num_layers=2,              # encoder_decoder: the encoder's
-      num_decoder_layers=0,      # encoder_decoder: 0 = num_layers
-      embed_dim=128,
-      num_heads=4,
-      num_kv_heads=0,            # 0: same as num_heads (MHA); 1: MQA; in between: GQA
-      head_dim=0,                # 0: embed_dim // num_heads
-      mlp_dim=512,
-      mlp_activation="gelu",     # gelu (tanh approx., GPT-2) | gelu_exact (erf, BERT) | relu (2017
-                                 # Transformer, T5 v1.0) | swiglu | geglu (T5 v1.1)
-      norm="layernorm",          # layernorm | rmsnorm
-      norm_eps=1e-5,
-      norm_placement="pre",      # pre (GPT-2, T5) | post (BERT, the 2017 Transformer)
-      position="learned",        # learned | sinusoidal | rope | relative (T5 bucketed bias)
-      max_len=1024,
-      rope_theta=10000.0,
-      relative_buckets=32,       # T5: 32 buckets, max distance 128
-      relative_max_distance=128,
-      type_vocab_size=0,         # BERT token types (segments A/B): 2; 0 = none
-      scale_embeddings=False,    # multiply embeddings by sqrt(embed_dim) (the 2017 Transformer)
-      scaled_attention=True,     # q k^T / sqrt(head_dim); T5 folds the scale into its init: False
-      dropout_rate=0.0,
-      attention_dropout_rate=0.0,
-      use_bias=True,
-      tie_embeddings=True,
-      attention_impl="xla",      # xla (einsum) | dot_product_attention (jax.nn, XLA) | cudnn
-      remat_policy="none",       # none | full | dots | dots_no_batch
-      scan_layers=True,
-      dtype="float32",           # compute dtype; params stay param_dtype
-      param_dtype="float32",
-  ))
+  # Model fields, with their meanings: roots_jax.models.config.ModelConfig.
+  c.model = ml_collections.ConfigDict(dataclasses.asdict(ModelConfig()))
 
   c.tokenizer = ml_collections.ConfigDict(dict(
       path="",                   # a sentencepiece .model or a Hugging Face tokenizer directory (GPT-2,
@@ -178,22 +125,18 @@ def base_config() -> ml_collections.ConfigDict:
   ))
 
   c.hardware = ml_collections.ConfigDict(dict(
-      peak_flops_per_device=0.0,  # 0: look the device kind up in PEAK_FLOPS
+      peak_flops_per_device=0.0,  # 0: look the device kind up in training.profiling.PEAK_FLOPS
   ))
   return c
-
-
-# Model fields a fine-tune run may change without changing the parameters.
-RUNTIME_MODEL_KEYS = ("dropout_rate", "attention_dropout_rate", "attention_impl", "remat_policy",
-                      "dtype", "param_dtype")
 
 
 def finetune_config() -> ml_collections.ConfigDict:
   """Every key the fine-tune driver understands: the pretraining sections without `data`, the
   checkpoint to start from, the task's data and how the model is fine-tuned. Model fields are
   placeholders (None): the pretraining run's values fill them, and a value set here must equal
-  the checkpoint's, except the RUNTIME_MODEL_KEYS, which it overrides."""
+  the checkpoint's, except the models.config.RUNTIME_FIELDS, which it overrides."""
   c = base_config()
+  c.kind = "finetune"
   del c["data"]
   for key, value in list(c.model.items()):
     c.model[key] = placeholder(type(value))
@@ -245,6 +188,10 @@ def finetune_config() -> ml_collections.ConfigDict:
   c.optimizer.update(learning_rate=5e-5, warmup_steps=50, schedule="linear", end_lr_fraction=0.0,
                      weight_decay=0.01)
   return c
+
+
+# The keys of each kind of run: its config.json is read into this schema.
+SCHEMAS = {"pretrain": base_config, "finetune": finetune_config, "converted": base_config}
 
 
 def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
@@ -325,27 +272,20 @@ def _tuplify(value):
 
 
 _CHOICES = {
-    "model.family": ("decoder", "encoder", "encoder_decoder"),
-    "model.mlp_activation": ("gelu", "gelu_exact", "relu", "swiglu", "geglu"),
-    "model.norm_placement": ("pre", "post"),
-    "model.norm": ("layernorm", "rmsnorm"),
-    "model.position": ("learned", "sinusoidal", "rope", "relative"),
-    "model.attention_impl": ("xla", "dot_product_attention", "cudnn"),
-    "model.remat_policy": ("none", "full", "dots", "dots_no_batch"),
-    "model.dtype": ("float32", "bfloat16", "float16"),
-    "model.param_dtype": ("float32", "bfloat16"),
+    **{f"model.{key}": values for key, values in model_config.CHOICES.items()},
+    "kind": tuple(SCHEMAS),
     "tokenizer.model_type": ("unigram", "bpe"),
     "data.source": ("builtin", "files", "tfds"),
-    "data.objective": ("causal", "mlm_nsp", "span_corruption", "seq2seq"),
+    "data.objective": objectives.NAMES,
     "data.format": ("auto", "text", "jsonl", "parquet"),
     "optimizer.name": ("adamw", "sgd", "adafactor", "lion"),
     "optimizer.schedule": ("cosine", "linear", "inverse_sqrt", "constant"),
-    "mesh.parallelism": tuple(RULE_PRESETS),
+    "mesh.parallelism": tuple(partitioning.RULE_PRESETS),
     "distributed.initialize": ("auto", "yes", "no"),
     "train.bad_steps": ("halt", "skip"),
-    "task.kind": ("classification", "regression", "token_classification", "seq2seq"),
+    "task.kind": tasks.NAMES,
     "task.source": ("builtin", "files", "tfds"),
-    "task.builtin": ("package", "summary"),
+    "task.builtin": tuple(builtin_tasks.KINDS),
     "task.format": ("auto", "csv", "tsv", "jsonl"),
     "finetune.mode": ("full", "frozen"),
     "finetune.pooling": ("", "first", "last", "mean"),
@@ -356,12 +296,13 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   """Rejects impossible values and combinations with a one-line message. Device-dependent checks
   (batch vs. mesh) run when `num_devices` is given."""
   for key, choices in _CHOICES.items():
-    section, name = key.split(".")
-    value = config[section][name] if section in config else None
+    *section, name = key.split(".")
+    node = config[section[0]] if section and section[0] in config else None if section else config
+    value = node[name] if node is not None else None
     if value is not None and value not in choices:
       raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
   if None not in config.model.values():  # a fine-tune config's model is known after loading
-    _validate_model(config.model)
+    model_config.validate(config.model)
   if "data" in config:
     _validate_data(config)
   if "task" in config:
@@ -380,33 +321,17 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   if t.batch_size % t.grad_accum_steps:
     raise ConfigError(f"train.grad_accum_steps ({t.grad_accum_steps}) must divide train.batch_size "
                       f"({t.batch_size})")
-  if len(config.mesh.shape) != len(MESH_AXES):
-    raise ConfigError(f"mesh.shape needs {len(MESH_AXES)} sizes for {MESH_AXES}; got {config.mesh.shape}")
+  axes = partitioning.MESH_AXES
+  if len(config.mesh.shape) != len(axes):
+    raise ConfigError(f"mesh.shape needs {len(axes)} sizes for {axes}; got {config.mesh.shape}")
   if num_devices is not None:
-    shape = mesh_shape(config, num_devices)
+    shape = partitioning.mesh_shape(config, num_devices)
     dp = shape[0] * shape[1]
     micro = t.batch_size // t.grad_accum_steps
     if micro % dp:
       raise ConfigError(f"the batch per accumulation step ({micro} = train.batch_size / "
                         f"train.grad_accum_steps) must be divisible by the data-parallel size "
                         f"data*fsdp = {dp} of mesh {shape}")
-
-
-def _validate_model(m: ml_collections.ConfigDict) -> None:
-  for key in ("vocab_size", "num_layers", "embed_dim", "num_heads", "mlp_dim", "max_len"):
-    if m[key] <= 0:
-      raise ConfigError(f"model.{key} must be positive; got {m[key]}")
-  if m.head_dim == 0 and m.embed_dim % m.num_heads:
-    raise ConfigError(f"model.num_heads ({m.num_heads}) must divide model.embed_dim ({m.embed_dim}), "
-                      "or set model.head_dim")
-  kv_heads = m.num_kv_heads or m.num_heads
-  if m.num_heads % kv_heads:
-    raise ConfigError(f"model.num_kv_heads ({kv_heads}) must divide model.num_heads ({m.num_heads})")
-  if m.attention_dropout_rate > 0 and m.attention_impl != "xla":
-    raise ConfigError("model.attention_dropout_rate > 0 needs model.attention_impl=xla "
-                      "(the fused kernels have no attention dropout)")
-  if m.position == "rope" and (m.head_dim or m.embed_dim // m.num_heads) % 2:
-    raise ConfigError("rope needs an even head dimension")
 
 
 def _validate_data(config: ml_collections.ConfigDict) -> None:
@@ -417,10 +342,10 @@ def _validate_data(config: ml_collections.ConfigDict) -> None:
     raise ConfigError("data.source=files needs data.train_files (paths or globs)")
   if d.source == "tfds" and not d.tfds_name:
     raise ConfigError("data.source=tfds needs data.tfds_name (e.g. lm1b)")
-  if d.objective == "seq2seq" and d.source == "builtin":
-    raise ConfigError("data.objective=seq2seq needs (input, target) pairs: set data.source=files "
-                      "or tfds with data.input_field and data.target_field, or pretrain with "
-                      "data.objective=span_corruption on the built-in corpus")
+  if objectives.get(d.objective).reads_pairs and d.source == "builtin":
+    raise ConfigError(f"data.objective={d.objective} needs (input, target) pairs: set "
+                      "data.source=files or tfds with data.input_field and data.target_field, or "
+                      "pretrain with data.objective=span_corruption on the built-in corpus")
   if not 0.0 <= d.eval_fraction < 1.0:
     raise ConfigError(f"data.eval_fraction must be in [0, 1); got {d.eval_fraction}")
   if d.max_document_bytes <= 0:
@@ -433,12 +358,7 @@ def _validate_finetune(config: ml_collections.ConfigDict) -> None:
     raise ConfigError("task.source=files needs task.train_files (paths or globs)")
   if task.source == "tfds" and not task.tfds_name:
     raise ConfigError("task.source=tfds needs task.tfds_name (e.g. glue/sst2)")
-  if task.source == "builtin" and (task.kind == "seq2seq") != (task.builtin == "summary"):
-    raise ConfigError(f"the built-in task {task.builtin!r} does not fit task.kind={task.kind}: use "
-                      "task.builtin=package with classification, summary with seq2seq")
-  if task.max_len < 4 or (task.kind == "seq2seq" and task.target_len < 2):
-    raise ConfigError(f"task.max_len ({task.max_len}) must be at least 4 and task.target_len "
-                      f"({task.target_len}) at least 2")
+  tasks.get(task.kind).validate(task)
   if f.trainable_layers < 0:
     raise ConfigError(f"finetune.trainable_layers must be >= 0; got {f.trainable_layers}")
   if f.trainable_layers and f.mode != "frozen":
@@ -449,36 +369,21 @@ def _validate_finetune(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"finetune.patience must be >= 0; got {f.patience}")
 
 
-def mesh_shape(config: ml_collections.ConfigDict, num_devices: int) -> tuple[int, ...]:
-  """Resolves a -1 in mesh.shape to the remaining devices and checks the product."""
-  shape = list(config.mesh.shape)
-  if shape.count(-1) > 1 or any(s == 0 or s < -1 for s in shape):
-    raise ConfigError(f"mesh.shape {tuple(shape)} may hold at most one -1 and otherwise positive sizes")
-  known = 1
-  for s in shape:
-    known *= s if s > 0 else 1
-  if -1 in shape:
-    if num_devices % known:
-      raise ConfigError(f"mesh.shape {tuple(shape)} does not fit {num_devices} devices")
-    shape[shape.index(-1)] = num_devices // known
-  elif known != num_devices:
-    raise ConfigError(f"mesh.shape {tuple(shape)} needs {known} devices; there are {num_devices}")
-  return tuple(shape)
-
-
-def logical_rules(config: ml_collections.ConfigDict) -> tuple:
-  """The logical-axis rules in force: mesh.rules if given, else the parallelism preset's."""
-  return tuple(config.mesh.rules) or RULE_PRESETS[config.mesh.parallelism]
-
-
 def read_config(path: str) -> ml_collections.ConfigDict:
-  """A workdir's config.json as a locked config (a pretraining or a fine-tuning one)."""
+  """A run's config.json as a locked config of its kind's schema."""
   try:
     with open(path) as f:
       values = json.load(f)
   except (OSError, ValueError) as e:
     raise ConfigError(f"cannot read the run config {path}: {e}") from e
-  config = finetune_config() if "task" in values else base_config()
+  if not isinstance(values, dict):
+    raise ConfigError(f"{path} holds a JSON {type(values).__name__}, not a run config")
+  if "kind" not in values:  # written before runs recorded their kind
+    values["kind"] = "finetune" if "task" in values else "pretrain"
+  if values["kind"] not in SCHEMAS:
+    raise ConfigError(f"{path} is a run of kind {values['kind']!r}, which this version does not "
+                      f"know ({', '.join(SCHEMAS)})")
+  config = SCHEMAS[values["kind"]]()
   config.lock()
   _update(config, values, path, "")
   return config

@@ -16,7 +16,6 @@ padded) and `segment_ids` [B, P] (1 real, 0 padding); for an encoder-decoder: `e
 """
 
 import dataclasses
-import functools
 from typing import Callable, NamedTuple
 
 import flax.linen as nn
@@ -25,6 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from roots_jax.errors import ConfigError
+from roots_jax.models import families
+from roots_jax.models.families import Family
 
 NEG_INF = float(np.finfo(np.float32).min)
 
@@ -93,26 +94,29 @@ class _Model(NamedTuple):
   reorder: Callable  # (state, rows [R]) -> state            beam search's surviving rows
 
 
-def generate(model: nn.Module, params, prompts: dict, *, family: str, config: GenerationConfig,
-             eos_id: int, pad_id: int = 0, use_cache: bool = True,
+def generate(model: nn.Module, params, prompts: dict, *, family: str | Family,
+             config: GenerationConfig, eos_id: int, pad_id: int = 0, use_cache: bool = True,
              method: Callable | None = None, seed: jax.Array | None = None) -> Generated:
   """Generates from a batch of prompts; call under jax.jit (config is static).
 
-  `model` is a Decoder or EncoderDecoder (roots_jax.models), or any module whose `method`
-  has the signature of `lm_logits` below (FinetuneModel's seq2seq head). `seed`, a traced int,
-  replaces config.seed, so one compiled function serves every seed.
+  `model` is a Decoder or EncoderDecoder (roots_jax.models) of `family` (an object or its
+  name), or any module whose `method` has the signature of `Family.lm_logits` without the
+  module (FinetuneModel.lm_logits, a seq2seq head). `seed`, a traced int, replaces config.seed,
+  so one compiled function serves every seed.
   """
   config.validate()
+  if isinstance(family, str):
+    family = families.get(family)
   rows = config.rows_per_prompt
   # Each prompt's rows are adjacent: [B * rows, ...].
   prompts = jax.tree.map(lambda x: jnp.repeat(x, rows, axis=0), prompts)
-  method = method or functools.partial(lm_logits, family=family)
+  method = method or family.lm_logits
   build = _cached_model if use_cache else _recomputing_model
   lm = build(model, params, prompts, family=family, steps=config.max_new_tokens, method=method)
   presence = None
   if config.repetition_penalty != 1.0:
-    seen = prompts["inputs"] * prompts["segment_ids"] if family == "decoder" else jnp.zeros(
-        prompts["encoder_inputs"].shape[:1] + (1,), jnp.int32)  # HF: the decoder's start id 0
+    seen = jnp.zeros(prompts["encoder_inputs"].shape[:1] + (1,), jnp.int32) if (
+        family.has_encoder) else prompts["inputs"] * prompts["segment_ids"]  # HF: start id 0
     presence = _presence(seen, model.config.vocab_size)
   if config.num_beams > 1:
     return _beam_search(lm, config, eos_id, pad_id, presence)
@@ -120,21 +124,9 @@ def generate(model: nn.Module, params, prompts: dict, *, family: str, config: Ge
   return _sample(lm, config, eos_id, pad_id, presence, _live_rows(prompts, family), key)
 
 
-def lm_logits(module: nn.Module, tokens: jax.Array, *, positions: jax.Array,
-              segment_ids: jax.Array, encoded: jax.Array | None = None,
-              encoder_segment_ids: jax.Array | None = None, decode: bool = False, family: str):
-  """Next-token logits [R, T, V] of a pretraining Decoder or EncoderDecoder (Flax `method`)."""
-  if family == "decoder":
-    return module(tokens, positions=positions, segment_ids=segment_ids, decode=decode)
-  return module.decode(encoded, tokens, encoder_segment_ids=encoder_segment_ids,
-                       decoder_segment_ids=segment_ids, decoder_positions=positions,
-                       decode=decode)
-
-
-def _live_rows(prompts, family):
+def _live_rows(prompts, family: Family):
   """[R] bool: rows with a prompt (padding rows of a sharded batch generate nothing)."""
-  segments = prompts["segment_ids"] if family == "decoder" else prompts["encoder_segment_ids"]
-  return segments.max(axis=1) > 0
+  return prompts[f"{family.prompt_prefix}segment_ids"].max(axis=1) > 0
 
 
 def _positions(segments: jax.Array) -> jax.Array:
@@ -155,16 +147,16 @@ def _encode(model, params, prompts):
 
 def _cached_model(model, params, prompts, *, family, steps, method) -> _Model:
   """Prefill once, then one token per step against the KV cache."""
-  if family == "decoder":
-    inputs, segments = prompts["inputs"], prompts["segment_ids"]
-    encoded = encoder_segments = None
-    first = inputs, _positions(segments), segments
-    next_position = segments.sum(axis=1)                               # [R]
-  else:
+  if family.has_encoder:
     encoded, encoder_segments = _encode(model, params, prompts), prompts["encoder_segment_ids"]
     zeros = jnp.zeros((encoded.shape[0], 1), jnp.int32)
     first = zeros, zeros, jnp.ones_like(zeros)                         # the start id 0
     next_position = jnp.ones(encoded.shape[:1], jnp.int32)
+  else:
+    inputs, segments = prompts["inputs"], prompts["segment_ids"]
+    encoded = encoder_segments = None
+    first = inputs, _positions(segments), segments
+    next_position = segments.sum(axis=1)                               # [R]
 
   def call(cache, tokens, positions, segments, encoded):
     variables = {"params": params} if cache is None else {"params": params, "cache": cache}
@@ -215,16 +207,16 @@ def _take_rows(cache, rows, model):
 def _recomputing_model(model, params, prompts, *, family, steps, method) -> _Model:
   """No cache: the full forward pass over a fixed buffer [R, P + N] (decoder) or [R, N]
   (encoder-decoder's decoder) at every step."""
-  if family == "decoder":
-    prompt_len = prompts["inputs"].shape[1]
-    buffer = jnp.pad(prompts["inputs"] * prompts["segment_ids"], ((0, 0), (0, steps)))
-    segments = jnp.pad(prompts["segment_ids"], ((0, 0), (0, steps)))
-    encoded = encoder_segments = None
-  else:
+  if family.has_encoder:
     prompt_len = 1
     encoded, encoder_segments = _encode(model, params, prompts), prompts["encoder_segment_ids"]
     buffer = jnp.zeros((encoded.shape[0], steps + 1), jnp.int32)     # start id 0, then output
     segments = jnp.zeros_like(buffer).at[:, 0].set(1)
+  else:
+    prompt_len = prompts["inputs"].shape[1]
+    buffer = jnp.pad(prompts["inputs"] * prompts["segment_ids"], ((0, 0), (0, steps)))
+    segments = jnp.pad(prompts["segment_ids"], ((0, 0), (0, steps)))
+    encoded = encoder_segments = None
 
   def logits_at(buffer, segments, t):
     logits = model.apply({"params": params}, buffer, positions=_positions(segments),

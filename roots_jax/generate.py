@@ -15,19 +15,13 @@ an encoder-decoder's (or a fine-tuned model's) on its own. Built on roots_jax.ap
 import argparse
 import sys
 
-from roots_jax.errors import ConfigError, RootsError
-
-
-class _Parser(argparse.ArgumentParser):
-  """Bad arguments are a ConfigError (one line, exit 2), not argparse's usage message."""
-
-  def error(self, message):
-    raise ConfigError(f"{message}; see python -m roots_jax.generate --help")
+from roots_jax import cli
+from roots_jax.api import LanguageModel
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-  p = _Parser(prog="python -m roots_jax.generate", description=__doc__,
-              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = cli.ArgumentParser(prog="python -m roots_jax.generate", description=__doc__,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--workdir", required=True, help="the run (or Hugging Face model) directory")
   p.add_argument("--prompt", action="append", required=True, help="a prompt; repeat for more")
   p.add_argument("--checkpoint", default=None, help="best | latest | a step (default: the run's)")
@@ -58,10 +52,10 @@ def format_outputs(prompts: list[str], outputs: list[list[str]], full_text: bool
   return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-  try:
+def main(argv: list[str] | None = None) -> int:
+
+  def command():
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    from roots_jax.api import LanguageModel  # pylint: disable=g-import-not-at-top
     lm = LanguageModel.from_pretrained(args.workdir, checkpoint=args.checkpoint)
     outputs = lm.generate(
         args.prompt, max_length=args.max_length, max_new_tokens=args.max_new_tokens,
@@ -69,11 +63,9 @@ def main(argv=None) -> int:
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
         repetition_penalty=args.repetition_penalty, num_beams=args.num_beams,
         length_penalty=args.length_penalty, seed=args.seed, use_cache=not args.no_cache)
-  except RootsError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  print(format_outputs(args.prompt, outputs, full_text=lm.continues_prompts))
-  return 0
+    print(format_outputs(args.prompt, outputs, full_text=lm.continues_prompts))
+
+  return cli.run(command)
 
 
 if __name__ == "__main__":

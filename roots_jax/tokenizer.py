@@ -14,10 +14,11 @@ a directory of Hugging Face tokenizer files (GPT-2, BERT, T5), as tokenizer.path
 import argparse
 import sys
 
+from roots_jax import cli
 from roots_jax.config import base_config
-from roots_jax.data import sources
-from roots_jax.data.tokenizer import Tokenizer, train_tokenizer, write_atomically
-from roots_jax.errors import RootsError
+from roots_jax.data import load_tokenizer, sources
+from roots_jax.data.sentencepiece import train_tokenizer
+from roots_jax.data.tokenizers import write_atomically
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -31,11 +32,11 @@ def _train(args: argparse.Namespace) -> None:
   write_atomically(args.output, train_tokenizer(
       stream, vocab_size=args.vocab_size, model_type=args.model_type,
       max_bytes=int(args.max_bytes)))
-  print(f"wrote {args.output} ({Tokenizer.load(args.output).vocab_size} pieces)")
+  print(f"wrote {args.output} ({load_tokenizer(args.output).vocab_size} pieces)")
 
 
 def _encode(args: argparse.Namespace) -> None:
-  print(" ".join(map(str, Tokenizer.load(args.model).encode(args.text))))
+  print(" ".join(map(str, load_tokenizer(args.model).encode(args.text))))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,12 +61,7 @@ def main(argv: list[str] | None = None) -> int:
   encode.add_argument("text")
   encode.set_defaults(run=_encode)
   args = parser.parse_args(argv)
-  try:
-    args.run(args)
-  except RootsError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  return 0
+  return cli.run(lambda: args.run(args))
 
 
 if __name__ == "__main__":

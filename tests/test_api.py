@@ -13,12 +13,13 @@ import pytest
 from flax import linen as nn
 
 import roots_jax
-from roots_jax import config as config_lib
-from roots_jax import convert, decoding, metrics
-from roots_jax import evaluate as evaluate_lib
+from roots_jax import decoding, metrics
 from roots_jax.api import LanguageModel
 from roots_jax.errors import CheckpointError, ConfigError
-from roots_jax.models.heads import last_token, mean_tokens
+from roots_jax.models.families import last_token, mean_tokens
+from roots_jax.runs import convert
+from roots_jax.runs.evaluation import evaluate_run
+from roots_jax.training import partitioning
 
 PROMPTS = ["ba ko mi", "tu ze lo pa ri ba ko"]
 # Sampling settings shared by the tests (each settings' compilation is cached on the model).
@@ -88,7 +89,7 @@ def test_generate_equals_decoding_generate(family, gpt, t5):
     tokens[i, width - len(row):], segments[i, width - len(row):] = row, 1
   prefix = "" if family == "decoder" else "encoder_"
   config = decoding.GenerationConfig(**SAMPLED)
-  with jax.set_mesh(lm.mesh), nn.logical_axis_rules(config_lib.logical_rules(lm.config)):
+  with jax.set_mesh(lm.mesh), nn.logical_axis_rules(partitioning.logical_rules(lm.config)):
     out = jax.jit(lambda p, b: decoding.generate(
         lm.model, p, b, family=family, config=config, eos_id=tok.eos_id, pad_id=tok.pad_id))(
             lm.params, {f"{prefix}inputs": tokens, f"{prefix}segment_ids": segments})
@@ -186,7 +187,7 @@ def test_finetune_and_predict_agree_with_evaluate(classifier, task_files):
   probs = classifier.class_probabilities(texts)
   np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
   assert predictions == [classifier.labels.names[i] for i in probs.argmax(-1)]
-  results = evaluate_lib.evaluate_run(classifier.workdir, split="validation")
+  results = evaluate_run(classifier.workdir, split="validation")
   assert results["checkpoint_step"] == classifier.step
   assert metrics.accuracy(np.array(predictions), np.array(labels)) == pytest.approx(
       results["metrics"]["accuracy"])
@@ -203,7 +204,7 @@ def test_seq2seq_finetune_predicts_what_evaluate_generates(t5, task_files):
   assert tuned.task == "seq2seq" and tuned.config.finetune.mode == "frozen"
   predictions = tuned.predict(eval_texts)
   assert len(predictions) == len(eval_texts) and all(isinstance(p, str) for p in predictions)
-  results = evaluate_lib.evaluate_run(tuned.workdir, split="validation")["metrics"]
+  results = evaluate_run(tuned.workdir, split="validation")["metrics"]
   assert metrics.rouge(predictions, eval_targets)["rougeL"] == pytest.approx(results["rougeL"])
   assert metrics.exact_match(predictions, eval_targets) == pytest.approx(results["exact_match"])
   workdir = tuned.workdir

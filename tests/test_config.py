@@ -6,6 +6,7 @@ import pytest
 
 from roots_jax import config as config_lib
 from roots_jax.errors import ConfigError
+from roots_jax.training import partitioning
 
 
 def test_family_presets():
@@ -33,7 +34,7 @@ def test_overrides_are_typed():
       "mesh.shape=2,2,2", "mesh.rules=(('batch', ('data', 'fsdp')),)", "data.text_field=body"])
   assert c.train.batch_size == 64 and c.optimizer.learning_rate == 1e-3 and c.model.use_bias is False
   assert c.mesh.shape == (2, 2, 2) and c.mesh.rules == (("batch", ("data", "fsdp")),)
-  assert config_lib.logical_rules(c) == (("batch", ("data", "fsdp")),)
+  assert partitioning.logical_rules(c) == (("batch", ("data", "fsdp")),)
   assert c.data.text_field == "body"
 
 
@@ -65,9 +66,9 @@ def test_device_dependent_checks():
   with pytest.raises(ConfigError, match="needs 8 devices; there are 4"):
     config_lib.validate(c, num_devices=4)
   c = config_lib.load_config("configs/quickstart.py", ["mesh.shape=2,-1,2"])
-  assert config_lib.mesh_shape(c, 8) == (2, 2, 2)
+  assert partitioning.mesh_shape(c, 8) == (2, 2, 2)
   with pytest.raises(ConfigError, match="does not fit 6 devices"):
-    config_lib.mesh_shape(config_lib.load_config("configs/quickstart.py", ["mesh.shape=4,-1,1"]), 6)
+    partitioning.mesh_shape(config_lib.load_config("configs/quickstart.py", ["mesh.shape=4,-1,1"]), 6)
 
 
 def test_missing_file_and_bad_variant():

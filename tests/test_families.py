@@ -9,7 +9,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from roots_jax import config as config_lib
-from roots_jax.train import train
+from roots_jax.runs.pretrain import train
 from tiny_gpt import read_metrics, tiny_overrides
 
 FAMILIES = {

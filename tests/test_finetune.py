@@ -10,11 +10,15 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from flax import linen as nn
 
-from roots_jax import config as config_lib
-from roots_jax import evaluate as evaluate_lib
-from roots_jax import finetune as finetune_lib
+from roots_jax import evaluate as evaluate_cli
+from roots_jax import finetune as finetune_cli
+from roots_jax.data import load_tokenizer
 from roots_jax.errors import ConfigError
+from roots_jax.runs import finetune as finetune_lib
+from roots_jax.runs.evaluation import evaluate_run
+from roots_jax.training import partitioning
 from tiny_gpt import read_metrics, tiny_finetune_config as _config
 
 # Each family's sequence and token features, regression once (it reads what classification
@@ -71,14 +75,14 @@ def test_evaluate_writes_results(family, kind, pretrained, task_files, tmp_path)
   another config's sections (the test file as validation) it scores the same."""
   workdir = str(tmp_path)
   finetune_lib.finetune(_config(kind, pretrained[family], task_files), workdir)
-  results = evaluate_lib.evaluate_run(workdir, split="test")
+  results = evaluate_run(workdir, split="test")
   with open(os.path.join(workdir, "results.json")) as f:
     assert json.load(f)["metrics"] == pytest.approx(results["metrics"], nan_ok=True)
   assert results["split"] == "test" and results["checkpoint_step"] in (2, 4)
   assert set(EXPECTED[kind]) <= set(results["metrics"])
   train_file, _, test_file = task_files[kind]
   spec = "configs/finetune/summary.py" if kind == "seq2seq" else "configs/finetune/package.py"
-  other = evaluate_lib.evaluate_run(
+  other = evaluate_run(
       workdir, ["task.source=files", f"task.kind={kind}", f"task.train_files={train_file}",
                 f"task.validation_files={test_file}", "task.target_len=8"], config_spec=spec)
   assert other["metrics"] == pytest.approx(results["metrics"], rel=1e-5)
@@ -101,14 +105,14 @@ def test_frozen_backbone_trains_only_the_head(pretrained, task_files, tmp_path):
   flops = {}
   for mode in ("full", "frozen"):
     config = _config("classification", pretrained["encoder"], task_files, finetune__mode=mode)
-    pretrained_run = finetune_lib.pretrained_lib.resolve(config.init_from)
-    finetune_lib.pretrained_lib.merge_model(config, pretrained_run)
-    mesh = finetune_lib.partitioning.make_mesh(config)
-    with jax.set_mesh(mesh), finetune_lib.nn.logical_axis_rules(config_lib.logical_rules(config)):
-      tokenizer = finetune_lib.Tokenizer.load(pretrained_run.tokenizer_path)
+    pretrained_run = finetune_lib.resolve_init_from(config.init_from)
+    finetune_lib.merge_model(config, pretrained_run)
+    mesh = partitioning.make_mesh(config)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(partitioning.logical_rules(config)):
+      tokenizer = load_tokenizer(pretrained_run.tokenizer_path)
       parts = finetune_lib.setup(config, str(tmp_path), mesh, tokenizer).parts
       batch = jax.tree.map(lambda x: np.zeros((8, *x.shape[1:]), x.dtype),
-                           parts.task.init_batch(24, 8))
+                           parts.loss.init_batch(24, 8))
       compiled = parts.train_step.lower(parts.abstract_state, batch).compile()
       flops[mode] = compiled.cost_analysis()["flops"]
       trained_leaves = jax.tree.leaves(parts.abstract_state.opt_state)
@@ -196,17 +200,17 @@ def test_mismatches_are_clear_errors(pretrained, task_files, tmp_path):
 
 
 def test_cli_errors_exit_2(pretrained, capsys, tmp_path):
-  assert finetune_lib.main(["--config", "configs/finetune/package.py", "--workdir",
+  assert finetune_cli.main(["--config", "configs/finetune/package.py", "--workdir",
                             str(tmp_path)]) == 2
   assert "set init_from" in capsys.readouterr().err
-  assert evaluate_lib.main(["--workdir", str(tmp_path / "nothing")]) == 2
+  assert evaluate_cli.main(["--workdir", str(tmp_path / "nothing")]) == 2
   assert "not a roots_jax run" in capsys.readouterr().err
-  assert evaluate_lib.main(["--workdir", pretrained["decoder"], "--checkpoint", "99"]) == 2
+  assert evaluate_cli.main(["--workdir", pretrained["decoder"], "--checkpoint", "99"]) == 2
   assert "use best, latest or one of the steps" in capsys.readouterr().err
 
 
 def test_evaluate_a_pretraining_run(pretrained):
-  results = evaluate_lib.evaluate_run(pretrained["decoder"])
+  results = evaluate_run(pretrained["decoder"])
   m = results["metrics"]
   assert results["kind"] == "pretraining" and results["checkpoint_step"] == 3
   assert m["perplexity"] == pytest.approx(np.exp(m["nll"]), rel=1e-5)

@@ -14,9 +14,9 @@ from flax import linen as nn
 
 from tiny_gpt import read_metrics, tiny_finetune_args, tiny_overrides
 from roots_jax import config as config_lib
-from roots_jax import evaluate as evaluate_lib
-from roots_jax.data import pipeline, tokenizer as tokenizer_lib
-from roots_jax.train import build
+from roots_jax import objectives
+from roots_jax.runs.evaluation import evaluate_run
+from roots_jax.runs.pretrain import build, load_or_train_tokenizer
 from roots_jax.training import partitioning
 
 STEPS = 4
@@ -30,10 +30,10 @@ def _free_port() -> int:
 
 def _reference_losses(config, workdir) -> list[float]:
   """One process, 8 devices: each global batch is the two processes' local batches together."""
-  mesh, rules = partitioning.make_mesh(config), config_lib.logical_rules(config)
+  mesh, rules = partitioning.make_mesh(config), partitioning.logical_rules(config)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    tokenizer = tokenizer_lib.load_or_train_tokenizer(config, str(workdir))
-    shares = [iter(pipeline.make_dataset(config, tokenizer, "train", process_index=i, process_count=2))
+    tokenizer = load_or_train_tokenizer(config, str(workdir))
+    shares = [iter(objectives.dataset(config, tokenizer, "train", process_index=i, process_count=2))
               for i in range(2)]
     parts = build(config, mesh)
     state = parts.init(jax.random.key(config.seed))
@@ -90,7 +90,7 @@ def test_two_processes_fine_tune_and_score_every_example(pretrained, task_files,
   workdir = tmp_path / "run"
   _launch("roots_jax.finetune", spec, overrides, workdir)
   logged = read_metrics(workdir, "eval")[STEPS]
-  results = evaluate_lib.evaluate_run(str(workdir), ["distributed.initialize=no"],
+  results = evaluate_run(str(workdir), ["distributed.initialize=no"],
                                       split="validation", checkpoint="latest")
   assert results["checkpoint_step"] == STEPS
   expected = {k: v for k, v in logged.items() if k not in ("step", "split")}

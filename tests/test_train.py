@@ -22,7 +22,8 @@ from tiny_gpt import read_metrics, tiny_overrides
 from roots_jax import config as config_lib, models
 from roots_jax.errors import CheckpointError, TrainingHalted
 from roots_jax.models.config import ModelConfig
-from roots_jax.train import main as train_main, train
+from roots_jax.runs.pretrain import train
+from roots_jax.train import main as train_main
 
 CONFIG = "configs/gpt2.py:tiny"
 

@@ -1,4 +1,13 @@
-"""Input data: document sources, the sentencepiece tokenizer, objectives and the grain pipeline."""
+"""Input data: document sources, tokenizers, the grain pipeline, fine-tuning examples and rows."""
 
-from roots_jax.data.pipeline import make_dataset
-from roots_jax.data.tokenizer import Tokenizer, load_or_train_tokenizer
+import os
+
+from roots_jax.data import hf_tokenizers, sentencepiece
+from roots_jax.data.tokenizers import BaseTokenizer
+
+
+def load_tokenizer(path: str) -> BaseTokenizer:
+  """A sentencepiece .model file, or a directory of Hugging Face tokenizer files."""
+  if os.path.isdir(path):
+    return hf_tokenizers.load(path)
+  return sentencepiece.SentencePieceTokenizer.load(path)

@@ -23,6 +23,8 @@ from typing import NamedTuple
 from roots_jax.data import sources
 from roots_jax.errors import DataError
 
+# The built-in tasks (task.builtin) and the task.kind of their examples.
+KINDS = {"package": "classification", "summary": "seq2seq"}
 NUM_PACKAGES = 10
 TEST_FRACTION = 0.1
 VALIDATION_FRACTION = 0.1

@@ -32,9 +32,9 @@ import unicodedata
 from typing import Any, Sequence
 
 import regex
-import sentencepiece as spm
 
-from roots_jax.data.tokenizer import BaseTokenizer, sentencepiece_text
+from roots_jax.data.sentencepiece import SentencePieceIds, processor
+from roots_jax.data.tokenizers import BaseTokenizer
 from roots_jax.errors import DataError
 
 CONFIG_FILES = ("tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
@@ -528,21 +528,16 @@ class WordPieceTokenizer(HFTokenizer):
     return piece[2:] if piece.startswith("##") else " " + piece
 
 
-class T5Tokenizer(HFTokenizer):
+class T5Tokenizer(SentencePieceIds, HFTokenizer):
   """T5's sentencepiece model (spiece.model) and its sentinels; see the module docstring."""
 
   FILES = ("spiece.model",)
   DEFAULTS = {"eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}
 
   def _read_vocab(self) -> dict[str, int]:
-    try:
-      self._sp = spm.SentencePieceProcessor(model_proto=self._files["spiece.model"])
-      size = self._sp.vocab_size()
-    except RuntimeError:
-      size = 0
-    if not size:
-      raise DataError(f"{self._file('spiece.model')} is not a sentencepiece model; copy the "
-                      "checkpoint's spiece.model")
+    self._sp = processor(self._files["spiece.model"], self._file("spiece.model"),
+                         "copy the checkpoint's spiece.model")
+    size = self._sp.vocab_size()
     # T5Tokenizer's default; other sentencepiece tokenizers (ALBERT, XLNet) have no sentinels.
     t5 = "T5" in str(self.config.get("tokenizer_class") or "T5")
     self.extra_ids = extra = self.config.get("extra_ids", 100 if t5 else 0)
@@ -559,26 +554,8 @@ class T5Tokenizer(HFTokenizer):
     return ({i for i in range(sp.vocab_size()) if sp.is_control(i) or sp.is_unknown(i)}
             | set(range(sp.vocab_size(), self._size)))
 
-  @property
-  def pad_id(self) -> int:
-    return self._sp.pad_id()
-
-  @property
-  def unk_id(self) -> int:
-    return self._sp.unk_id()
-
-  @property
-  def bos_id(self) -> int:
-    return self._sp.bos_id()
-
   def _find_eos(self) -> int:
     return self._sp.eos_id() if self._sp.eos_id() >= 0 else super()._find_eos()
 
-  def encode(self, text: str) -> list[int]:
-    return self._sp.encode(text)
-
   def _decode(self, ids: list[int]) -> str:
     return self._sp.decode(ids)
-
-  def piece_text(self, i: int) -> str:
-    return sentencepiece_text(self.id_to_piece(i))

@@ -15,9 +15,9 @@ import ml_collections
 import numpy as np
 from absl import flags
 
-from roots_jax.data import objectives
 from roots_jax.data import sources
-from roots_jax.data.tokenizer import BaseTokenizer, check_vocab_size
+from roots_jax.data.tokenizers import BaseTokenizer, check_vocab_size
+from roots_jax.data.transforms import Transform
 from roots_jax.errors import ConfigError
 
 # First-fit packing fills rows better with more open rows: on documents of 5-140 tokens packed
@@ -45,10 +45,13 @@ def _stack_padded(rows: list[dict[str, np.ndarray]], batch_size: int) -> dict[st
   return {k: np.pad(v, [(0, missing)] + [(0, 0)] * (v.ndim - 1)) for k, v in batch.items()}
 
 
-def make_dataset(config: ml_collections.ConfigDict, tokenizer: BaseTokenizer, split: str, *,
-                 process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
-  """This process's batches of `split`: "train" repeats forever, reshuffled every epoch;
-  "eval" is one pass in a fixed order, identical each time it is created."""
+def make_dataset(config: ml_collections.ConfigDict, tokenizer: BaseTokenizer, split: str,
+                 transform: Transform, *, pairs: bool = False, process_index: int = 0,
+                 process_count: int = 1) -> grain.IterDataset:
+  """This process's batches of `split`, made into rows by an objective's `transform` from
+  documents, or from (input, target) pairs with `pairs` (roots_jax.objectives.dataset puts
+  them together): "train" repeats forever, reshuffled every epoch; "eval" is one pass in a
+  fixed order, identical each time it is created."""
   data = config.data
   if config.train.batch_size % process_count:
     raise ConfigError(f"train.batch_size ({config.train.batch_size}) must be divisible by the "
@@ -56,18 +59,17 @@ def make_dataset(config: ml_collections.ConfigDict, tokenizer: BaseTokenizer, sp
   check_vocab_size(tokenizer, config.model.vocab_size, "make them equal")
   local_batch = config.train.batch_size // process_count
   train = split == "train"
-  objective = objectives.make_objective(data, tokenizer, seed=config.seed)
 
-  ds = sources.DocumentStream(sources.make_source(data, split), repeat=train,
+  ds = sources.DocumentStream(sources.make_source(data, split, pairs=pairs), repeat=train,
                               seed=config.seed if train else None,
                               shard_index=process_index, shard_count=process_count)
   ds = ds.map(_Tokenize(tokenizer))
-  ds = objective.examples(ds)
+  ds = transform.examples(ds)
   if train and data.shuffle_window > 1:
     # Examples, not documents: a long document's windows would otherwise fill whole batches.
     ds = grain.experimental.WindowShuffleIterDataset(ds, window_size=data.shuffle_window,
                                                      seed=config.seed)
-  ds = objective.rows(ds, num_packing_bins=max(local_batch, MIN_PACKING_BINS),
+  ds = transform.rows(ds, num_packing_bins=max(local_batch, MIN_PACKING_BINS),
                       seed=config.seed, shuffle_bins=train)
   ds = ds.batch(local_batch, batch_fn=functools.partial(_stack_padded, batch_size=local_batch))
   if data.num_workers:

@@ -462,12 +462,11 @@ class TfdsSource:
     return _as_texts([record[f] for f in _field_list(self.fields)], self.fields)
 
 
-def make_source(data: ml_collections.ConfigDict, split: str):
+def make_source(data: ml_collections.ConfigDict, split: str, *, pairs: bool = False):
   """The source of `split` ("train" | "eval") described by the `data` config section; it reads
-  (input, target) pairs for the seq2seq objective, documents otherwise."""
+  (input, target) pairs with `pairs` (the seq2seq objective's), documents otherwise."""
   if split not in ("train", "eval"):
     raise ValueError(f"split must be 'train' or 'eval', not {split!r}")
-  pairs = data.objective == "seq2seq"
   fields = (data.input_field, data.target_field) if pairs else data.text_field
   if split == "eval" and not (data.source == "tfds" or data.eval_files or data.eval_fraction):
     raise DataError("there is no eval data: set data.eval_files or a data.eval_fraction > 0")

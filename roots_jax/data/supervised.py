@@ -1,14 +1,9 @@
 """Labelled examples for fine-tuning, from CSV/TSV/JSONL files, TFDS or the built-in tasks, and
 the label vocabulary.
 
-An example is a dict whose keys depend on task.kind:
-
-- classification: {"text", "label"} (+ "text_pair" with task.text_pair_field); the label is
-  raw: a str or int as the data holds it (a TFDS ClassLabel becomes its name).
-- regression: the same with a float label.
-- token_classification: {"words": [str], "tags": [raw tag]} from the lists in text_field and
-  label_field (in CSV/TSV, whitespace-separated strings).
-- seq2seq: {"text", "target"}, the target from label_field.
+An example is a dict whose keys depend on task.kind: each kind's `example(record, task, where)`
+(roots_jax.tasks) reads a record with the helpers here. Labels stay raw: a str or int as the
+data holds it (a TFDS ClassLabel becomes its name).
 
 Files are read whole into a list (fine-tuning sets are small); TFDS splits stay on disk behind
 a lazy random-access sequence. Every problem with the data is a DataError naming the file and
@@ -22,14 +17,14 @@ import json
 import math
 import os
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Callable
 
 import ml_collections
 import numpy as np
 
 from roots_jax.data import builtin_tasks
 from roots_jax.data import sources
-from roots_jax.data.tokenizer import write_atomically
+from roots_jax.data.tokenizers import write_atomically
 from roots_jax.errors import ConfigError, DataError
 
 SPLITS = ("train", "validation", "test")
@@ -38,14 +33,20 @@ _FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl"}
 _MAX_LISTED = 20
 
 
-def load_examples(task: ml_collections.ConfigDict, split: str) -> Sequence[dict[str, Any]]:
-  """The examples of `split` ("train" | "validation" | "test") described by `task`."""
+# (record, task section, where) -> example: a task kind's reading of one record.
+Parse = Callable[[dict[str, Any], ml_collections.ConfigDict, str], dict[str, Any]]
+
+
+def load_examples(task: ml_collections.ConfigDict, split: str, parse: Parse, *,
+                  labelled: bool) -> Sequence[dict[str, Any]]:
+  """The examples of `split` ("train" | "validation" | "test") described by `task`, each record
+  read by `parse`; `labelled`: the labels are class names (TFDS ClassLabel ids become them)."""
   if split not in SPLITS:
     raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
   if task.source == "builtin":
     return builtin_tasks.load_examples(task.builtin, split)
   if task.source == "tfds":
-    return TfdsExamples(task, split)
+    return TfdsExamples(task, split, parse, labelled=labelled)
   if task.source != "files":
     raise DataError(f"unknown task.source {task.source!r}; use builtin, files or tfds")
   key = f"task.{split}_files"
@@ -53,7 +54,7 @@ def load_examples(task: ml_collections.ConfigDict, split: str) -> Sequence[dict[
     raise DataError(f"there are no {split} files; set {key} (paths or globs)")
   examples = []
   for path in sources.expand_patterns(task[f"{split}_files"], key):
-    examples += [_example(record, task, f"{path}:{line}")
+    examples += [parse(record, task, f"{path}:{line}")
                  for line, record in _read_records(path, _format(path, task.format))]
   return examples
 
@@ -124,66 +125,41 @@ def _csv_records(path: str, text: str, fmt: str) -> list[tuple[int, dict[str, An
   return records
 
 
-def _field(record: dict[str, Any], field: str, key: str, where: str) -> Any:
-  if field not in record:
-    raise DataError(f"{where} has no field {field!r} (has: {', '.join(map(str, record))}); "
+def field(record: dict[str, Any], name: str, key: str, where: str) -> Any:
+  """record[name]; a DataError naming the config `key` to set when it has none."""
+  if name not in record:
+    raise DataError(f"{where} has no field {name!r} (has: {', '.join(map(str, record))}); "
                     f"set {key}")
-  return record[field]
+  return record[name]
 
 
-def _text(record: dict[str, Any], field: str, key: str, where: str) -> str:
-  value = _field(record, field, key, where)
+def text(record: dict[str, Any], name: str, key: str, where: str) -> str:
+  """A text field."""
+  value = field(record, name, key, where)
   if not isinstance(value, str):
-    raise DataError(f"{where}: field {field!r} holds {type(value).__name__}, not text; set {key}")
+    raise DataError(f"{where}: field {name!r} holds {type(value).__name__}, not text; set {key}")
   return value
 
 
-def _words(record: dict[str, Any], field: str, key: str, where: str) -> list:
+def words(record: dict[str, Any], name: str, key: str, where: str) -> list:
   """A list field; in CSV/TSV a whitespace-separated string."""
-  value = _field(record, field, key, where)
+  value = field(record, name, key, where)
   if isinstance(value, str):
     return value.split()
   if not isinstance(value, list):
-    raise DataError(f"{where}: field {field!r} holds {type(value).__name__}, not a list; "
+    raise DataError(f"{where}: field {name!r} holds {type(value).__name__}, not a list; "
                     f"set {key}")
   return value
 
 
-def _example(record: dict[str, Any], task: ml_collections.ConfigDict,
-             where: str) -> dict[str, Any]:
-  """One record's example for task.kind; `where` names the record in messages."""
-  if task.kind == "token_classification":
-    words = _words(record, task.text_field, "task.text_field", where)
-    tags = _words(record, task.label_field, "task.label_field", where)
-    if len(words) != len(tags) or not all(isinstance(w, str) for w in words):
-      raise DataError(f"{where}: {len(words)} words in {task.text_field!r} but {len(tags)} tags "
-                      f"in {task.label_field!r}; token_classification needs a list of word "
-                      "strings and one tag per word (check task.text_field, task.label_field)")
-    return {"words": words, "tags": tags}
-  example = {"text": _text(record, task.text_field, "task.text_field", where)}
-  if task.kind == "seq2seq":
-    example["target"] = _text(record, task.label_field, "task.label_field", where)
-    return example
-  if task.text_pair_field:
-    example["text_pair"] = _text(record, task.text_pair_field, "task.text_pair_field", where)
-  label = _field(record, task.label_field, "task.label_field", where)
-  if task.kind == "regression":
-    example["label"] = _score(label, task.label_field, where)
-  elif isinstance(label, (str, int, float)) and label != "":
-    example["label"] = label
-  else:
-    raise DataError(f"{where}: field {task.label_field!r} holds {label!r}, not a class label; "
-                    "set task.label_field")
-  return example
-
-
-def _score(value: Any, field: str, where: str) -> float:
+def score(value: Any, name: str, where: str) -> float:
+  """A regression label: a finite number."""
   try:
     score = float(value)
   except (TypeError, ValueError):
     score = math.nan
   if isinstance(value, bool) or not math.isfinite(score):
-    raise DataError(f"{where}: label {value!r} in field {field!r} is not a finite number; "
+    raise DataError(f"{where}: label {value!r} in field {name!r} is not a finite number; "
                     "task.kind=regression needs a float score there (check task.label_field, "
                     "or set task.kind=classification)")
   return score
@@ -207,8 +183,10 @@ class TfdsExamples(Sequence):
   `label_names` holds for the label vocabulary.
   """
 
-  def __init__(self, task: ml_collections.ConfigDict, split: str):
+  def __init__(self, task: ml_collections.ConfigDict, split: str, parse: Parse, *,
+               labelled: bool):
     self.task = copy.deepcopy(task)  # the driver's later changes must not reach the readers
+    self.parse = parse
     self.split = task[f"{split}_split"]
     self.data = sources.open_tfds(task.tfds_name, self.split, task.tfds_data_dir, "task")
     features = self.data.dataset_info.features
@@ -221,14 +199,14 @@ class TfdsExamples(Sequence):
     label = features[task.label_field]
     label = getattr(label, "feature", label)  # a Sequence's element: token tags
     self.label_names = None
-    if hasattr(label, "names") and task.kind in ("classification", "token_classification"):
+    if hasattr(label, "names") and labelled:
       self.label_names = tuple(task.labels) or tuple(label.names)
       if len(self.label_names) != label.num_classes:
         raise ConfigError(f"task.labels names {len(task.labels)} classes but TFDS "
                           f"{task.tfds_name!r} has {label.num_classes}: {', '.join(label.names)}")
-    if len(self) and task.kind == "classification" and self.label_names is not None:
+    if len(self) and self.label_names is not None:
       first = _plain(self.data[0][task.label_field])
-      if first < 0:
+      if not isinstance(first, list) and first < 0:
         raise DataError(f"TFDS {task.tfds_name!r} split {self.split!r} has no labels (label "
                         f"{first}: hidden, as in GLUE's test splits); evaluate on another split "
                         "(task.test_split)")
@@ -243,7 +221,7 @@ class TfdsExamples(Sequence):
       label = record[self.task.label_field]
       record[self.task.label_field] = ([self._name(i) for i in label] if isinstance(label, list)
                                        else self._name(label))
-    return _example(record, self.task, where)
+    return self.parse(record, self.task, where)
 
   def __iter__(self) -> Iterator[dict[str, Any]]:
     return (self[i] for i in range(len(self)))
@@ -274,20 +252,18 @@ class LabelVocab:
       raise ConfigError(f"the class names repeat a name: {', '.join(self.names)}; fix task.labels")
 
   @classmethod
-  def build(cls, task: ml_collections.ConfigDict,
-            train_examples: Sequence[dict[str, Any]]) -> "LabelVocab":
+  def build(cls, task: ml_collections.ConfigDict, train_examples: Sequence[dict[str, Any]],
+            labels_of: Callable[[dict[str, Any]], list]) -> "LabelVocab":
     """task.labels if given; else TFDS ClassLabel names; else the built-in task's classes;
-    else the train split's distinct labels: integers in numeric order (so labels 0..K-1 are
-    their own ids), then names in sorted order."""
+    else the distinct labels (`labels_of` each example) of the train split: integers in
+    numeric order (so labels 0..K-1 are their own ids), then names in sorted order."""
     if task.labels:
       return cls(task.labels)
     if getattr(train_examples, "label_names", None):
       return cls(train_examples.label_names)
     if task.source == "builtin":
       return cls(builtin_tasks.package_names())
-    key = "tags" if task.kind == "token_classification" else "label"
-    raw = {str(l) for e in train_examples
-           for l in (e[key] if key == "tags" else [e[key]])}
+    raw = {str(l) for e in train_examples for l in labels_of(e)}
     if not raw:
       raise DataError("the train split has no labels; give examples or set task.labels")
     return cls(sorted(raw, key=_sort_key))

@@ -1,22 +1,23 @@
-"""Transformer models as pure Linen modules: `build_model(config)` per family, FLOPs for MFU."""
+"""Transformer models as pure Linen modules, and the family objects that say what differs
+between decoder, encoder and encoder-decoder (roots_jax.models.families)."""
 
 import flax.linen as nn
 
-from roots_jax.errors import ConfigError
+from roots_jax.models import families
 from roots_jax.models.config import ModelConfig
 from roots_jax.models.decoder import Decoder
 from roots_jax.models.encoder import Encoder
 from roots_jax.models.encoder_decoder import EncoderDecoder
-from roots_jax.models.flops import flops_per_token
-
-FAMILIES = {"decoder": Decoder, "encoder": Encoder, "encoder_decoder": EncoderDecoder}
 
 
 def build_model(config: ModelConfig) -> nn.Module:
-  """The model for config.family (model.family)."""
-  if config.family not in FAMILIES:
-    raise ConfigError(f"model.family must be one of {', '.join(FAMILIES)}; got {config.family!r}")
-  return FAMILIES[config.family](config)
+  """The stack of config.family (model.family)."""
+  return families.get(config.family).build(config)
+
+
+def flops_per_token(config: ModelConfig, seq_len: int, target_len: int | None = None) -> float:
+  """Training FLOPs per token of config.family's model (see Family.flops_per_token)."""
+  return families.get(config.family).flops_per_token(config, seq_len, target_len)
 
 
 __all__ = ["Decoder", "Encoder", "EncoderDecoder", "ModelConfig", "build_model",

@@ -1,42 +1,46 @@
-"""The frozen model config that model code takes (never the whole run config)."""
+"""The model fields, declared once: the frozen config that model code takes (never the whole run
+config), whose defaults and meanings are those of the run config's `model` section."""
 
 import dataclasses
 
 import jax.numpy as jnp
 
+from roots_jax.errors import ConfigError
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """Architecture hyperparameters; field names match the run config's `model` section."""
-  family: str = "decoder"
+  """Architecture hyperparameters; the run config's `model` section holds the same fields."""
+  family: str = "decoder"          # decoder (GPT) | encoder (BERT) | encoder_decoder (Transformer, T5)
   vocab_size: int = 8192
-  num_layers: int = 2
-  num_decoder_layers: int = 0
+  num_layers: int = 2              # encoder_decoder: the encoder's
+  num_decoder_layers: int = 0      # encoder_decoder: 0 = num_layers
   embed_dim: int = 128
   num_heads: int = 4
-  num_kv_heads: int = 0
-  head_dim: int = 0
+  num_kv_heads: int = 0            # 0: same as num_heads (MHA); 1: MQA; in between: GQA
+  head_dim: int = 0                # 0: embed_dim // num_heads
   mlp_dim: int = 512
-  mlp_activation: str = "gelu"
-  norm: str = "layernorm"
+  mlp_activation: str = "gelu"     # gelu (tanh approx., GPT-2) | gelu_exact (erf, BERT) | relu (2017
+                                   # Transformer, T5 v1.0) | swiglu | geglu (T5 v1.1)
+  norm: str = "layernorm"          # layernorm | rmsnorm
   norm_eps: float = 1e-5
-  norm_placement: str = "pre"
-  position: str = "learned"
+  norm_placement: str = "pre"      # pre (GPT-2, T5) | post (BERT, the 2017 Transformer)
+  position: str = "learned"        # learned | sinusoidal | rope | relative (T5 bucketed bias)
   max_len: int = 1024
   rope_theta: float = 10000.0
-  relative_buckets: int = 32
+  relative_buckets: int = 32       # T5: 32 buckets, max distance 128
   relative_max_distance: int = 128
-  type_vocab_size: int = 0
-  scale_embeddings: bool = False
-  scaled_attention: bool = True
+  type_vocab_size: int = 0         # BERT token types (segments A/B): 2; 0 = none
+  scale_embeddings: bool = False   # multiply embeddings by sqrt(embed_dim) (the 2017 Transformer)
+  scaled_attention: bool = True    # q k^T / sqrt(head_dim); T5 folds the scale into its init: False
   dropout_rate: float = 0.0
   attention_dropout_rate: float = 0.0
   use_bias: bool = True
   tie_embeddings: bool = True
-  attention_impl: str = "xla"
-  remat_policy: str = "none"
+  attention_impl: str = "xla"      # xla (einsum) | dot_product_attention (jax.nn, XLA) | cudnn
+  remat_policy: str = "none"       # none | full | dots | dots_no_batch
   scan_layers: bool = True
-  dtype: str = "float32"
+  dtype: str = "float32"           # compute dtype; params stay param_dtype
   param_dtype: str = "float32"
 
   @classmethod
@@ -62,3 +66,38 @@ class ModelConfig:
   @property
   def weight_dtype(self):
     return jnp.dtype(self.param_dtype)
+
+
+# Fields that change how the model runs, not its parameters: a fine-tune run may override them.
+RUNTIME_FIELDS = ("dropout_rate", "attention_dropout_rate", "attention_impl", "remat_policy",
+                  "dtype", "param_dtype")
+
+CHOICES = {
+    "family": ("decoder", "encoder", "encoder_decoder"),
+    "mlp_activation": ("gelu", "gelu_exact", "relu", "swiglu", "geglu"),
+    "norm_placement": ("pre", "post"),
+    "norm": ("layernorm", "rmsnorm"),
+    "position": ("learned", "sinusoidal", "rope", "relative"),
+    "attention_impl": ("xla", "dot_product_attention", "cudnn"),
+    "remat_policy": ("none", "full", "dots", "dots_no_batch"),
+    "dtype": ("float32", "bfloat16", "float16"),
+    "param_dtype": ("float32", "bfloat16"),
+}
+
+
+def validate(m) -> None:
+  """Rejects impossible values in a `model` section with a one-line message."""
+  for key in ("vocab_size", "num_layers", "embed_dim", "num_heads", "mlp_dim", "max_len"):
+    if m[key] <= 0:
+      raise ConfigError(f"model.{key} must be positive; got {m[key]}")
+  if m.head_dim == 0 and m.embed_dim % m.num_heads:
+    raise ConfigError(f"model.num_heads ({m.num_heads}) must divide model.embed_dim ({m.embed_dim}), "
+                      "or set model.head_dim")
+  kv_heads = m.num_kv_heads or m.num_heads
+  if m.num_heads % kv_heads:
+    raise ConfigError(f"model.num_kv_heads ({kv_heads}) must divide model.num_heads ({m.num_heads})")
+  if m.attention_dropout_rate > 0 and m.attention_impl != "xla":
+    raise ConfigError("model.attention_dropout_rate > 0 needs model.attention_impl=xla "
+                      "(the fused kernels have no attention dropout)")
+  if m.position == "rope" and (m.head_dim or m.embed_dim // m.num_heads) % 2:
+    raise ConfigError("rope needs an even head dimension")

@@ -1,5 +1,5 @@
-"""What a run costs: the compiled train step's memory and FLOPs at start, and a jax.profiler trace
-of a window of steps with a summary of where its time went."""
+"""What a run costs: the compiled train step's memory and FLOPs at start, a jax.profiler trace
+of a window of steps with a summary of where its time went, and model FLOPs utilisation."""
 
 import collections
 import glob
@@ -11,6 +11,21 @@ import os
 import jax
 
 log = logging.getLogger("roots_jax")
+
+# Dense peak FLOP/s per device for the compute dtype (bf16 on accelerators), used for MFU.
+# CPU: the fp32 sgemm ceiling measured on a 2-core AVX-512 host (OpenBLAS, 2048^3), the whole
+# host as one device; XLA's own CPU matmul reaches about 87e9 there.
+PEAK_FLOPS = {
+    "cpu": 190e9,
+    "TPU v4": 275e12,
+    "TPU v5 lite": 197e12,
+    "TPU v5e": 197e12,
+    "TPU v5p": 459e12,
+    "TPU v6 lite": 918e12,
+    "NVIDIA A100": 312e12,
+    "NVIDIA H100": 989e12,
+    "NVIDIA H200": 989e12,
+}
 
 
 def compiled_stats(compiled, state, num_params: int) -> dict:
@@ -116,3 +131,22 @@ def format_summary(rows, steps: int) -> str:
   lines += [f"  {name[:60]:<{width}}  {ms / steps:9.3f}  {count / steps:10.1f}"
             for name, ms, count in rows]
   return "\n".join(lines)
+
+
+def peak_flops_per_device(configured: float) -> float:
+  """The config's value, else the known peak of this device kind (0 when unknown)."""
+  if configured > 0:
+    return configured
+  device = jax.devices()[0]
+  kind = "cpu" if device.platform == "cpu" else device.device_kind
+  for name, flops in PEAK_FLOPS.items():
+    if kind.startswith(name):
+      return flops
+  log.warning("unknown device kind %r: set hardware.peak_flops_per_device to get MFU", kind)
+  return 0.0
+
+
+def mfu(tokens_per_sec: float, flops_per_token: float, peak_per_device: float) -> float:
+  """Model FLOPs utilisation: achieved training FLOP/s over the peak of all devices."""
+  peak = peak_per_device * jax.device_count()
+  return tokens_per_sec * flops_per_token / peak if peak > 0 else 0.0

@@ -1,6 +1,6 @@
 """Train state and the pure train and eval steps, the same for every model family.
 
-The objective's Task supplies the model call and the loss terms; each term is a sum over the
+The objective's Loss supplies the model call and the loss terms; each term is a sum over the
 batch divided by a count of the whole global batch, so the loss does not depend on the mesh or on
 how the batch is split into accumulation steps.
 """
@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import optax
 from flax import linen as nn
 
-from roots_jax.training.tasks import Task
+from roots_jax.training.losses import Loss
 
 
 @flax.struct.dataclass
@@ -103,8 +103,8 @@ def init_state(params, tx: optax.GradientTransformation, plan=None) -> TrainStat
                     opt_state=tx.init(split_params(plan, params)[0]), health=Health.create())
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation, task: Task, *, seed: int,
-                    grad_accum_steps: int, z_loss: float, schedule: Callable,
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, objective: Loss, *,
+                    seed: int, grad_accum_steps: int, z_loss: float, schedule: Callable,
                     plan=None, skip_bad_steps: bool = False, spike_sigma: float = 0.0,
                     spike_window: int = 100) -> Callable:
   """train_step(state, batch) -> (state, metrics); the caller jits it with shardings. With a
@@ -114,14 +114,14 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, task: Ta
   def grads_and_sums(trained, frozen, micro, rng, counts):
     def loss_fn(part):
       params = merge_params(plan, part, frozen)
-      sums = task.forward(model, params, micro, rng=rng, deterministic=False, z_loss=z_loss)
-      return sum(sums[t] / jnp.maximum(counts[t], 1.0) for t in task.loss_terms), sums
+      sums = objective.forward(model, params, micro, rng=rng, deterministic=False, z_loss=z_loss)
+      return sum(sums[t] / jnp.maximum(counts[t], 1.0) for t in objective.loss_terms), sums
     (_, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(trained)
     return grads, sums
 
   def train_step(state: TrainState, batch):
     rng = jax.random.fold_in(jax.random.key(seed), state.step)
-    counts = task.counts(batch)  # of the whole batch: every microbatch's terms share them
+    counts = objective.counts(batch)  # of the whole batch: every microbatch's terms share them
     trained, frozen = split_params(plan, state.params)
     if grad_accum_steps == 1:
       grads, sums = grads_and_sums(trained, frozen, batch, rng, counts)
@@ -139,7 +139,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, task: Ta
       zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), zeros)
       (grads, sums), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(grad_accum_steps), micro))
     values = {t: sums[t] / jnp.maximum(counts[t], 1.0) for t in sums}
-    loss = sum(values[t] for t in task.loss_terms)
+    loss = sum(values[t] for t in objective.loss_terms)
     grad_norm = optax.tree.norm(grads)
 
     apply, health = state.health.update(state.step, loss, grad_norm, skip=skip_bad_steps,
@@ -160,7 +160,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, task: Ta
         "grad_norm": grad_norm,
         "param_norm": optax.tree.norm(state.params),
         "learning_rate": schedule(state.step),
-        "tokens": counts[task.nll_term],
+        "tokens": counts[objective.nll_term],
     }
     if skip_bad_steps:
       metrics["skipped_steps"] = health.skipped
@@ -169,11 +169,11 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, task: Ta
   return train_step
 
 
-def make_eval_step(model: nn.Module, task: Task) -> Callable:
+def make_eval_step(model: nn.Module, objective: Loss) -> Callable:
   """eval_step(params, batch) -> ({term: sum}, {term: count}) to aggregate over batches."""
 
   def eval_step(params, batch):
-    sums = task.forward(model, params, batch, rng=None, deterministic=True, z_loss=0.0)
-    return sums, task.counts(batch)
+    sums = objective.forward(model, params, batch, rng=None, deterministic=True, z_loss=0.0)
+    return sums, objective.counts(batch)
 
   return eval_step

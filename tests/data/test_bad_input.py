@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from roots_jax import config as config_lib
+from roots_jax import objectives
 from roots_jax.data import sources
-from roots_jax.data.pipeline import make_dataset
 from roots_jax.errors import ConfigError, DataError
 
 BUDGET = 1 << 16
@@ -228,7 +228,7 @@ def test_the_pipeline_trains_past_a_huge_record(make_config, tokenizer, tmp_path
   config = make_config(source="files", train_files=str(path), eval_fraction=0.0,
                        max_document_bytes=BUDGET)
   with caplog.at_level(logging.WARNING, "roots_jax"):
-    it = iter(make_dataset(config, tokenizer, "train"))
+    it = iter(objectives.dataset(config, tokenizer, "train"))
     batches = [next(it) for _ in range(3)]
   assert all(b["inputs"].shape == (4, 32) and b["inputs"].max() < 512 for b in batches)
   assert any("p.jsonl:3" in w for w in skip_warnings(caplog))

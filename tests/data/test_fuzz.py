@@ -18,9 +18,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from roots_jax.data import objectives
+from roots_jax import objectives
 from roots_jax.data import sources
-from roots_jax.data.pipeline import make_dataset
 from roots_jax.errors import ConfigError, DataError
 
 FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 50)), deadline=None,
@@ -221,7 +220,7 @@ def test_any_bytes_make_valid_batches_or_a_data_error(tmp_path_factory, make_con
   splits = {"eval": None, "train": 3} if objective == "causal" else {"eval": None}
   for split, count in splits.items():
     try:
-      batches = list(itertools.islice(make_dataset(config, tokenizer, split), count))
+      batches = list(itertools.islice(objectives.dataset(config, tokenizer, split), count))
     except (DataError, ConfigError) as e:
       check_message(e, path)
       event(f"{split}: {str(e).replace(path, 'FILE')[:40]}")  # --hypothesis-show-statistics

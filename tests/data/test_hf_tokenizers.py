@@ -16,15 +16,18 @@ import pytest
 import sentencepiece as spm
 
 from roots_jax import config as config_lib
+from roots_jax import objectives, tasks
 from roots_jax import tokenizer as tokenizer_cli
 from roots_jax.config import finetune_config
-from roots_jax.data import encoder_decoder, finetune, hf_tokenizers, mlm
-from roots_jax.data import tokenizer as tokenizer_lib
-from roots_jax.data.pipeline import make_dataset
+from roots_jax.data import hf_tokenizers, load_tokenizer
+from roots_jax.data.sentencepiece import SentencePieceTokenizer
 from roots_jax.data.supervised import LabelVocab
-from roots_jax.data.tokenizer import Tokenizer
 from roots_jax.errors import ConfigError, DataError
-from roots_jax.training import pretrained
+from roots_jax.models import families
+from roots_jax.objectives.mlm_nsp import MaskedLM
+from roots_jax.objectives.span_corruption import SpanCorruption
+from roots_jax.runs.finetune import resolve_init_from
+from roots_jax.runs.pretrain import load_or_train_tokenizer
 
 TEXTS = [
     "Hello world! It's a test, isn't it? We'll see... (maybe) -- 'quoted' \"double\".",
@@ -137,7 +140,7 @@ def dirs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def toks(dirs):
-  return {name: Tokenizer.load(path) for name, path in dirs.items()}
+  return {name: load_tokenizer(path) for name, path in dirs.items()}
 
 
 # Parity with transformers.
@@ -186,7 +189,7 @@ def test_byte_level_bpe_merges_by_rank(tmp_path):
   vocab = {c: i for i, c in enumerate(table.values())}
   for token in ["ll", "he", "hell", "hello", "Ġh", "<|endoftext|>"]:
     vocab[token] = len(vocab)
-  tok = Tokenizer.load(write_gpt2(tmp_path / "bpe", vocab, merges))
+  tok = load_tokenizer(write_gpt2(tmp_path / "bpe", vocab, merges))
   # " hello": l+l (rank 0) and h+e (1) come before Ġ+h (4), which is then gone.
   assert [tok.id_to_piece(i) for i in tok.encode("hello hello")] == ["hello", "Ġ", "hello"]
   assert tok.piece_text(tok.piece_id("Ġh")) == " h"
@@ -214,7 +217,7 @@ def test_bert_wordpiece_pieces_and_specials(tmp_path):
     (tmp_path / name).mkdir()
     (tmp_path / name / "vocab.txt").write_text("\n".join(BERT_VOCAB) + "\n")
     (tmp_path / name / "tokenizer_config.json").write_text(json.dumps(config))
-  uncased, cased = (Tokenizer.load(str(tmp_path / n)) for n in ("uncased", "cased"))
+  uncased, cased = (load_tokenizer(str(tmp_path / n)) for n in ("uncased", "cased"))
   pieces = lambda tok, text: [tok.id_to_piece(i) for i in tok.encode(text)]
   # Longest match first, then "##" continuations; accents go with the case.
   assert pieces(uncased, "Unaffable, CAFÉ!") == ["un", "##aff", "##able", ",", "cafe", "!"]
@@ -247,12 +250,13 @@ def test_t5_ids_and_sentinels(toks, tmp_path):
   config.mkdir()
   (config / "spiece.model").write_bytes(tok.__getstate__()["files"]["spiece.model"])
   (config / "tokenizer_config.json").write_text(json.dumps({"extra_ids": 10}))
-  assert Tokenizer.load(str(config)).vocab_size == sp_size + 10
+  assert load_tokenizer(str(config)).vocab_size == sp_size + 10
 
 
 def test_native_sentencepiece_sentinels(tokenizer):
   assert [tokenizer.sentinel_id(i) for i in range(3)] == [511, 510, 509]
-  tok = Tokenizer(train_spm(CORPUS, user_defined_symbols=["<extra_id_0>", "<extra_id_1>"]))
+  tok = SentencePieceTokenizer(train_spm(CORPUS,
+                                         user_defined_symbols=["<extra_id_0>", "<extra_id_1>"]))
   assert tok.sentinel_id(0) == tok.piece_id("<extra_id_0>") < 10
   assert tok.sentinel_id(1) == tok.piece_id("<extra_id_1>")
   assert tok.sentinel_id(2) == tok.vocab_size - 3
@@ -260,8 +264,8 @@ def test_native_sentencepiece_sentinels(tokenizer):
 
 def test_span_corruption_uses_the_t5_sentinels(toks):
   tok = toks["t5"]
-  objective = encoder_decoder.SpanCorruption(tok, 64, target_len=0, noise_density=0.15,
-                                             mean_noise_span_length=3.0, seed=0)
+  objective = SpanCorruption(tok, 64, target_len=0, noise_density=0.15,
+                             mean_noise_span_length=3.0, seed=0)
   tokens = np.asarray(tok.encode(PROSE * 3), np.int32)
   examples, _ = objective.generate(tokens, objective.initial_carry())
   for example in examples:
@@ -278,7 +282,7 @@ def test_pickles_as_its_files(dirs, toks, name, tmp_path):
   assert clone.encode(PROSE) == tok.encode(PROSE) and clone.vocab_size == tok.vocab_size
   assert all(isinstance(v, bytes) for v in tok.__getstate__()["files"].values())
   tok.save(str(tmp_path / "copy"))
-  again = Tokenizer.load(str(tmp_path / "copy"))
+  again = load_tokenizer(str(tmp_path / "copy"))
   assert type(again) is type(tok) and again.encode(PROSE) == tok.encode(PROSE)
   assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
 
@@ -290,7 +294,7 @@ def test_bad_directories_say_what_to_change(tmp_path, dirs):
     for name, content in files.items():
       (directory / name).write_bytes(content if isinstance(content, bytes) else content.encode())
     with pytest.raises(DataError, match=match):
-      Tokenizer.load(str(directory))
+      load_tokenizer(str(directory))
 
   gpt2 = {n: open(os.path.join(dirs["gpt2"], n), "rb").read() for n in ("vocab.json", "merges.txt")}
   vocab = json.loads(gpt2["vocab.json"])
@@ -321,22 +325,22 @@ def test_runs_load_a_directory_with_a_padded_model_vocabulary(dirs, toks, make_c
   config = make_config(source="files", train_files=jsonl_files[0], objective="span_corruption")
   config.tokenizer.path = dirs["t5"]
   config.model.vocab_size = tok.vocab_size + 28  # as HF's T5: 32100 pieces, 32128 embeddings
-  assert tokenizer_lib.load_or_train_tokenizer(config, str(tmp_path)).vocab_size == tok.vocab_size
-  batch = next(iter(make_dataset(config, tok, "train")))
+  assert load_or_train_tokenizer(config, str(tmp_path)).vocab_size == tok.vocab_size
+  batch = next(iter(objectives.dataset(config, tok, "train")))
   assert batch["encoder_inputs"].max() < tok.vocab_size
   config.model.vocab_size = tok.vocab_size - 1
   with pytest.raises(DataError, match=f"set model.vocab_size={tok.vocab_size} or more"):
-    tokenizer_lib.load_or_train_tokenizer(config, str(tmp_path))
+    load_or_train_tokenizer(config, str(tmp_path))
   # A fine-tuning run finds a converted run's tokenizer directory.
   run = tmp_path / "converted"
   (run / "checkpoints" / "7").mkdir(parents=True)
   config.model.vocab_size = tok.vocab_size + 28
   config_lib.save_config(config, str(run / "config.json"))
-  assert pretrained.resolve(str(run / "checkpoints" / "7")).tokenizer_path == dirs["t5"]
+  assert resolve_init_from(str(run / "checkpoints" / "7")).tokenizer_path == dirs["t5"]
   config.tokenizer.path = str(tmp_path / "gone")
   config_lib.save_config(config, str(run / "config.json"))
   with pytest.raises(ConfigError, match="has no tokenizer at"):
-    pretrained.resolve(str(run / "checkpoints" / "7"))
+    resolve_init_from(str(run / "checkpoints" / "7"))
 
 
 def test_cli_encodes_with_a_directory(dirs, toks, capsys):
@@ -346,8 +350,8 @@ def test_cli_encodes_with_a_directory(dirs, toks, capsys):
 
 def test_mlm_rows_with_bert_wordpiece(toks):
   tok = toks["bert"]
-  objective = mlm.MaskedLM(tok, 64, mask_rate=0.15, whole_word_masking=True,
-                           next_sentence_prediction=True, seed=0)
+  objective = MaskedLM(tok, 64, mask_rate=0.15, whole_word_masking=True,
+                       next_sentence_prediction=True, seed=0)
   cls, sep, mask = (tok.piece_id(p) for p in ("[CLS]", "[SEP]", "[MASK]"))
   docs = [np.asarray(tok.encode(PROSE + f" Document {i} tokenization."), np.int32)
           for i in range(6)]
@@ -381,8 +385,8 @@ PAIR = {"text": "The quick brown fox.", "text_pair": "A lazy dog!", "label": "po
 def test_finetune_rows_with_each_tokenizer(toks, name, family):
   tok = toks[name]
   a, b = tok.encode(PAIR["text"]), tok.encode(PAIR["text_pair"])
-  row = finetune.encode(PAIR, family=family, kind="classification", tokenizer=tok,
-                        labels=FT_LABELS, max_len=32, target_len=8)
+  row = tasks.get("classification").encode(PAIR, family=families.get(family), tokenizer=tok,
+                                           labels=FT_LABELS, max_len=32, target_len=8)
   prefix = "encoder_" if family == "encoder_decoder" else ""
   real = row[f"{prefix}inputs"][row[f"{prefix}segment_ids"] > 0].tolist()
   eos = tok.eos_id
@@ -395,13 +399,13 @@ def test_finetune_rows_with_each_tokenizer(toks, name, family):
   config = finetune_config()
   config.train.batch_size = 2
   config.task.update(dict(kind="classification", max_len=32, target_len=8))
-  batch = next(iter(finetune.make_dataset(config, tok, FT_LABELS, [PAIR] * 3, family=family,
-                                          split="train")))
+  batch = next(iter(tasks.get("classification").dataset(
+      config, tok, FT_LABELS, [PAIR] * 3, family=families.get(family), split="train")))
   assert batch[f"{prefix}inputs"].shape == (2, 32) and batch["label"].tolist() == [1, 1]
   if family != "encoder":  # generation targets end with eos
-    kind_row = finetune.encode({"text": "x y", "target": "the dog"}, family=family,
-                               kind="seq2seq", tokenizer=tok, labels=None, max_len=16,
-                               target_len=8)
+    kind_row = tasks.get("seq2seq").encode({"text": "x y", "target": "the dog"},
+                                           family=families.get(family), tokenizer=tok,
+                                           labels=None, max_len=16, target_len=8)
     key = "targets" if family == "decoder" else "decoder_targets"
     weights = kind_row["weights" if family == "decoder" else "decoder_weights"]
     assert kind_row[key][weights > 0].tolist() == [*tok.encode("the dog"), eos]

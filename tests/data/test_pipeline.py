@@ -1,4 +1,4 @@
-"""make_dataset: batch format, completeness, determinism, exact resume and process shares."""
+"""The pretraining pipeline: batch format, completeness, determinism, exact resume and process shares."""
 
 import collections
 import json
@@ -8,7 +8,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from roots_jax.data.pipeline import make_dataset
+from roots_jax import objectives
 from roots_jax.errors import ConfigError, DataError
 
 KEYS = {"inputs": np.int32, "targets": np.int32, "segment_ids": np.int32, "positions": np.int32,
@@ -56,7 +56,7 @@ def same(a, b) -> bool:
 def test_train_batches_hold_real_windows(make_config, tokenizer, jsonl_files):
   pattern, docs = jsonl_files
   config = make_config(source="files", train_files=pattern)
-  batches = take(make_dataset(config, tokenizer, "train"), 30)
+  batches = take(objectives.dataset(config, tokenizer, "train"), 30)
   assert all(b["inputs"].shape == (4, 32) for b in batches)
   got = segments(batches)
   assert set(got) <= set(windows(docs, tokenizer, 32))
@@ -66,19 +66,19 @@ def test_train_batches_hold_real_windows(make_config, tokenizer, jsonl_files):
 def test_eval_is_complete_finite_and_identical_every_time(make_config, tokenizer, jsonl_files):
   pattern, docs = jsonl_files
   config = make_config(source="files", train_files="unused.txt", eval_files=pattern)
-  batches = list(make_dataset(config, tokenizer, "eval"))
+  batches = list(objectives.dataset(config, tokenizer, "eval"))
   assert segments(batches) == windows(docs, tokenizer, 32)  # no token lost, none crosses
   assert batches[-1]["inputs"].shape == (4, 32)  # padded, not short
-  assert same(batches, list(make_dataset(config, tokenizer, "eval")))
+  assert same(batches, list(objectives.dataset(config, tokenizer, "eval")))
 
 
 def test_train_is_seeded_and_repeats_with_new_orders(make_config, tokenizer, tmp_path):
   (tmp_path / "a.txt").write_text("\n\n".join(f"short document {i}" for i in range(12)))
   config = make_config(source="files", train_files=str(tmp_path / "a.txt"), eval_fraction=0.0)
-  first = take(make_dataset(config, tokenizer, "train"), 12)  # several epochs of 12 documents
-  assert same(first, take(make_dataset(config, tokenizer, "train"), 12))
+  first = take(objectives.dataset(config, tokenizer, "train"), 12)  # several epochs of 12 documents
+  assert same(first, take(objectives.dataset(config, tokenizer, "train"), 12))
   config.seed = 1
-  assert not same(first, take(make_dataset(config, tokenizer, "train"), 12))
+  assert not same(first, take(objectives.dataset(config, tokenizer, "train"), 12))
   order = [tuple(r[s == i]) for b in first for r, s in zip(b["inputs"], b["segment_ids"])
            for i in range(1, s.max() + 1)]
   assert min(collections.Counter(order).values()) >= 3  # every document, epoch after epoch
@@ -91,14 +91,14 @@ def test_resume_from_state_is_exact(make_config, tokenizer, jsonl_files, num_wor
                                     skip):
   config = make_config(source="files", train_files=jsonl_files[0], num_workers=num_workers,
                        prefetch=prefetch)
-  dataset = make_dataset(config, tokenizer, "train")
+  dataset = objectives.dataset(config, tokenizer, "train")
   it = iter(dataset)
   for _ in range(skip):
     next(it)
   state = json.loads(json.dumps(it.get_state()))  # what grain's checkpoint handler stores
   unbroken = [next(it) for _ in range(60)]  # past the 60 documents: crosses an epoch
   it.close()
-  resumed = iter(make_dataset(config, tokenizer, "train"))
+  resumed = iter(objectives.dataset(config, tokenizer, "train"))
   resumed.set_state(state)
   assert same([next(resumed) for _ in range(60)], unbroken)
   resumed.close()
@@ -107,14 +107,14 @@ def test_resume_from_state_is_exact(make_config, tokenizer, jsonl_files, num_wor
 def test_orbax_composite_checkpoint_restores_the_iterator(make_config, tokenizer, jsonl_files,
                                                           tmp_path):
   config = make_config(source="files", train_files=jsonl_files[0])
-  it = iter(make_dataset(config, tokenizer, "train"))
+  it = iter(objectives.dataset(config, tokenizer, "train"))
   for _ in range(3):
     next(it)
   with ocp.CheckpointManager(tmp_path / "ckpt") as manager:
     manager.save(3, args=ocp.args.Composite(data=grain.checkpoint.CheckpointSave(it)))
     manager.wait_until_finished()
     expected = [next(it) for _ in range(5)]
-    restored = iter(make_dataset(config, tokenizer, "train"))
+    restored = iter(objectives.dataset(config, tokenizer, "train"))
     manager.restore(3, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(restored)))
   assert same([next(restored) for _ in range(5)], expected)
 
@@ -122,7 +122,7 @@ def test_orbax_composite_checkpoint_restores_the_iterator(make_config, tokenizer
 def test_process_shares_are_disjoint_and_cover_the_data(make_config, tokenizer, jsonl_files):
   pattern, docs = jsonl_files
   config = make_config(source="files", train_files="unused.txt", eval_files=pattern)
-  shares = [list(make_dataset(config, tokenizer, "eval", process_index=i, process_count=2))
+  shares = [list(objectives.dataset(config, tokenizer, "eval", process_index=i, process_count=2))
             for i in range(2)]
   assert all(b["inputs"].shape == (2, 32) for share in shares for b in share)
   first, second = segments(shares[0]), segments(shares[1])
@@ -131,11 +131,11 @@ def test_process_shares_are_disjoint_and_cover_the_data(make_config, tokenizer, 
 
 def test_config_mistakes(make_config, tokenizer):
   with pytest.raises(ConfigError, match=r"batch_size \(4\) must be divisible.*\(3\)"):
-    make_dataset(make_config(), tokenizer, "train", process_count=3)
+    objectives.dataset(make_config(), tokenizer, "train", process_count=3)
   config = make_config()
   config.model.vocab_size = 8192
   with pytest.raises(DataError, match="512 pieces but model.vocab_size is 8192"):
-    make_dataset(config, tokenizer, "train")
+    objectives.dataset(config, tokenizer, "train")
 
 
 def stream_states(state):
@@ -160,7 +160,7 @@ def test_resume_is_exact_for_every_objective(make_config, tokenizer, jsonl_files
   # with the causal objective above).
   config = make_config(source="files", train_files=pattern, objective=objective, seq_len=48,
                        shuffle_window=0)
-  it = iter(make_dataset(config, tokenizer, "train"))
+  it = iter(objectives.dataset(config, tokenizer, "train"))
   for _ in range(skip):
     next(it)
   state = json.loads(json.dumps(it.get_state()))
@@ -170,7 +170,7 @@ def test_resume_is_exact_for_every_objective(make_config, tokenizer, jsonl_files
     assert len(inner["carry"].get("pool", [0])) > 0
   unbroken = [next(it) for _ in range(40)]  # past the 60 documents: crosses an epoch
   it.close()
-  resumed = iter(make_dataset(config, tokenizer, "train"))
+  resumed = iter(objectives.dataset(config, tokenizer, "train"))
   resumed.set_state(state)
   assert same([next(resumed) for _ in range(40)], unbroken)
   resumed.close()

@@ -8,8 +8,17 @@ import tensorflow_datasets as tfds
 
 from roots_jax.config import finetune_config
 from roots_jax.data import supervised
-from roots_jax.data.supervised import LabelVocab, load_examples
+from roots_jax import tasks
+from roots_jax.data.supervised import LabelVocab
 from roots_jax.errors import DataError
+
+
+def load_examples(task, split):
+  return tasks.get(task.kind).load_examples(task, split)
+
+
+def build_labels(task, examples):
+  return LabelVocab.build(task, examples, tasks.get(task.kind).labels_of)
 
 
 def make_task(**fields):
@@ -38,7 +47,7 @@ def test_csv_classification_with_string_labels(tmp_path):
   assert examples == [{"text": "Hello, world", "label": "pos"},
                       {"text": "bad film", "label": "neg"},
                       {"text": 'multi\nline "quoted"', "label": "pos"}]
-  labels = LabelVocab.build(task, examples)
+  labels = build_labels(task, examples)
   assert labels.names == ("neg", "pos") and labels.id("pos") == 1 and labels.name(0) == "neg"
   labels.save(str(tmp_path / "labels.json"))
   assert json.loads((tmp_path / "labels.json").read_text()) == {"names": ["neg", "pos"]}
@@ -76,7 +85,7 @@ def test_jsonl_regression_tokens_and_seq2seq(tmp_path):
                    label_field="ner_tags")
   examples = load_examples(task, "train")
   assert examples[0] == {"words": ["EU", "rejects", "German"], "tags": ["B-ORG", "O", "B-MISC"]}
-  assert LabelVocab.build(task, examples).names == ("B-MISC", "B-ORG", "B-PER", "O")
+  assert build_labels(task, examples).names == ("B-MISC", "B-ORG", "B-PER", "O")
 
   pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"article": "long text", "highlights": "short"}])
   task = make_task(kind="seq2seq", train_files=pairs, text_field="article",
@@ -95,12 +104,12 @@ def test_csv_token_tags_are_whitespace_separated(tmp_path):
 def test_label_vocab_orders(tmp_path):
   task = make_task()
   ints = [{"label": i} for i in (2, 0, 1, 2)]
-  vocab = LabelVocab.build(task, ints)
+  vocab = build_labels(task, ints)
   assert vocab.names == ("0", "1", "2") and [vocab.id(e["label"]) for e in ints] == [2, 0, 1, 2]
   stars = [{"label": s} for s in ("10", "9", "1")]  # numeric order, not "1" < "10" < "9"
-  assert LabelVocab.build(task, stars).names == ("1", "9", "10")
+  assert build_labels(task, stars).names == ("1", "9", "10")
   task.labels = ("positive", "negative")  # given: id order as written
-  vocab = LabelVocab.build(task, [{"label": "negative"}])
+  vocab = build_labels(task, [{"label": "negative"}])
   assert vocab.id("negative") == 1
   with pytest.raises(DataError, match=r"unknown label 'neutral'.*negative.*set task.labels"):
     vocab.id("neutral")
@@ -166,7 +175,7 @@ def test_tfds_classification_uses_class_label_names():
     train = load_examples(task, "train")
     assert len(train) == 5 and train.label_names == ("negative", "positive")
     assert all(isinstance(e["text"], str) and e["label"] in train.label_names for e in train)
-    labels = LabelVocab.build(task, train)
+    labels = build_labels(task, train)
     assert labels.names == ("negative", "positive")
     task.labels = ("neg", "pos")  # renames the ClassLabel ids
     assert {e["label"] for e in load_examples(task, "validation")} <= {"neg", "pos"}

@@ -8,10 +8,12 @@ import threading
 
 import pytest
 
-from roots_jax.data import sources
-from roots_jax.data import tokenizer as tokenizer_lib
-from roots_jax.data.tokenizer import Tokenizer
+from roots_jax.data import load_tokenizer, sentencepiece, sources
+from roots_jax.data.sentencepiece import SentencePieceTokenizer
+from roots_jax.data.tokenizers import write_atomically
 from roots_jax.errors import DataError
+from roots_jax.runs import pretrain
+from roots_jax.runs.pretrain import load_or_train_tokenizer
 
 CODE = ('def f(x):\n\t"""Docstring — ünïcödé ✓ 😀."""\n    return {"k": [1, 2]}  \r\n\n\n'
         '    # trailing spaces   \n\x0bdone 12345 [MASK]')
@@ -20,8 +22,8 @@ CODE = ('def f(x):\n\t"""Docstring — ünïcödé ✓ 😀."""\n    return {"k"
 @pytest.mark.parametrize("model_type", ["unigram", "bpe"])
 def test_code_round_trips_exactly(model_type):
   docs = sources.DocumentStream(sources.BuiltinSource("train", 0.02), repeat=False, seed=1)
-  tok = Tokenizer(tokenizer_lib.train_tokenizer(docs, vocab_size=400, model_type=model_type,
-                                                max_bytes=100_000))
+  tok = SentencePieceTokenizer(sentencepiece.train_tokenizer(
+      docs, vocab_size=400, model_type=model_type, max_bytes=100_000))
   for text in (CODE, " leading space", "x" * 5000, ""):
     assert tok.decode(tok.encode(text)) == text
   assert tok.encode("\n") == [tok.piece_id("<0x0A>")]  # byte fallback, not <unk>
@@ -30,7 +32,7 @@ def test_code_round_trips_exactly(model_type):
 
 def test_reserved_ids(tokenizer):
   assert (tokenizer.pad_id, tokenizer.unk_id, tokenizer.bos_id, tokenizer.eos_id) == (0, 1, 2, 3)
-  specials = [tokenizer.piece_id(p) for p in tokenizer_lib.SPECIAL_PIECES]
+  specials = [tokenizer.piece_id(p) for p in sentencepiece.SPECIAL_PIECES]
   assert len(set(specials)) == 3 and min(specials) > 3
   assert not set(specials) & set(tokenizer.encode("[CLS] a [SEP] b [MASK]"))
   with pytest.raises(DataError, match="no piece"):
@@ -46,27 +48,27 @@ def test_trained_once_into_workdir_then_reused(make_config, tmp_path, monkeypatc
   config = make_config()
   config.tokenizer.train_max_bytes = 100_000
   config.tokenizer.model_type = "bpe"
-  tok = tokenizer_lib.load_or_train_tokenizer(config, str(tmp_path))
+  tok = load_or_train_tokenizer(config, str(tmp_path))
   assert tok.path == str(tmp_path / "tokenizer" / "spm.model") and tok.vocab_size == 512
   assert os.listdir(tmp_path / "tokenizer") == ["spm.model"]  # no temporary file left
 
   def fail(*args, **kwargs):
     raise AssertionError("retrained")
 
-  monkeypatch.setattr(tokenizer_lib, "train_tokenizer", fail)
-  again = tokenizer_lib.load_or_train_tokenizer(config, str(tmp_path))
+  monkeypatch.setattr(pretrain, "train_tokenizer", fail)
+  again = load_or_train_tokenizer(config, str(tmp_path))
   assert again.encode(CODE) == tok.encode(CODE)
   config.model.vocab_size = 1024
   with pytest.raises(DataError, match="has 512 pieces but model.vocab_size is 1024"):
-    tokenizer_lib.load_or_train_tokenizer(config, str(tmp_path))
+    load_or_train_tokenizer(config, str(tmp_path))
 
 
 def test_other_processes_wait_for_process_0(make_config, tokenizer, tmp_path):
   path = tmp_path / "tokenizer" / "spm.model"
   proto = tokenizer.__getstate__()["proto"]
-  writer = threading.Timer(0.5, tokenizer_lib.write_atomically, (str(path), proto))
+  writer = threading.Timer(0.5, write_atomically, (str(path), proto))
   writer.start()
-  tok = tokenizer_lib.load_or_train_tokenizer(make_config(), str(tmp_path), process_index=1)
+  tok = load_or_train_tokenizer(make_config(), str(tmp_path), process_index=1)
   writer.join()
   assert tok.vocab_size == 512
 
@@ -75,22 +77,22 @@ def test_tokenizer_path_errors(make_config, tmp_path, tokenizer):
   config = make_config()
   config.tokenizer.path = str(tmp_path / "missing.model")
   with pytest.raises(DataError, match="cannot read tokenizer .*missing.model"):
-    tokenizer_lib.load_or_train_tokenizer(config, str(tmp_path))
+    load_or_train_tokenizer(config, str(tmp_path))
   for name, content in (("junk.model", b"not a model"), ("empty.model", b"")):
     (tmp_path / name).write_bytes(content)
     config.tokenizer.path = str(tmp_path / name)
     with pytest.raises(DataError, match="is not a sentencepiece model"):
-      tokenizer_lib.load_or_train_tokenizer(config, str(tmp_path))
+      load_or_train_tokenizer(config, str(tmp_path))
   (tmp_path / "ok.model").write_bytes(tokenizer.__getstate__()["proto"])
   config.tokenizer.path = str(tmp_path / "ok.model")
   config.model.vocab_size = 8192
   with pytest.raises(DataError, match="set model.vocab_size=512"):
-    tokenizer_lib.load_or_train_tokenizer(config, str(tmp_path))
+    load_or_train_tokenizer(config, str(tmp_path))
 
 
 def test_too_little_text_for_the_vocabulary(tmp_path):
   with pytest.raises(DataError, match="lower the vocabulary size"):
-    tokenizer_lib.train_tokenizer(["tiny text"], vocab_size=5000, model_type="unigram",
+    sentencepiece.train_tokenizer(["tiny text"], vocab_size=5000, model_type="unigram",
                                   max_bytes=1000)
 
 
@@ -106,7 +108,7 @@ def test_cli_train_and_encode(tmp_path):
   trained = run_cli("train", "--input", str(corpus), "--vocab_size", "300", "--model_type",
                     "bpe", "--output", str(model))
   assert trained.returncode == 0, trained.stderr
-  tok = Tokenizer.load(str(model))
+  tok = load_tokenizer(str(model))
   assert tok.vocab_size == 300
   encoded = run_cli("encode", "--model", str(model), "paragraph 7\nwith")
   assert encoded.returncode == 0, encoded.stderr
@@ -123,5 +125,5 @@ def test_cli_user_errors_are_one_line_and_exit_2(tmp_path):
 
 
 def test_training_text_of_pairs_is_both_sides():
-  lines = tokenizer_lib._lines(["doc\n\nline", ("in\nput", "target")], max_bytes=100)
+  lines = sentencepiece._lines(["doc\n\nline", ("in\nput", "target")], max_bytes=100)
   assert list(lines) == ["doc", "line", "in", "put", "target"]

@@ -13,10 +13,12 @@ import jax
 import numpy as np
 
 from roots_jax import config as config_lib
-from roots_jax import convert, models
+from roots_jax import models
 from roots_jax.hf import architectures
 from roots_jax.models.config import ModelConfig
-from roots_jax.training import pretrained
+from roots_jax.runs import convert, workdir
+from roots_jax.runs.finetune import resolve_init_from
+from roots_jax.training import checkpoints
 
 # Tiny Hugging Face configs (config.json contents) of each supported architecture.
 GPT2 = dict(model_type="gpt2", architectures=["GPT2LMHeadModel"], n_layer=2, n_embd=32, n_head=4,
@@ -52,12 +54,13 @@ def inputs(seed: int = 0) -> dict:
 
 def load_run(run_dir: str):
   """(model config, params) of a run, read the way the fine-tune driver reads a pretraining run."""
-  run = pretrained.resolve(run_dir)
+  run = resolve_init_from(run_dir)
   model_config = ModelConfig.from_config(run.config.model)
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
                           convert.abstract_params(model_config))
-  return model_config, jax.device_get(pretrained.restore_params(run, abstract))
+  manager = workdir.checkpoint_manager(run.workdir)
+  return model_config, jax.device_get(checkpoints.restore_params(manager, run.step, abstract))
 
 
 @functools.cache

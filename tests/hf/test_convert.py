@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from roots_jax import convert
-from roots_jax import train as train_lib
+from roots_jax import convert as convert_cli
+from roots_jax import train as train_cli
 from roots_jax.hf import safetensors
+from roots_jax.runs import convert
 
 import hf_models
 from hf_models import BERT, GPT2, T5, T5_V11
@@ -122,7 +123,7 @@ def test_bert_without_token_types_exports_a_zero_type_table(tmp_path):
 
 
 def run_cli(capsys, *argv) -> tuple[int, str]:
-  code = convert.main(list(argv))
+  code = convert_cli.main(list(argv))
   captured = capsys.readouterr()
   return code, captured.err
 
@@ -267,7 +268,7 @@ def test_train_refuses_to_resume_a_converted_run(corpus, tmp_path, capsys):
         return c
   """))
   written = (tmp_path / "imported" / "config.json").read_text()
-  code = train_lib.main(["--config", str(config_file), "--workdir", run])
+  code = train_cli.main(["--config", str(config_file), "--workdir", run])
   err = capsys.readouterr().err
   assert code == 2 and "error: checkpoint step 0" in err and "Traceback" not in err, err
   assert (tmp_path / "imported" / "config.json").read_text() == written  # left as it was

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import hf_models
-from roots_jax import convert, decoding, models
+from roots_jax import decoding, models
+from roots_jax.runs import convert
 
 transformers = pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")

@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from roots_jax import convert  # pylint: disable=g-import-not-at-top
+from roots_jax.runs import convert  # pylint: disable=g-import-not-at-top
 import hf_models  # pylint: disable=g-import-not-at-top
 from hf_models import BERT, GPT2, T5, T5_V11  # pylint: disable=g-import-not-at-top
 

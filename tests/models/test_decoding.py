@@ -10,7 +10,7 @@ from scipy import stats
 
 from roots_jax import decoding
 from roots_jax.errors import ConfigError
-from roots_jax.models import build_model
+from roots_jax.models import build_model, families
 from roots_jax.models.heads import FinetuneModel
 from tiny_models import random_params, tiny_config
 
@@ -124,7 +124,7 @@ def test_cache_and_recompute_agree(name, options):
 
 @pytest.mark.parametrize("family", ["decoder", "encoder_decoder"])
 def test_finetuned_seq2seq_head_generates_through_its_own_output_layer(family):
-  model = FinetuneModel(tiny_config(family=family, vocab_size=16), "seq2seq")
+  model = FinetuneModel(tiny_config(family=family, vocab_size=16), "lm")
   row = np.ones((1, 6), np.int32)
   batch = ({"inputs": row, "segment_ids": row, "positions": row} if family == "decoder" else {
       f"{side}_{key}": row for side in ("encoder", "decoder")
@@ -149,9 +149,9 @@ def test_beam_one_and_top_k_one_are_greedy(name):
   np.testing.assert_array_equal(top1, greedy)
   # A beam of one through the beam-search code path (two candidates per step) too.
   one = decoding.GenerationConfig(max_new_tokens=7, num_beams=1)
-  method = lambda m, *a, **k: decoding.lm_logits(m, *a, **k, family=family)
-  lm = decoding._cached_model(model.module, params, prompts, family=family, steps=7,
-                              method=method)
+  fam = families.get(family)
+  lm = decoding._cached_model(model.module, params, prompts, family=fam, steps=7,
+                              method=fam.lm_logits)
   beam_path = jax.device_get(jax.jit(lambda: decoding._beam_search(lm, one, EOS, 0, None))())
   live = [i for i, p in enumerate(PROMPTS) if p]
   np.testing.assert_array_equal(beam_path.tokens[live], greedy[live])

@@ -6,7 +6,8 @@ import pytest
 
 from roots_jax import models
 from roots_jax.errors import ConfigError
-from roots_jax.models.heads import FinetuneModel, pretrained_output_kernel
+from roots_jax.models import families
+from roots_jax.models.heads import FinetuneModel
 from tiny_models import random_params, tiny_config
 
 
@@ -39,7 +40,7 @@ def _decoder_features(config, params, batch):
 def test_sequence_head_ignores_padding(family, pooling):
   """Changing the padding of a row (its tokens after the last real one) leaves its logits."""
   config = tiny_config(family=family, type_vocab_size=2 if family == "encoder" else 0)
-  model = FinetuneModel(config, "classification", num_outputs=3, pooling=pooling)
+  model = FinetuneModel(config, "pooled", num_outputs=3, pooling=pooling)
   batch = _batch(family)
   params = random_params(model, batch)
   logits = model.apply(params, batch)                                   # [B, 3]
@@ -53,7 +54,7 @@ def test_sequence_head_ignores_padding(family, pooling):
 
 def test_decoder_head_reads_the_last_real_token():
   config = tiny_config(family="decoder")
-  model = FinetuneModel(config, "regression")
+  model = FinetuneModel(config, "pooled", num_outputs=1, scalar=True)
   batch = _batch("decoder")
   params = random_params(model, batch)
   hidden, head = _decoder_features(config, params, batch), params["params"]["head"]
@@ -68,7 +69,7 @@ def test_decoder_head_reads_the_last_real_token():
     ("encoder_decoder", {"tie_embeddings": False})])
 def test_seq2seq_head_copied_from_the_lm_head_gives_the_pretrained_logits(family, overrides):
   config = tiny_config(family=family, **overrides)
-  model = FinetuneModel(config, "seq2seq")
+  model = FinetuneModel(config, "lm")
   batch = _batch(family)
   backbone = models.build_model(config)
   if family == "decoder":
@@ -81,13 +82,13 @@ def test_seq2seq_head_copied_from_the_lm_head_gives_the_pretrained_logits(family
   pretrained = random_params(backbone, *args, **kwargs)["params"]
   expected = backbone.apply({"params": pretrained}, *args, **kwargs)            # [B, T, V]
   params = {"backbone": pretrained,
-            "head": {"kernel": pretrained_output_kernel(config, pretrained)}}
+            "head": {"kernel": families.get(family).output_kernel(config, pretrained)}}
   np.testing.assert_allclose(model.apply({"params": params}, batch), expected, atol=1e-5)
 
 
 def test_mean_pooling_averages_real_tokens():
   config = tiny_config(family="decoder")
-  model = FinetuneModel(config, "regression", pooling="mean")
+  model = FinetuneModel(config, "pooled", num_outputs=1, scalar=True, pooling="mean")
   batch = _batch("decoder")
   params = random_params(model, batch)
   hidden, head = _decoder_features(config, params, batch), params["params"]["head"]
@@ -98,5 +99,5 @@ def test_mean_pooling_averages_real_tokens():
 
 def test_pooling_must_fit_the_family():
   with pytest.raises(ConfigError, match="use last or mean"):
-    FinetuneModel(tiny_config(family="decoder"), "classification", 3, pooling="first").init(
+    FinetuneModel(tiny_config(family="decoder"), "pooled", 3, pooling="first").init(
         jax.random.key(0), _batch("decoder"))

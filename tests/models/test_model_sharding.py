@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from roots_jax.config import RULE_PRESETS
+from roots_jax.training.partitioning import RULE_PRESETS
 from roots_jax.models import ModelConfig, build_model
 
 from tiny_models import random_params

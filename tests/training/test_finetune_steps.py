@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from roots_jax.config import base_config
-from roots_jax.training import optimizers, steps, tasks
+from roots_jax.training import losses, optimizers, steps
 
 
 def _torch_cross_entropy(logits, labels, weights, smoothing):
@@ -28,9 +28,9 @@ def test_class_terms_match_pytorch(smoothing, weighted):
   class_weights = rng.uniform(0.2, 3.0, size=5) if weighted else np.ones(5)
   mask = np.ones(12, np.float32)
   mask[-3:] = 0  # padding rows
-  sums = tasks.class_terms(logits, labels, mask, label_smoothing=smoothing,
+  sums = losses.class_terms(logits, labels, mask, label_smoothing=smoothing,
                            class_weights=class_weights if weighted else None)
-  count = tasks.class_count(labels, mask, class_weights if weighted else None)
+  count = losses.class_count(labels, mask, class_weights if weighted else None)
   expected = _torch_cross_entropy(logits[:9].astype(np.float64), labels[:9], class_weights,
                                   smoothing)
   np.testing.assert_allclose(float(sums["nll"] / count), expected, rtol=1e-5)

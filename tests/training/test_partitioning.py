@@ -7,14 +7,14 @@ from jax.sharding import PartitionSpec as P
 
 from roots_jax import config as config_lib
 from roots_jax.errors import ConfigError
-from roots_jax.train import build
+from roots_jax.runs.pretrain import build
 from roots_jax.training import partitioning
 
 
 def _state(shape, parallelism, *extra):
   config = config_lib.load_config("configs/gpt2.py:tiny", [
       f"mesh.shape={shape}", f"mesh.parallelism={parallelism}", "model.vocab_size=512", *extra])
-  mesh, rules = partitioning.make_mesh(config), config_lib.logical_rules(config)
+  mesh, rules = partitioning.make_mesh(config), partitioning.logical_rules(config)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     parts = build(config, mesh)
     return parts, parts.init(jax.random.key(0))

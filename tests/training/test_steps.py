@@ -11,9 +11,10 @@ import pytest
 from flax import linen as nn
 
 from roots_jax import config as config_lib
-from roots_jax.train import build, train
+from roots_jax import objectives
+from roots_jax.runs.pretrain import build, train
 from roots_jax.errors import ConfigError
-from roots_jax.training import partitioning, steps, tasks
+from roots_jax.training import losses, partitioning, steps
 from tiny_gpt import tiny_overrides
 
 
@@ -24,7 +25,7 @@ def test_token_terms_match_numpy_with_weights_and_z_loss():
   weights = (rng.random((2, 5)) > 0.3).astype(np.float32)
   log_z = np.log(np.exp(logits).sum(-1))
   nll = log_z - np.take_along_axis(logits, targets[..., None], -1)[..., 0]
-  sums = tasks.token_terms(jnp.asarray(logits), targets, weights, z_loss=1e-2)
+  sums = losses.token_terms(jnp.asarray(logits), targets, weights, z_loss=1e-2)
   np.testing.assert_allclose(sums["nll"], (nll * weights).sum(), rtol=1e-6)
   np.testing.assert_allclose(sums["z_loss"], (1e-2 * log_z**2 * weights).sum(), rtol=1e-6)
   np.testing.assert_allclose(sums["accuracy"], ((logits.argmax(-1) == targets) * weights).sum())
@@ -33,13 +34,13 @@ def test_token_terms_match_numpy_with_weights_and_z_loss():
 def test_objective_must_fit_the_family():
   with pytest.raises(ConfigError, match="data.objective=mlm_nsp trains a model.family=encoder "
                                         "model, not decoder; for decoder use data.objective=causal"):
-    tasks.get_task("mlm_nsp", "decoder")
+    objectives.get("mlm_nsp", "decoder")
 
 
 def _run_steps(corpus, *overrides, num_steps=3):
   config = config_lib.load_config("configs/gpt2.py:tiny", tiny_overrides(corpus) + list(overrides))
   config_lib.validate(config, jax.device_count())
-  mesh, rules = partitioning.make_mesh(config), config_lib.logical_rules(config)
+  mesh, rules = partitioning.make_mesh(config), partitioning.logical_rules(config)
   rng = np.random.default_rng(0)
   b, t = config.train.batch_size, config.data.seq_len
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):

@@ -8,10 +8,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from roots_jax import tasks
 from roots_jax.config import finetune_config
-from roots_jax.data import encoder_decoder, finetune
+from roots_jax.data import task_rows
 from roots_jax.data.supervised import LabelVocab
 from roots_jax.errors import ConfigError, DataError
+from roots_jax.models import families
+from roots_jax.objectives.seq2seq import Seq2Seq
 
 L, T = 24, 8
 LABELS = LabelVocab(["neg", "pos"])
@@ -24,14 +27,23 @@ EXAMPLES = {
                              "tags": ["B-ORG", "I-ORG", "O", "B-ORG", "O"]},
     "seq2seq": {"text": "def add(a, b):\n    return a + b", "target": "Add two numbers."},
 }
-CASES = [(f, k) for f in finetune.FAMILIES for k in finetune.KINDS
+CASES = [(f, k) for f in families.FAMILIES for k in tasks.NAMES
          if (f, k) != ("encoder", "seq2seq")]
 
 
 def encode(tokenizer, example, family, kind, max_len=L, target_len=T):
   labels = TAGS if kind == "token_classification" else LABELS
-  return finetune.encode(example, family=family, kind=kind, tokenizer=tokenizer, labels=labels,
-                         max_len=max_len, target_len=target_len)
+  return tasks.get(kind).encode(example, family=families.get(family), tokenizer=tokenizer,
+                                labels=labels, max_len=max_len, target_len=target_len)
+
+
+def example_spec(family, kind, max_len, target_len):
+  return tasks.get(kind).spec(families.get(family), max_len, target_len)
+
+
+def make_dataset(config, tokenizer, labels, examples, *, family, **options):
+  return tasks.get(config.task.kind).dataset(config, tokenizer, labels, examples,
+                                              family=families.get(family), **options)
 
 
 def ids(tokenizer):
@@ -46,7 +58,7 @@ def real(row, prefix=""):
 
 @pytest.mark.parametrize("family,kind", CASES)
 def test_rows_match_the_spec(tokenizer, family, kind):
-  spec = finetune.example_spec(family, kind, L, T)
+  spec = example_spec(family, kind, L, T)
   row = encode(tokenizer, EXAMPLES[kind], family, kind)
   assert {k: (v.shape, v.dtype) for k, v in row.items()} == {
       k: (shape, np.dtype(dtype)) for k, (shape, dtype) in spec.items()}
@@ -57,11 +69,11 @@ def test_rows_match_the_spec(tokenizer, family, kind):
       assert segments.tolist() == [1] * n + [0] * (len(segments) - n)
       assert positions.tolist() == list(range(n)) + [0] * (len(segments) - n)
       assert not row[f"{prefix}inputs"][n:].any()
-  zero = finetune.zero_row(spec)
+  zero = task_rows.zero_row(spec)
   assert all(not v.any() and v.shape == spec[k][0] for k, v in zero.items())
 
 
-@pytest.mark.parametrize("family", finetune.FAMILIES)
+@pytest.mark.parametrize("family", families.FAMILIES)
 def test_classification_specials_and_pairs(tokenizer, family):
   sp = ids(tokenizer)
   a = tokenizer.encode(EXAMPLES["classification"]["text"])
@@ -98,7 +110,7 @@ def reference_longest_first(a, b, budget):
 def test_pairs_truncate_longest_first(tokenizer):
   for la, lb, budget in itertools.product(range(9), range(9), range(1, 12)):
     a, b = list(range(la)), list(range(100, 100 + lb))
-    assert finetune.truncate_longest_first(a, b, budget) == reference_longest_first(a, b, budget)
+    assert task_rows.truncate_longest_first(a, b, budget) == reference_longest_first(a, b, budget)
   sp = ids(tokenizer)
   long_a = " ".join(["alpha"] * 40)
   row = encode(tokenizer, {"text": long_a, "text_pair": "beta gamma", "label": "neg"},
@@ -110,7 +122,7 @@ def test_pairs_truncate_longest_first(tokenizer):
   assert tokens[1:-len(b) - 2] == tokenizer.encode(long_a)[:32 - 3 - len(b)]
 
 
-@pytest.mark.parametrize("family", finetune.FAMILIES)
+@pytest.mark.parametrize("family", families.FAMILIES)
 def test_tags_sit_on_the_first_piece_of_each_word(tokenizer, family):
   example = EXAMPLES["token_classification"]
   row = encode(tokenizer, example, family, "token_classification", max_len=64)
@@ -164,7 +176,7 @@ def test_encoder_decoder_seq2seq_matches_the_pretraining_row(tokenizer):
   row = encode(tokenizer, example, "encoder_decoder", "seq2seq", max_len=12, target_len=5)
   pair = (np.asarray(tokenizer.encode(example["text"]), np.int32),
           np.asarray(tokenizer.encode(example["target"]), np.int32))
-  [reference] = encoder_decoder.Seq2Seq(tokenizer, 12, target_len=5).flat_map(pair)
+  [reference] = Seq2Seq(tokenizer, 12, target_len=5).flat_map(pair)
   assert real(row, "encoder_") == reference["encoder_inputs"].tolist()
   targets = row["decoder_targets"][row["decoder_weights"] > 0].tolist()
   assert targets == reference["decoder_targets"].tolist()
@@ -193,13 +205,13 @@ def test_eval_batches_are_padded_with_zero_rows(tokenizer, family, kind):
   config = make_config(kind=kind, batch_size=4)
   examples = [EXAMPLES[kind]] * 5
   labels = TAGS if kind == "token_classification" else LABELS
-  spec = finetune.example_spec(family, kind, L, T)
+  spec = example_spec(family, kind, L, T)
   weight = {"classification": "label_weight", "regression": "label_weight",
             "token_classification": "tag_weights",
             "seq2seq": "weights" if family == "decoder" else "decoder_weights"}[kind]
   counts = []
   for p in range(2):  # 5 examples, global batch 4 over 2 processes: 2 batches of 2 rows each
-    batches = list(finetune.make_dataset(config, tokenizer, labels, examples, family=family,
+    batches = list(make_dataset(config, tokenizer, labels, examples, family=family,
                                          split="validation", process_index=p, process_count=2))
     assert all({k: (v.shape[1:], v.dtype) for k, v in b.items()} == {
         k: (s, np.dtype(d)) for k, (s, d) in spec.items()} for b in batches)
@@ -217,7 +229,7 @@ def test_every_process_yields_the_same_number_of_batches(tokenizer):
   examples = numbered(19)  # ceil(19 / 8) = 3 batches; process 3 holds 4 examples, 1 batch
   seen, counts = [], []
   for p in range(4):
-    batches = list(finetune.make_dataset(config, tokenizer, LABELS, examples, family="encoder",
+    batches = list(make_dataset(config, tokenizer, LABELS, examples, family="encoder",
                                          split="test", process_index=p, process_count=4))
     counts.append(len(batches))
     rows = np.concatenate([b["inputs"] for b in batches])[
@@ -230,7 +242,7 @@ def test_every_process_yields_the_same_number_of_batches(tokenizer):
 def test_unknown_label_fails_before_the_first_batch(tokenizer):
   examples = numbered(3) + [{"text": "x", "label": "neutral"}]
   with pytest.raises(DataError, match=r"validation example 3: unknown label 'neutral'"):
-    finetune.make_dataset(make_config(), tokenizer, LABELS, examples, family="encoder",
+    make_dataset(make_config(), tokenizer, LABELS, examples, family="encoder",
                           split="validation")
 
 
@@ -240,7 +252,7 @@ def take(iterator, n):
 
 def test_train_iterator_resumes_exactly(tokenizer, tmp_path):
   config = make_config(batch_size=4)
-  dataset = finetune.make_dataset(config, tokenizer, LABELS, numbered(10), family="decoder",
+  dataset = make_dataset(config, tokenizer, LABELS, numbered(10), family="decoder",
                                   split="train")
   iterator = iter(dataset)
   take(iterator, 3)
@@ -265,7 +277,7 @@ def test_epochs_are_reshuffled_and_shards_disjoint(tokenizer):
   config = make_config(batch_size=4)
 
   def epochs(process_index=0, process_count=1, n=2):
-    dataset = finetune.make_dataset(config, tokenizer, LABELS, examples, family="encoder",
+    dataset = make_dataset(config, tokenizer, LABELS, examples, family="encoder",
                                     split="train", process_index=process_index,
                                     process_count=process_count)
     per_epoch = 16 // process_count // (4 // process_count)
@@ -280,7 +292,7 @@ def test_epochs_are_reshuffled_and_shards_disjoint(tokenizer):
 
 
 def test_encoding_pickles_for_grain_workers(tokenizer):
-  dataset = finetune.make_dataset(make_config(), tokenizer, LABELS, numbered(8), family="encoder",
+  dataset = make_dataset(make_config(), tokenizer, LABELS, numbered(8), family="encoder",
                                   split="validation")
   restored = pickle.loads(pickle.dumps(dataset))
   assert all(np.array_equal(a["inputs"], b["inputs"]) for a, b in zip(dataset, restored))

@@ -32,9 +32,11 @@ from typing import Any
 
 import numpy as np
 
-from roots_jax.data.objectives import StreamObjective
-from roots_jax.data.tokenizer import BaseTokenizer
+from roots_jax.data.tokenizers import BaseTokenizer
+from roots_jax.data.transforms import StreamTransform
 from roots_jax.errors import ConfigError
+from roots_jax.objectives.base import Objective
+from roots_jax.training.losses import Loss, token_counts, token_terms
 
 # Runs of segments from earlier documents kept for NSP negatives (each up to seq_len - 3
 # tokens, in the checkpointed iterator state; new runs replace random old ones).
@@ -53,7 +55,7 @@ def truncate_seq_pair(a: np.ndarray, b: np.ndarray, max_tokens: int,
   return a, b
 
 
-class MaskedLM(StreamObjective):
+class MaskedLM(StreamTransform):
   """Masked LM (+ NSP) pairs `[CLS] A [SEP] B [SEP]`, one per row.
 
   Batch rows, [B, T]: inputs (masked ids), targets (original ids at selected positions, 0
@@ -206,3 +208,37 @@ class MaskedLM(StreamObjective):
     """BERT does not pack: the examples are finished, padded rows already."""
     del num_packing_bins, seed, shuffle_bins
     return ds
+
+
+def _terms(outputs, b, z):
+  mlm_logits, nsp_logits = outputs                       # [B, T, V], [B, 2]
+  sums = token_terms(mlm_logits, b["targets"], b["weights"], z, prefix="mlm_")
+  nsp = token_terms(nsp_logits[:, None], b["nsp_labels"][:, None], b["nsp_weights"][:, None], 0.0,
+                    prefix="nsp_")
+  return {**sums, "nsp_nll": nsp["nsp_nll"], "nsp_accuracy": nsp["nsp_accuracy"]}
+
+
+def _counts(b):
+  counts = token_counts("weights", "mlm_")(b)
+  pairs = b["nsp_weights"].sum()
+  return {**counts, "nsp_nll": pairs, "nsp_accuracy": pairs}
+
+
+_I32, _F32 = np.int32, np.float32
+
+OBJECTIVE = Objective(
+    name="mlm_nsp", family="encoder",
+    loss=Loss(
+        model_inputs=lambda b: ((b["inputs"],), dict(token_types=b["token_types"],
+                                                     positions=b["positions"],
+                                                     segment_ids=b["segment_ids"])),
+        terms=_terms, counts=_counts, loss_terms=("mlm_nll", "mlm_z_loss", "nsp_nll"),
+        nll_term="mlm_nll",
+        example=lambda t, _: {"inputs": ((t,), _I32), "targets": ((t,), _I32),
+                              "weights": ((t,), _F32), "token_types": ((t,), _I32),
+                              "segment_ids": ((t,), _I32), "positions": ((t,), _I32),
+                              "nsp_labels": ((), _I32), "nsp_weights": ((), _F32)}),
+    transform=lambda data, tokenizer, seed: MaskedLM(
+        tokenizer, data.seq_len, mask_rate=data.mask_rate,
+        whole_word_masking=data.whole_word_masking,
+        next_sentence_prediction=data.next_sentence_prediction, seed=seed))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from roots_jax.data import mlm
+from roots_jax.objectives import mlm_nsp as mlm
 from roots_jax.errors import ConfigError
 
 SEQ_LEN = 64

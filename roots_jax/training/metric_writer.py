@@ -1,13 +1,9 @@
-"""Metric rows to the console, `metrics.jsonl` and TensorBoard (process 0 only), and MFU."""
+"""Metric rows to the console, `metrics.jsonl` and TensorBoard (process 0 only)."""
 
 import json
 import logging
 import math
 import os
-
-import jax
-
-from roots_jax import config as config_lib
 
 log = logging.getLogger("roots_jax")
 
@@ -75,22 +71,3 @@ def _fmt(v: float) -> str:
   if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
     return f"{v:.3e}"
   return f"{v:.4f}"
-
-
-def peak_flops_per_device(configured: float) -> float:
-  """The config's value, else the known peak of this device kind (0 when unknown)."""
-  if configured > 0:
-    return configured
-  device = jax.devices()[0]
-  kind = "cpu" if device.platform == "cpu" else device.device_kind
-  for name, flops in config_lib.PEAK_FLOPS.items():
-    if kind.startswith(name):
-      return flops
-  log.warning("unknown device kind %r: set hardware.peak_flops_per_device to get MFU", kind)
-  return 0.0
-
-
-def mfu(tokens_per_sec: float, flops_per_token: float, peak_per_device: float) -> float:
-  """Model FLOPs utilisation: achieved training FLOP/s over the peak of all devices."""
-  peak = peak_per_device * jax.device_count()
-  return tokens_per_sec * flops_per_token / peak if peak > 0 else 0.0

@@ -1,7 +1,7 @@
-"""Encoder-decoder objectives (T5): span corruption of plain text, and supervised pairs.
+"""T5's span corruption of plain text (t5.data.preprocessors.span_corruption; Raffel et al.
+2020, 3.1.4).
 
-Span corruption follows t5.data.preprocessors.span_corruption (Raffel et al. 2020, 3.1.4):
-a document is cut into chunks of the token count that `random_spans_helper` gives for
+A document is cut into chunks of the token count that `random_spans_helper` gives for
 data.seq_len, so a full chunk's corrupted input is at most seq_len tokens with eos (512 ->
 chunks of 568, targets of 114 at density 0.15 and mean span 3); `random_spans_noise_mask`
 marks alternating non-noise / noise spans; each noise span becomes one sentinel in the
@@ -10,23 +10,18 @@ is the tokenizer's `sentinel_id(i)`: its <extra_id_i> piece where it has one (a 
 T5 tokenizer: 32099 down from the top of its 32100), else vocab_size - 1 - i, counting down
 from the top as T5 does, so the few highest pieces of a tokenizer without reserved sentinels
 become ambiguous. T5 concatenates documents before chunking; here the chunks of several
-documents are packed into one row instead.
-
-Batch rows ([B, seq_len] for encoder_*, [B, target_len] for decoder_*): encoder_inputs,
-encoder_segment_ids, encoder_positions, decoder_inputs (the targets shifted right within each
-segment, starting with 0, T5's pad/start id), decoder_targets, decoder_segment_ids,
-decoder_positions, all int32; decoder_weights (float32, 1.0 on real targets). An example's
-encoder and decoder parts share a row and a segment id (grain's packer places the whole
-example struct at once).
+documents are packed into one row instead, laid out as the seq2seq objective's rows.
 """
 
 from typing import Any
 
 import numpy as np
 
-from roots_jax.data.objectives import FlatMapObjective, Objective, StreamObjective
-from roots_jax.data.tokenizer import BaseTokenizer
+from roots_jax.data.tokenizers import BaseTokenizer
+from roots_jax.data.transforms import StreamTransform
 from roots_jax.errors import ConfigError
+from roots_jax.objectives.base import Objective
+from roots_jax.objectives.seq2seq import LOSS, PackedPairs
 
 
 def random_spans_helper(inputs_length: int, noise_density: float,
@@ -88,33 +83,7 @@ def noise_span_to_unique_sentinel(tokens: np.ndarray, noise_mask: np.ndarray,
   return np.where(first_noise, sentinels[span], tokens)[~(noise_mask & prev_is_noise)]
 
 
-class EncoderDecoder(Objective):
-  """Examples {"encoder_inputs", "decoder_targets"}, packed together; see the module docs."""
-
-  def __init__(self, seq_len: int, target_len: int):
-    self.seq_len = seq_len
-    self.target_len = target_len
-    self.length_struct = {"encoder_inputs": seq_len, "decoder_targets": target_len}
-
-  def finalize(self, packed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    targets = packed["decoder_targets"]
-    positions = packed["decoder_targets_positions"]
-    decoder_inputs = np.roll(targets, 1)
-    decoder_inputs[positions == 0] = 0  # each segment starts with 0 (and padding stays 0)
-    segment_ids = packed["decoder_targets_segment_ids"]
-    return {
-        "encoder_inputs": packed["encoder_inputs"],
-        "encoder_segment_ids": packed["encoder_inputs_segment_ids"],
-        "encoder_positions": packed["encoder_inputs_positions"],
-        "decoder_inputs": decoder_inputs,
-        "decoder_targets": targets,
-        "decoder_segment_ids": segment_ids,
-        "decoder_positions": positions,
-        "decoder_weights": (segment_ids > 0).astype(np.float32),
-    }
-
-
-class SpanCorruption(EncoderDecoder, StreamObjective):
+class SpanCorruption(PackedPairs, StreamTransform):
   """T5's span corruption of plain text (see the module docstring)."""
 
   def __init__(self, tokenizer: BaseTokenizer, seq_len: int, *, target_len: int,
@@ -132,8 +101,8 @@ class SpanCorruption(EncoderDecoder, StreamObjective):
       raise ConfigError(f"data.target_len ({target_len}) is shorter than the {needed} target "
                         f"tokens span corruption makes from data.seq_len={seq_len}; raise it "
                         "or set 0 to derive it")
-    EncoderDecoder.__init__(self, seq_len, target_len or needed)
-    StreamObjective.__init__(self, seed)
+    PackedPairs.__init__(self, seq_len, target_len or needed)
+    StreamTransform.__init__(self, seed)
     self.tokens_length = tokens_length
     self.noise_density = noise_density
     self.mean_noise_span_length = mean_noise_span_length
@@ -157,19 +126,17 @@ class SpanCorruption(EncoderDecoder, StreamObjective):
     return [self.corrupt(c, rng) for c in chunks], {"count": carry["count"] + 1}
 
 
-class Seq2Seq(EncoderDecoder, FlatMapObjective):
-  """Supervised (input, target) pairs: each side truncated to fit with eos appended (T5's
-  append_eos_after_trim); target_len 0 means seq_len."""
 
-  def __init__(self, tokenizer: BaseTokenizer, seq_len: int, *, target_len: int):
-    if seq_len < 2 or target_len == 1:
-      raise ConfigError("data.seq_len and data.target_len must leave room for a token and eos; "
-                        f"got {seq_len} and {target_len}")
-    super().__init__(seq_len, target_len or seq_len)
-    self.eos = tokenizer.eos_id
 
-  def flat_map(self, pair: tuple[np.ndarray, np.ndarray]) -> list[dict[str, np.ndarray]]:
-    inputs, targets = pair
-    return [{"encoder_inputs": np.append(inputs[:self.seq_len - 1], self.eos).astype(np.int32),
-             "decoder_targets": np.append(targets[:self.target_len - 1],
-                                          self.eos).astype(np.int32)}]
+def target_len(data) -> int:
+  """data.target_len, or when 0 T5's for data.seq_len: random_spans_helper's (114 for 512)."""
+  return data.target_len or random_spans_helper(data.seq_len, data.noise_density,
+                                                data.mean_noise_span_length)[1]
+
+
+OBJECTIVE = Objective(
+    name="span_corruption", family="encoder_decoder", loss=LOSS,
+    transform=lambda data, tokenizer, seed: SpanCorruption(
+        tokenizer, data.seq_len, target_len=data.target_len, noise_density=data.noise_density,
+        mean_noise_span_length=data.mean_noise_span_length, seed=seed),
+    target_len=target_len)

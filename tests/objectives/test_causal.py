@@ -6,13 +6,14 @@ import grain
 import numpy as np
 import pytest
 
-from roots_jax.data import objectives
+from roots_jax import objectives
+from roots_jax.objectives.causal import CausalLM
 from roots_jax.errors import ConfigError
 
 
 @pytest.mark.parametrize("length", [0, 1, 6, 7, 8, 20])
 def test_windows_overlap_by_one_and_cover_every_target_once(tokenizer, length):
-  causal = objectives.CausalLM(tokenizer, seq_len=7)
+  causal = CausalLM(tokenizer, seq_len=7)
   tokens = np.arange(10, 10 + length, dtype=np.int32)
   examples = causal.flat_map(tokens)
   full = [tokenizer.bos_id, *tokens, tokenizer.eos_id]
@@ -24,13 +25,13 @@ def test_windows_overlap_by_one_and_cover_every_target_once(tokenizer, length):
 
 def test_tokenizers_without_bos_start_at_the_first_token():
   no_bos = types.SimpleNamespace(bos_id=-1, eos_id=1)
-  examples = objectives.CausalLM(no_bos, seq_len=4).flat_map(np.array([7, 8, 9]))
+  examples = CausalLM(no_bos, seq_len=4).flat_map(np.array([7, 8, 9]))
   assert [e["inputs"].tolist() for e in examples] == [[7, 8, 9]]
   assert [e["targets"].tolist() for e in examples] == [[8, 9, 1]]
 
 
 def test_packed_rows_keep_segments_apart(tokenizer):
-  causal = objectives.CausalLM(tokenizer, seq_len=8)
+  causal = CausalLM(tokenizer, seq_len=8)
   docs = [np.arange(100 * i, 100 * i + n, dtype=np.int32) for i, n in enumerate([3, 11, 1, 5])]
   examples = [e for d in docs for e in causal.flat_map(d)]
   ds = grain.MapDataset.source(examples).to_iter_dataset()
@@ -53,4 +54,4 @@ def test_packed_rows_keep_segments_apart(tokenizer):
 def test_unknown_objective(make_config):
   data = make_config(objective="mlm").data
   with pytest.raises(ConfigError, match="unknown data.objective 'mlm'; choose one of causal"):
-    objectives.make_objective(data, None)
+    objectives.get(data.objective)

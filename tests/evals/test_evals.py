@@ -1,9 +1,11 @@
-"""Evaluation helpers: generations meet their own references whatever the process layout."""
+"""Evaluators: generations meet their own references whatever the process layout; which way a
+metric is better."""
 
 import numpy as np
 import pytest
 
-from roots_jax import evaluate as evaluate_lib
+from roots_jax import evals
+from roots_jax.evals.generation import generation_metrics
 
 
 class _Tokenizer:
@@ -29,17 +31,16 @@ def test_generations_meet_their_references(process_count):
         if index < num_examples:
           generated[p * local + j, :2] = [100 + index, _Tokenizer.eos_id]
     rows.append((generated, {}))
-  scores = evaluate_lib._generation_metrics(rows, examples, _Tokenizer(), process_count)
+  scores = generation_metrics(rows, examples, _Tokenizer(), process_count)
   assert scores["exact_match"] == 1.0 and scores["bleu"] == 0.0  # one-word outputs: no 4-grams
   assert scores["rouge1"] == scores["rougeL"] == 100.0
   # Read back in the wrong order, they do not.
   shuffled = [(g[::-1], batch) for g, batch in rows]
-  assert evaluate_lib._generation_metrics(shuffled, examples, _Tokenizer(),
-                                          process_count)["exact_match"] < 1.0
+  assert generation_metrics(shuffled, examples, _Tokenizer(), process_count)["exact_match"] < 1.0
 
 
 @pytest.mark.parametrize("metric,value,best,better", [
     ("loss", 1.0, 2.0, True), ("accuracy", 0.5, 0.6, False), ("pearson", float("nan"), None, False),
     ("rougeL", 0.1, None, True)])
 def test_is_better(metric, value, best, better):
-  assert evaluate_lib.is_better(metric, value, best) == better
+  assert evals.is_better(metric, value, best) == better

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from roots_jax.data import encoder_decoder, objectives
-from roots_jax.data.pipeline import make_dataset
+from roots_jax import objectives
+from roots_jax.objectives import seq2seq, span_corruption as span_corruption_lib
 from roots_jax.errors import ConfigError, DataError
 
 VOCAB = 512
@@ -20,7 +20,7 @@ MAX_TOKEN = 400
 def span_corruption(tokenizer, seq_len=512, **kwargs):
   options = dict(target_len=0, noise_density=0.15, mean_noise_span_length=3.0, seed=0)
   options.update(kwargs)
-  return encoder_decoder.SpanCorruption(tokenizer, seq_len, **options)
+  return span_corruption_lib.SpanCorruption(tokenizer, seq_len, **options)
 
 
 def random_documents(n, seed=0, max_len=3000):
@@ -43,8 +43,8 @@ def reassemble(inputs, targets):
 
 def test_lengths_match_t5_random_spans_helper(tokenizer):
   # The T5 paper's setup: 512 input tokens, density 0.15, mean span 3 -> 568 tokens, 114 targets.
-  assert encoder_decoder.random_spans_helper(512, 0.15, 3.0) == (568, 114)
-  assert encoder_decoder.random_spans_helper(512, 0.5, 3.0)[1] <= 512
+  assert span_corruption_lib.random_spans_helper(512, 0.15, 3.0) == (568, 114)
+  assert span_corruption_lib.random_spans_helper(512, 0.5, 3.0)[1] <= 512
   objective = span_corruption(tokenizer)
   assert objective.length_struct == {"encoder_inputs": 512, "decoder_targets": 114}
   rng = np.random.default_rng(0)
@@ -57,10 +57,10 @@ def test_lengths_match_t5_random_spans_helper(tokenizer):
 
 def test_noise_mask_matches_t5():
   rng = np.random.default_rng(0)
-  mask = encoder_decoder.random_spans_noise_mask(568, 0.15, 3.0, rng)
+  mask = span_corruption_lib.random_spans_noise_mask(568, 0.15, 3.0, rng)
   starts = np.flatnonzero(mask & ~np.concatenate([[False], mask[:-1]]))
   assert mask.sum() == 85 and len(starts) == 28 and not mask[0] and mask[-1]
-  assert not encoder_decoder.random_spans_noise_mask(1, 0.15, 3.0, rng).any()
+  assert not span_corruption_lib.random_spans_noise_mask(1, 0.15, 3.0, rng).any()
 
 
 def test_inputs_and_targets_reassemble_to_the_document(tokenizer):
@@ -140,9 +140,9 @@ def test_packed_span_corruption_keeps_each_example_in_one_row_and_segment(tokeni
 
 
 def test_seq2seq_truncates_and_appends_eos(tokenizer):
-  objective = encoder_decoder.Seq2Seq(tokenizer, 8, target_len=0)
+  objective = seq2seq.Seq2Seq(tokenizer, 8, target_len=0)
   assert objective.length_struct == {"encoder_inputs": 8, "decoder_targets": 8}
-  objective = encoder_decoder.Seq2Seq(tokenizer, 8, target_len=4)
+  objective = seq2seq.Seq2Seq(tokenizer, 8, target_len=4)
   [example] = objective.flat_map((np.arange(10, 30), np.arange(40, 42)))
   assert example["encoder_inputs"].tolist() == [*range(10, 17), tokenizer.eos_id]
   assert example["decoder_targets"].tolist() == [40, 41, tokenizer.eos_id]
@@ -158,10 +158,11 @@ def test_config_mistakes(tokenizer, make_config):
   with pytest.raises(ConfigError, match="mean_noise_span_length"):
     span_corruption(tokenizer, mean_noise_span_length=0.5)
   data = make_config(objective="span_corruption", seq_len=512, target_len=200).data
-  assert objectives.make_objective(data, tokenizer).target_len == 200
+  transform = lambda: objectives.get(data.objective).transform(data, tokenizer, 0)
+  assert transform().target_len == 200
   assert objectives.target_len(data) == 200
   data.target_len = 0
-  assert objectives.make_objective(data, tokenizer).target_len == objectives.target_len(data) == 114
+  assert transform().target_len == objectives.target_len(data) == 114
   data.objective = "seq2seq"
   assert objectives.target_len(data) == 512
 
@@ -179,12 +180,12 @@ def test_seq2seq_from_jsonl_end_to_end(make_config, tokenizer, tmp_path):
   config = make_config(source="files", objective="seq2seq", train_files="unused.txt",
                        eval_files=str(tmp_path / "pairs.jsonl"), input_field="q",
                        target_field="a", target_len=8)
-  batches = list(make_dataset(config, tokenizer, "eval"))
+  batches = list(objectives.dataset(config, tokenizer, "eval"))
   got = check_rows([{k: v[r] for k, v in b.items()} for b in batches for r in range(4)], 32, 8)
   assert got == expected_pairs(pairs, tokenizer, 32, 8)
   config.data.input_field = "question"
   with pytest.raises(DataError, match="no field 'question'.*set data.input_field/data.target"):
-    make_dataset(config, tokenizer, "eval")
+    objectives.dataset(config, tokenizer, "eval")
 
 
 def test_seq2seq_from_mocked_tfds_end_to_end(make_config, tokenizer):
@@ -193,7 +194,7 @@ def test_seq2seq_from_mocked_tfds_end_to_end(make_config, tokenizer):
   with tfds.testing.mock_data(num_examples=12, policy=tfds.testing.MockPolicy.USE_CODE):
     records = tfds.data_source("aeslc", split="test")
     pairs = [(r["email_body"], r["subject_line"]) for r in records]
-    batches = list(make_dataset(config, tokenizer, "eval"))
+    batches = list(objectives.dataset(config, tokenizer, "eval"))
   got = check_rows([{k: v[r] for k, v in b.items()} for b in batches for r in range(4)], 32, 32)
   assert got == expected_pairs(pairs, tokenizer, 32, 32) and sum(got.values()) == 12
 
@@ -202,6 +203,6 @@ def test_pairs_need_a_pair_format(make_config, tokenizer, tmp_path):
   (tmp_path / "a.txt").write_text("no pairs here")
   config = make_config(source="files", objective="seq2seq", train_files=str(tmp_path / "a.txt"))
   with pytest.raises(DataError, match="text file.*not \\(input, target\\) pairs"):
-    make_dataset(config, tokenizer, "train")
+    objectives.dataset(config, tokenizer, "train")
   with pytest.raises(DataError, match="built-in corpus has no \\(input, target\\) pairs"):
-    make_dataset(make_config(objective="seq2seq"), tokenizer, "train")
+    objectives.dataset(make_config(objective="seq2seq"), tokenizer, "train")

@@ -1,0 +1,65 @@
+"""Sequence to sequence: perplexity of the targets and, from greedy generations, exact match,
+BLEU and ROUGE-1/2/L against the examples' target texts."""
+
+import jax
+import jax.numpy as jnp
+
+from roots_jax import decoding, metrics
+from roots_jax.evals.labelled import Labelled
+
+# The metrics that need generations (expensive): without them only perplexity is computed.
+METRICS = ("exact_match", "bleu", "rouge1", "rouge2", "rougeL")
+
+
+class Generation(Labelled):
+
+  @property
+  def predicts(self) -> bool:
+    return self.generate
+
+  def predict(self, params, batch, outputs):
+    """Greedy generations [B, N] of the rows' inputs (roots_jax.tasks.seq2seq's layout): a
+    decoder's prompt, inputs[:prompt_len], is moved to the right end of a row of the input
+    width."""
+    del outputs
+    model, max_new_tokens = self.scorer.model, self.target_len
+    if self.family.has_encoder:
+      prompts = {k: v for k, v in batch.items() if k.startswith("encoder_")}
+    else:
+      width = batch["inputs"].shape[1] - max_new_tokens
+      source = jnp.arange(width)[None] - (width - batch["prompt_len"])[:, None]  # [B, W]
+      prompts = {"inputs": jnp.take_along_axis(batch["inputs"], jnp.maximum(source, 0), axis=1),
+                 "segment_ids": (source >= 0).astype(jnp.int32)}
+    config = decoding.GenerationConfig(max_new_tokens=max_new_tokens)
+    return decoding.generate(model, params, prompts, family=self.family, config=config,
+                             eos_id=self.tokenizer.eos_id, pad_id=self.tokenizer.pad_id,
+                             method=model.lm_logits).tokens[:, 0]
+
+  def metrics(self, rows, sums):
+    result = {"perplexity": metrics.perplexity(sums.sums["nll"], max(sums.counts["nll"], 1.0))}
+    if self.generate:
+      result.update(generation_metrics(rows, self.split.examples, self.tokenizer,
+                                       jax.process_count()))
+    return result
+
+
+def generation_metrics(rows, examples, tokenizer, process_count: int) -> dict:
+  """Decodes each generation up to eos and scores it against its example's target text.
+  Batch b's global row r is row j = r % local of process p = r // local, which holds shard
+  example b * local + j of examples[p::process_count]."""
+  predictions, references = [], []
+  for b, (generated, batch) in enumerate(rows):
+    local = len(generated) // process_count
+    for r, ids in enumerate(generated):
+      p, j = divmod(r, local)
+      index = p + process_count * (b * local + j)
+      if index >= len(examples) or index % process_count != p:
+        continue
+      ids = list(ids)
+      ids = ids[:ids.index(tokenizer.eos_id)] if tokenizer.eos_id in ids else ids
+      # Generated pad is no text; it is 0 but for GPT-2, whose 0 is "!" and whose pad is eos.
+      predictions.append(tokenizer.decode([i for i in ids if i != tokenizer.pad_id]))
+      references.append(examples[index]["target"])
+  bleu = metrics.corpus_bleu(predictions, references)["bleu"]
+  return {"exact_match": metrics.exact_match(predictions, references), "bleu": bleu,
+          **metrics.rouge(predictions, references)}

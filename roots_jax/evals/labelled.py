@@ -1,0 +1,64 @@
+"""The loop every evaluator of a labelled split shares: one jitted forward pass per batch gives
+the loss terms' sums and counts and the predictions, which the subclass scores on the host."""
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from roots_jax.data.tokenizers import BaseTokenizer
+from roots_jax.evals.base import Scorer, Split, TermSums
+from roots_jax.models.families import Family
+from roots_jax.training import partitioning
+
+
+class Labelled:
+  """evaluate(params) -> {"loss", term: value, metric: value} over every row of the split;
+  subclasses say how to predict (`predict`, traced) and how to score (`metrics`)."""
+  predicts = True   # whether `metrics` needs predictions
+
+  def __init__(self, scorer: Scorer, split: Split, *, tokenizer: BaseTokenizer,
+               family: Family, target_len: int = 0, generate: bool = True):
+    self.scorer, self.split, self.tokenizer, self.family = scorer, split, tokenizer, family
+    self.target_len, self.generate = target_len, generate
+    replicated = partitioning.replicated(scorer.batch_sharding.mesh)
+    self.score = jax.jit(self._score, in_shardings=(scorer.param_sharding, scorer.batch_sharding),
+                         out_shardings=replicated)
+
+  def _score(self, params, batch):
+    outputs = self.scorer.model.apply({"params": params}, batch)
+    loss = self.scorer.loss
+    predictions = self.predict(params, batch, outputs) if self.predicts else None
+    return loss.terms(outputs, batch, 0.0), loss.counts(batch), predictions
+
+  def predict(self, params, batch: dict, outputs):
+    """The predictions of one batch (traced): class ids by default."""
+    del params, batch
+    return outputs.argmax(-1).astype(np.int32)
+
+  def metrics(self, rows: list, sums: TermSums) -> dict:
+    """Scores from `rows`, (the global batch's predictions, its rows) per batch, and the loss
+    terms' `sums`."""
+    raise NotImplementedError
+
+  def __call__(self, params) -> dict:
+    folded, rows = TermSums(), []
+    for batch in self.split.batches():
+      sums, counts, predictions = jax.device_get(
+          self.score(params, self.scorer.global_batch(batch)))
+      folded.add(sums, counts)
+      if self.predicts:
+        rows.append((np.asarray(predictions), _gather(batch)))
+    return {**folded.metrics(self.scorer.loss), **self.metrics(rows, folded)}
+
+
+def _gather(local_batch: dict) -> dict:
+  """The global batch's rows, on every host, in global row order."""
+  if jax.process_count() == 1:
+    return local_batch
+  return {k: multihost_utils.process_allgather(v, tiled=True) for k, v in local_batch.items()}
+
+
+def flat(rows, label_key: str, weight_key: str):
+  """(predictions, targets) of the real rows (or tagged tokens) of every batch."""
+  keep = [(p[b[weight_key] > 0], b[label_key][b[weight_key] > 0]) for p, b in rows]
+  return np.concatenate([k[0] for k in keep]), np.concatenate([k[1] for k in keep])

@@ -1,0 +1,12 @@
+"""Token classification: accuracy and macro F1 of the argmax tag over the tagged tokens."""
+
+from roots_jax import metrics
+from roots_jax.evals.labelled import Labelled, flat
+
+
+class TokenClassification(Labelled):
+
+  def metrics(self, rows, sums):
+    predictions, targets = flat(rows, "tags", "tag_weights")
+    return {"accuracy": metrics.accuracy(predictions, targets),
+            "macro_f1": metrics.macro_f1(predictions, targets)}

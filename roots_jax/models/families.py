@@ -1,0 +1,298 @@
+"""What differs between the model families, each owned by one object: its stack, the inputs it
+reads (a text's batch row, a prompt's keys), the features a fine-tuning head reads, its
+next-token logits for generation, its FLOPs and which of its layers a frozen fine-tune trains.
+
+  family = families.get(config.family)        # DECODER, ENCODER or ENCODER_DECODER
+  model = family.build(config)
+  hidden = family.features(backbone, batch, reads="pooled", pooling="last", deterministic=True)
+
+Fine-tuning heads read `reads`: "pooled" ([B, D], one vector per sequence: classification,
+regression), "tokens" ([B, T, D] per input token: tagging) or "lm" ([B, T, D] the hidden states
+an LM head reads: seq2seq). The Hugging Face rule table of a family is its module in
+roots_jax.hf (`hf.architectures.for_family`).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+from roots_jax.errors import ConfigError
+from roots_jax.models.config import ModelConfig
+from roots_jax.models.decoder import Decoder
+from roots_jax.models.encoder import Encoder
+from roots_jax.models.encoder_decoder import EncoderDecoder
+
+READS = ("pooled", "tokens", "lm")
+Spec = dict[str, tuple[tuple[int, ...], type]]
+
+
+def mean_tokens(x: jax.Array, segment_ids: jax.Array) -> jax.Array:
+  """x [B, T, D] -> [B, D]: the mean over real (segment > 0) positions."""
+  real = (segment_ids > 0).astype(x.dtype)[..., None]                  # [B, T, 1]
+  return (x * real).sum(1) / jnp.maximum(real.sum(1), 1)
+
+
+def last_token(x: jax.Array, segment_ids: jax.Array) -> jax.Array:
+  """x [B, T, D] -> [B, D] at each row's last real (segment > 0) position; rows are right-padded."""
+  index = jnp.maximum(jnp.sum(segment_ids > 0, axis=1) - 1, 0)  # [B]
+  return jnp.take_along_axis(x, index[:, None, None], axis=1)[:, 0]
+
+
+def sequence_row(ids, length: int, prefix: str = "") -> dict[str, np.ndarray]:
+  """`ids` right-padded to `length` as {prefix}inputs, with segment ids (1 real, 0 padding) and
+  positions (0 on padding)."""
+  n = len(ids)
+  inputs = np.zeros(length, np.int32)
+  inputs[:n] = ids
+  real = np.arange(length) < n
+  return {f"{prefix}inputs": inputs, f"{prefix}segment_ids": real.astype(np.int32),
+          f"{prefix}positions": np.where(real, np.arange(length), 0).astype(np.int32)}
+
+
+def sequence_spec(length: int, prefix: str = "") -> Spec:
+  return {f"{prefix}{k}": ((length,), np.int32) for k in ("inputs", "segment_ids", "positions")}
+
+
+class Family:
+  """The decoder-only family's behaviour; the other two override what differs."""
+  name = "decoder"
+  stack: type[nn.Module] = Decoder
+  generates = True             # has an LM head that continues a prompt or an input
+  has_encoder = False          # reads its input in a separate encoder (encoder-decoder)
+  default_pooling = "last"     # what a "pooled" head reads unless finetune.pooling says
+  embed_pooling = "last"       # the feature vector of a text (LanguageModel.embed's default)
+  frame = ("bos", "eos")       # special-token roles around a text (data.task_rows.specials)
+  prompt_prefix = ""           # the batch keys generation's prompts go in
+  pretraining_objective = "causal"  # what its Hugging Face checkpoints were trained on
+
+  def build(self, config: ModelConfig) -> nn.Module:
+    return self.stack(config)
+
+  def init_args(self, tokens: jax.Array) -> tuple:
+    """The positional inputs of `model.init` for a batch of `tokens` [B, T]."""
+    return (tokens,)
+
+  def check_pooling(self, pooling: str) -> None:
+    """ConfigError unless `pooling` ("" = the default) fits this family's pooled features."""
+    fits = (self.default_pooling, "mean")
+    if pooling and pooling not in fits:
+      raise ConfigError(f"finetune.pooling={pooling} does not fit a {self.name} model: use "
+                        f"{' or '.join(fits)}")
+
+  # The inputs: a text's row, and the features a head reads from it.
+
+  def text_spec(self, length: int, reads: str) -> Spec:
+    """The keys and shapes of `text_row`."""
+    return sequence_spec(length)
+
+  def text_row(self, ids: list[int], length: int, reads: str,
+               second_start: int | None = None) -> dict[str, np.ndarray]:
+    """One framed text's ids as a right-padded row for a head that `reads`; `second_start`
+    is where the second text of a pair begins (BERT's token type 1), None for one text."""
+    del reads, second_start
+    return sequence_row(ids, length)
+
+  def features(self, backbone: nn.Module, batch: dict, *, reads: str, pooling: str,
+               deterministic: bool) -> jax.Array:
+    """What a head reads from `text_row`s: [B, D] for "pooled", else [B, T, D]."""
+    hidden = backbone(batch["inputs"], positions=batch["positions"],
+                      segment_ids=batch["segment_ids"], deterministic=deterministic,
+                      features=True)  # [B, T, D]
+    if reads != "pooled":
+      return hidden
+    pool = last_token if (pooling or self.default_pooling) == "last" else mean_tokens
+    return pool(hidden, batch["segment_ids"])
+
+  def lm_logits(self, module: nn.Module, tokens: jax.Array, *, positions: jax.Array,
+                segment_ids: jax.Array, encoded: jax.Array | None = None,
+                encoder_segment_ids: jax.Array | None = None, decode: bool = False,
+                features: bool = False) -> jax.Array:
+    """The stack's next-token logits [B, T, V] over decoder `tokens` (with `features`, the
+    hidden states [B, T, D] the LM head reads); `decode` runs on the KV cache."""
+    del encoded, encoder_segment_ids
+    return module(tokens, positions=positions, segment_ids=segment_ids, decode=decode,
+                  features=features)
+
+  def output_kernel(self, config: ModelConfig, params) -> jax.Array:
+    """The [D, V] matrix the pretrained LM head applies to the final hidden states: the untied
+    `lm_head`, or the token embedding transposed."""
+    if not config.tie_embeddings:
+      return params["lm_head"]["kernel"]
+    return params["token_embed"]["embedding"].T
+
+  def head_stack(self, config: ModelConfig, reads: str) -> tuple[tuple[str, ...], int, tuple]:
+    """(path of the stack a head reads under the backbone, its number of layers, the names of
+    its parameters between the last layer and the head besides final_norm)."""
+    del reads
+    return (), config.num_layers, ()
+
+  # FLOPs: the numerator of MFU.
+
+  def flops_per_token(self, config: ModelConfig, seq_len: int,
+                      target_len: int | None = None) -> float:
+    """Training (forward + backward) FLOPs per token: 6 P + 12 L T N H.
+
+    As in PaLM (Chowdhery et al. 2022, appendix B) and MaxText. P counts the weights of every
+    matmul: the q, k, v and output projections, the MLP and the LM head (tied or not, the logits
+    are a matmul), but not embedding lookups, norms or biases; each weight costs 2 FLOPs forward
+    and 4 backward. 12 L T N H is attention itself: QK^T and PV, 2 T N H FLOPs each per token
+    forward, tripled for backward; the causal mask's skipped half is counted, as in PaLM.
+    """
+    del target_len
+    return self._stack_flops(config, seq_len, config.num_layers * _layer_params(config)
+                             + config.embed_dim * config.vocab_size, 0)
+
+  def _stack_flops(self, config: ModelConfig, seq_len: int, matmul_params: int,
+                   per_sequence: int) -> float:
+    n, h = config.num_heads, config.head_size
+    return (6.0 * matmul_params + 6.0 * per_sequence / seq_len
+            + 12.0 * config.num_layers * seq_len * n * h)
+
+
+def _projections(config: ModelConfig) -> tuple[int, int]:
+  """Weights of the query + output and of the key + value projections of one attention."""
+  d, n, k, h = config.embed_dim, config.num_heads, config.kv_heads, config.head_size
+  return 2 * d * n * h, 2 * d * k * h
+
+
+def _layer_params(config: ModelConfig) -> int:
+  """Matmul weights of one block: attention and MLP."""
+  q_out, k_v = _projections(config)
+  gates = 3 if config.mlp_activation in ("swiglu", "geglu") else 2
+  return q_out + k_v + gates * config.embed_dim * config.mlp_dim
+
+
+class EncoderFamily(Family):
+  """BERT: bidirectional, token types for sentence pairs, pooled [CLS] features."""
+  name = "encoder"
+  stack = Encoder
+  generates = False
+  default_pooling = "first"
+  embed_pooling = "first"
+  frame = ("cls", "sep")
+  pretraining_objective = "mlm_nsp"
+
+  def text_spec(self, length: int, reads: str) -> Spec:
+    return {**sequence_spec(length), "token_types": ((length,), np.int32)}
+
+  def text_row(self, ids, length, reads, second_start=None):
+    row = sequence_row(ids, length)
+    row["token_types"] = np.zeros(length, np.int32)
+    if second_start is not None:  # b [SEP]: type 1
+      row["token_types"][second_start:len(ids)] = 1
+    return row
+
+  def features(self, backbone, batch, *, reads, pooling, deterministic):
+    hidden, pooler = backbone(batch["inputs"], token_types=batch["token_types"],
+                              positions=batch["positions"], segment_ids=batch["segment_ids"],
+                              deterministic=deterministic, features=True)
+    if reads != "pooled":
+      return hidden
+    return pooler if (pooling or self.default_pooling) == "first" else mean_tokens(
+        hidden, batch["segment_ids"])
+
+  def lm_logits(self, module, tokens, **kwargs):
+    raise ConfigError("an encoder-only (BERT) model does not generate text")
+
+  def head_stack(self, config, reads):
+    return (), config.num_layers, ("pooler",)
+
+  def flops_per_token(self, config, seq_len, target_len=None):
+    """The decoder's count over seq_len tokens (bidirectional attention, counted fully), plus
+    the MLM head (transform D x D and the V x D output) on every token and the NSP pooler and
+    classifier once per sequence (their weights / seq_len)."""
+    del target_len
+    d = config.embed_dim
+    matmul_params = (config.num_layers * _layer_params(config) + d * config.vocab_size
+                     + d * d)  # mlm_transform
+    return self._stack_flops(config, seq_len, matmul_params, d * d + 2 * d)  # pooler, nsp
+
+
+class EncoderDecoderFamily(Family):
+  """Transformer / T5: the input in the encoder, the output (or a pooled head's shifted input)
+  in the decoder."""
+  name = "encoder_decoder"
+  stack = EncoderDecoder
+  has_encoder = True
+  embed_pooling = "mean"       # of the encoder states
+  frame = ("", "eos")
+  prompt_prefix = "encoder_"
+  pretraining_objective = "span_corruption"
+
+  def init_args(self, tokens):
+    return (tokens, tokens)
+
+  def text_spec(self, length, reads):
+    spec = sequence_spec(length, "encoder_")
+    return {**spec, **sequence_spec(length, "decoder_")} if reads == "pooled" else spec
+
+  def text_row(self, ids, length, reads, second_start=None):
+    """The text in the encoder; a pooled head reads the decoder over the text shifted right
+    (start id 0), as BART's classification head."""
+    row = sequence_row(ids, length, "encoder_")
+    if reads == "pooled":
+      row.update(sequence_row([0] + ids[:-1], length, "decoder_"))
+    return row
+
+  def features(self, backbone, batch, *, reads, pooling, deterministic):
+    encoded = backbone.encode(batch["encoder_inputs"],
+                              encoder_segment_ids=batch["encoder_segment_ids"],
+                              encoder_positions=batch["encoder_positions"],
+                              deterministic=deterministic)  # [B, S, D]
+    if reads == "tokens":
+      return encoded
+    if reads == "pooled" and pooling == "mean":
+      return mean_tokens(encoded, batch["encoder_segment_ids"])
+    hidden = backbone.decode(encoded, batch["decoder_inputs"],
+                             encoder_segment_ids=batch["encoder_segment_ids"],
+                             decoder_segment_ids=batch["decoder_segment_ids"],
+                             decoder_positions=batch["decoder_positions"],
+                             deterministic=deterministic, features=True)  # [B, T, D]
+    return last_token(hidden, batch["decoder_segment_ids"]) if reads == "pooled" else hidden
+
+  def lm_logits(self, module, tokens, *, positions, segment_ids, encoded=None,
+                encoder_segment_ids=None, decode=False, features=False):
+    return module.decode(encoded, tokens, encoder_segment_ids=encoder_segment_ids,
+                         decoder_segment_ids=segment_ids, decoder_positions=positions,
+                         decode=decode, features=features)
+
+  def output_kernel(self, config, params):
+    """T5's tied head multiplies by D^-0.5 (its embedding is unit-scale); the 2017 model's
+    (scale_embeddings) does not."""
+    table = super().output_kernel(config, params)
+    if config.tie_embeddings and not config.scale_embeddings:
+      table = table * config.embed_dim ** -0.5
+    return table
+
+  def head_stack(self, config, reads):
+    if reads == "tokens":
+      return ("encoder",), config.num_layers, ()
+    return ("decoder",), config.decoder_layers, ()
+
+  def flops_per_token(self, config, seq_len, target_len=None):
+    """Per *encoder* token (what the train loop counts: batch x seq_len), for one example of
+    seq_len encoder tokens and target_len (default seq_len) decoder tokens: the encoder on
+    seq_len tokens, the decoder's self-attention, MLP, cross-attention query/output and LM head
+    on target_len tokens, its cross-attention key/value projections on seq_len tokens, and
+    attention 12 N H (L_enc S^2 + L_dec (T^2 + T S)); the total divided by seq_len."""
+    s, t = seq_len, target_len or seq_len
+    enc_layers, dec_layers = config.num_layers, config.decoder_layers
+    q_out, k_v = _projections(config)
+    layer = _layer_params(config)
+    weight_flops = (s * (enc_layers * layer + dec_layers * k_v)
+                    + t * (dec_layers * (layer + q_out) + config.embed_dim * config.vocab_size))
+    attention = config.num_heads * config.head_size * (enc_layers * s * s
+                                                       + dec_layers * (t * t + t * s))
+    return (6.0 * weight_flops + 12.0 * attention) / s
+
+
+DECODER, ENCODER, ENCODER_DECODER = Family(), EncoderFamily(), EncoderDecoderFamily()
+FAMILIES = {f.name: f for f in (DECODER, ENCODER, ENCODER_DECODER)}
+
+
+def get(name: str) -> Family:
+  """The family called `name` (model.family)."""
+  if name not in FAMILIES:
+    raise ConfigError(f"model.family must be one of {', '.join(FAMILIES)}; got {name!r}")
+  return FAMILIES[name]

@@ -1,0 +1,100 @@
+"""Everything a training run needs around a model, built abstractly first: parameter and state
+shardings from the logical annotations, the sharded init and the jitted train step. Call inside
+`jax.set_mesh(mesh)` and `nn.logical_axis_rules(rules)`."""
+
+from typing import Callable, NamedTuple
+
+import jax
+import optax
+from flax import linen as nn
+
+from roots_jax.data.supervised import LabelVocab
+from roots_jax.evals import Scorer
+from roots_jax.models.config import ModelConfig
+from roots_jax.training import optimizers, partitioning, steps
+from roots_jax.training.losses import Loss
+
+
+class RunModel(NamedTuple):
+  """A run config's model: what a kind of run trains, and what using the run restores."""
+  model_config: ModelConfig
+  model: nn.Module
+  loss: Loss
+  init_batch: dict                  # one all-zero row in the loss's layout
+  labels: LabelVocab | None = None  # a classifier's class names
+  examples: Callable | None = None  # split -> the examples of a fine-tuning task's split
+
+
+class Parts(NamedTuple):
+  """What a training run is made of (also used by benchmarks)."""
+  model_config: ModelConfig
+  model: nn.Module
+  loss: Loss
+  num_params: int
+  abstract_state: steps.TrainState
+  state_sharding: steps.TrainState
+  batch_sharding: jax.sharding.NamedSharding
+  init: Callable          # rng -> sharded TrainState
+  train_step: Callable    # (state, batch) -> (state, metrics); donates state
+
+  @property
+  def scorer(self) -> Scorer:
+    """The model and loss on this mesh, for evaluators."""
+    return Scorer(self.model, self.loss, self.state_sharding.params, self.batch_sharding)
+
+
+def abstract_params(model: nn.Module, loss: Loss, init_batch: dict, seed: int):
+  """The model's parameters as boxed ShapeDtypeStructs (logical axes kept), from a batch in
+  `loss`'s layout; nothing is computed."""
+  args, kwargs = loss.model_inputs(init_batch)
+  return jax.eval_shape(lambda rng: model.init(rng, *args, **kwargs)["params"],
+                        jax.random.key(seed))
+
+
+def unbox(boxed):
+  """Boxed abstract parameters without their logical-axis boxes."""
+  return jax.eval_shape(nn.meta.unbox, boxed)
+
+
+def assemble(config, mesh, model_config: ModelConfig, model: nn.Module, loss: Loss,
+             init_batch: dict, tx: optax.GradientTransformation,
+             make_plan: Callable | None = None) -> Parts:
+  """A run's Parts for `model` and its `loss`; `init_batch` is one row in the loss's layout.
+  `make_plan(abstract params) -> plan` chooses the trained parameters (see
+  steps.split_params); without it everything trains."""
+  t, rules = config.train, partitioning.logical_rules(config)
+  args, kwargs = loss.model_inputs(init_batch)
+  init_params = lambda rng: model.init(rng, *args, **kwargs)["params"]
+  rng = jax.random.key(config.seed)
+  boxed = abstract_params(model, loss, init_batch, config.seed)
+  plan = make_plan(unbox(boxed)) if make_plan else None
+  init_state = lambda rng: steps.init_state(nn.meta.unbox(init_params(rng)), tx, plan)
+  abstract_state = jax.eval_shape(init_state, rng)
+  state_sharding = _state_shardings(abstract_state, boxed, tx, mesh, rules, plan)
+  batch_sharding = partitioning.data_sharding(mesh, rules)
+  train_step = jax.jit(
+      steps.make_train_step(model, tx, loss, seed=config.seed, grad_accum_steps=t.grad_accum_steps,
+                            z_loss=t.z_loss, schedule=optimizers.make_schedule(config.optimizer, t.steps),
+                            plan=plan, skip_bad_steps=t.bad_steps == "skip",
+                            spike_sigma=t.spike_sigma, spike_window=t.spike_window),
+      in_shardings=(state_sharding, batch_sharding),
+      out_shardings=(state_sharding, partitioning.replicated(mesh)), donate_argnums=0)
+  return Parts(model_config, model, loss, sum(x.size for x in jax.tree.leaves(abstract_state.params)),
+               abstract_state, state_sharding, batch_sharding,
+               jax.jit(init_state, out_shardings=state_sharding), train_step)
+
+
+def _state_shardings(abstract_state, boxed_params, tx, mesh, rules, plan):
+  """Params by their logical axes; optimizer leaves shaped like their (trained part of the)
+  parameter share its sharding (Adafactor's factored moments and counters are replicated)."""
+  param_sharding = partitioning.tree_shardings(boxed_params, mesh, rules)
+  replicated = partitioning.replicated(mesh)
+  trained = jax.eval_shape(lambda p: steps.split_params(plan, p)[0], abstract_state.params)
+  trained_sharding = steps.split_params(plan, param_sharding, take=lambda s, k: (s, s))[0]
+  opt_sharding = optax.tree_map_params(
+      tx, lambda leaf, sharding, param: sharding if leaf.shape == param.shape else replicated,
+      abstract_state.opt_state, trained_sharding, trained,
+      transform_non_params=lambda _: replicated)
+  return abstract_state.replace(
+      step=replicated, params=param_sharding, opt_state=opt_sharding,
+      health=jax.tree.map(lambda _: replicated, abstract_state.health))

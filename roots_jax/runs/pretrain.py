@@ -1,0 +1,172 @@
+"""Pretraining runs (kind "pretrain"): a model of any family trained from scratch on its
+objective, resumed from the newest checkpoint in its workdir; and using one (and a converted
+run, which holds a pretrained model's parameters) once trained.
+
+  train(config_lib.load_config("configs/quickstart.py"), "/tmp/run")
+"""
+
+import logging
+import os
+import time
+from typing import Callable
+
+import jax
+import ml_collections
+from flax import linen as nn
+
+from roots_jax import config as config_lib
+from roots_jax import evals, models, objectives
+from roots_jax.data import load_tokenizer, sources
+from roots_jax.data.sentencepiece import train_tokenizer
+from roots_jax.data.tokenizers import BaseTokenizer, check_vocab_size, write_atomically
+from roots_jax.errors import ConfigError, DataError
+from roots_jax.models.config import ModelConfig
+from roots_jax.runs import assemble, loop, workdir as workdir_lib
+from roots_jax.training import checkpoints, distributed, optimizers, partitioning
+
+log = logging.getLogger("roots_jax")
+
+# How long other processes wait for process 0 to train the shared tokenizer.
+_WAIT_S = 1800
+# The checkpoint a pretrained model is used from.
+DEFAULT_CHECKPOINT = "latest"
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains (or resumes) the configured model in `workdir`; returns the last eval metrics. A
+  converted run's config (kind "converted") trains a new model of its architecture."""
+  if config.kind == "finetune":
+    raise ConfigError("this is a fine-tuning config (kind=finetune); run it with "
+                      "python -m roots_jax.finetune")
+  workdir_lib.check_workdir(workdir)
+  distributed.maybe_initialize(config.distributed)
+  config_lib.validate(config, jax.device_count())
+  is_main = jax.process_index() == 0
+  os.makedirs(workdir, exist_ok=True)
+  t, rules = config.train, partitioning.logical_rules(config)
+
+  # Mesh.
+  mesh = partitioning.make_mesh(config)
+  log.info("mesh %s over %d devices (%d processes), rules %s", dict(mesh.shape), jax.device_count(),
+           jax.process_count(), config.mesh.parallelism if not config.mesh.rules else "custom")
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+
+    # Data.
+    tokenizer = load_or_train_tokenizer(config, workdir)
+    shard = dict(process_index=jax.process_index(), process_count=jax.process_count())
+    train_iter = iter(objectives.dataset(config, tokenizer, "train", **shard))
+
+    parts = build(config, mesh)
+    log.info("model: %s, %.2fM parameters", config.model.family, parts.num_params / 1e6)
+
+    # Restore, or initialise.
+    manager = checkpoints.make_manager(workdir, keep=t.keep_checkpoints)
+    state = checkpoints.restore(
+        manager, checkpoints.abstract_like(parts.abstract_state, parts.state_sharding), train_iter)
+    if state is None:
+      state = parts.init(jax.random.key(config.seed))
+    else:
+      log.info("resumed from checkpoint step %d", int(state.step))
+      if int(state.step) >= t.steps:
+        log.info("the run is complete (train.steps=%d); raise train.steps to train further", t.steps)
+    # Only once the workdir's checkpoint (if any) has been read with this config: a refused
+    # resume leaves the run's own config.json and tokenizer as they were.
+    with config.unlocked():
+      config.kind = "pretrain"
+    if is_main:
+      workdir_lib.write_config(config, workdir)
+      workdir_lib.save_run_copy(tokenizer, workdir)
+
+    # Loop.
+    flops_per_token = models.flops_per_token(parts.model_config, config.data.seq_len,
+                                             objectives.target_len(config.data) or None)
+    evaluate = evaluator(config, tokenizer, parts.scorer, max_batches=t.eval_batches)
+    return loop.run_loop(config, workdir, parts, state, manager, train_iter, evaluate,
+                         tokens_per_step=t.batch_size * config.data.seq_len,
+                         flops_per_token=flops_per_token)
+
+
+def build(config: ml_collections.ConfigDict, mesh) -> assemble.Parts:
+  """The pretraining model, its objective's loss and the optimizer, assembled for `mesh`. Call
+  inside `jax.set_mesh(mesh)` and `nn.logical_axis_rules(rules)`."""
+  m = model_for(config)
+  return assemble.assemble(config, mesh, m.model_config, m.model, m.loss, m.init_batch,
+                           optimizers.make_optimizer(config.optimizer, config.train.steps))
+
+
+def model_for(config: ml_collections.ConfigDict, workdir: str = "") -> assemble.RunModel:
+  """The model of config.model and its objective's loss."""
+  del workdir
+  model_config = ModelConfig.from_config(config.model)
+  objective = objectives.get(config.data.objective, model_config.family)
+  init_batch = objective.loss.init_batch(config.data.seq_len, objectives.target_len(config.data))
+  return assemble.RunModel(model_config, models.build_model(model_config), objective.loss,
+                           init_batch)
+
+
+def eval_split(config: ml_collections.ConfigDict, split: str) -> tuple[str, str]:
+  """(what results.json calls the split scored for `split`, and the run) of a pretraining run:
+  its held-out split."""
+  if split not in ("", "eval"):
+    raise ConfigError(f"a pretraining run is scored on its held-out split (eval), not {split!r}; "
+                      "score a file with --config.data.eval_files")
+  return config.data.eval_files or "eval", "pretraining"
+
+
+def evaluate(loaded, split: str) -> dict:
+  """A loaded run's metrics on its held-out split, all of it."""
+  del split
+  return evaluator(loaded.config, loaded.tokenizer, loaded.scorer, max_batches=None)(
+      loaded.params)
+
+
+def evaluator(config: ml_collections.ConfigDict, tokenizer: BaseTokenizer, scorer: evals.Scorer,
+              *, max_batches: int | None) -> Callable:
+  """evaluate(params) -> the loss terms, loss and perplexity over the held-out split's first
+  `max_batches` batches (None: all of them)."""
+  shard = dict(process_index=jax.process_index(), process_count=jax.process_count())
+  split = evals.Split(config.data.eval_files or "eval",
+                      lambda: objectives.dataset(config, tokenizer, "eval", **shard),
+                      max_batches=max_batches)
+  return evals.get("perplexity")(scorer, split)
+
+
+def load_or_train_tokenizer(config: ml_collections.ConfigDict, workdir: str, *,
+                            process_index: int | None = None) -> BaseTokenizer:
+  """tokenizer.path if set (a sentencepiece model or a Hugging Face tokenizer directory, the
+  one the run has a copy of, if it has one); else workdir/tokenizer/spm.model, trained on the
+  training split by process 0 (default: `jax.process_index()`) the first time, while the others
+  wait for the file: the workdir must be shared, and every process gets the very same model."""
+  if process_index is None:
+    process_index = jax.process_index()
+  vocab_size = config.model.vocab_size
+  if config.tokenizer.path:
+    tokenizer = load_tokenizer(config.tokenizer.path)
+    workdir_lib.check_run_copy(tokenizer, workdir)
+    fix = (f"set model.vocab_size={tokenizer.vocab_size}"
+           + " or more" * tokenizer.fits_model_vocab(tokenizer.vocab_size + 1))
+  else:
+    path = os.path.join(workdir, "tokenizer", "spm.model")
+    if not os.path.exists(path):
+      if process_index == 0:
+        pairs = objectives.get(config.data.objective).reads_pairs
+        stream = sources.DocumentStream(sources.make_source(config.data, "train", pairs=pairs),
+                                        repeat=False, seed=config.seed)
+        write_atomically(path, train_tokenizer(
+            stream, vocab_size=vocab_size, model_type=config.tokenizer.model_type,
+            max_bytes=int(config.tokenizer.train_max_bytes)))
+      else:
+        _wait_for(path)
+    tokenizer = load_tokenizer(path)
+    fix = f"delete {path} to retrain it, or set model.vocab_size={tokenizer.vocab_size}"
+  check_vocab_size(tokenizer, vocab_size, fix)
+  return tokenizer
+
+
+def _wait_for(path: str) -> None:
+  deadline = time.monotonic() + _WAIT_S
+  while not os.path.exists(path):
+    if time.monotonic() > deadline:
+      raise DataError(f"waited {_WAIT_S} s for process 0 to write {path}; the workdir must be "
+                      "shared by all processes (or set tokenizer.path)")
+    time.sleep(1.0)

@@ -1,0 +1,136 @@
+"""A run directory: where it is, its config (and so its kind), its tokenizer and its checkpoints.
+
+  WORKDIR/config.json          the resolved config; its `kind` says what the run is
+  WORKDIR/tokenizer/           the run's own copy of its tokenizer (spm.model or HF files)
+  WORKDIR/checkpoints/<step>/  train state + data position (a converted run: parameters only)
+  WORKDIR/best/<step>/         a fine-tuning run's best state by its validation metric
+  WORKDIR/metrics.jsonl, tensorboard/, labels.json (classification), results.json (evaluate)
+"""
+
+import os
+
+import ml_collections
+import orbax.checkpoint as ocp
+
+from roots_jax import config as config_lib
+from roots_jax.data import load_tokenizer
+from roots_jax.data.tokenizers import BaseTokenizer
+from roots_jax.errors import CheckpointError, ConfigError, DataError
+from roots_jax.training import checkpoints
+
+
+def check_workdir(workdir: str) -> None:
+  """A run's directory is written with file I/O, on every host: a URL would become a local
+  directory named like it on each of them, and the run would be lost with the machines."""
+  if "://" in workdir:
+    raise ConfigError(f"--workdir {workdir} is a URL; give a path that every process sees, on a "
+                      "shared file system (NFS, Lustre, a mounted bucket)")
+
+
+def split_checkpoint(path: str) -> tuple[str, int | None]:
+  """(run directory, step) of one of a run's checkpoints/<step> directories; (path, None) of
+  anything else."""
+  parent, name = os.path.split(os.path.abspath(os.path.expanduser(path)))
+  if os.path.basename(parent) == "checkpoints" and name.isdigit():
+    return os.path.dirname(parent), int(name)
+  return os.path.abspath(os.path.expanduser(path)), None
+
+
+def config_path(workdir: str) -> str:
+  return os.path.join(workdir, "config.json")
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+  """The run's config.json, in its kind's schema; ConfigError when there is none."""
+  path = config_path(workdir)
+  if not os.path.isfile(path):
+    raise ConfigError(f"{workdir} is not a roots_jax run (no config.json)")
+  return config_lib.read_config(path)
+
+
+def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  config_lib.save_config(config, config_path(workdir))
+
+
+# Checkpoints.
+
+def checkpoint_manager(workdir: str, *, best: bool = False) -> ocp.CheckpointManager:
+  """A read-only manager of the run's checkpoints/ (or best/)."""
+  if best:
+    return checkpoints.make_manager(workdir, keep=1, subdir="best", items=("state",),
+                                    read_only=True)
+  return checkpoints.make_manager(workdir, keep=1, read_only=True)
+
+
+def find_checkpoint(workdir: str, which: str):
+  """(manager, step) of `which`: best (the run's best/ checkpoint, a fine-tuning run's, else the
+  newest), latest (the newest) or a step number in checkpoints/."""
+  best = checkpoint_manager(workdir, best=True)
+  latest = checkpoint_manager(workdir)
+  if which == "best" and best.latest_step() is not None:
+    return best, best.latest_step()
+  if which in ("best", "latest"):
+    if latest.latest_step() is None:
+      raise CheckpointError(f"{workdir} has no checkpoint to evaluate")
+    return latest, latest.latest_step()
+  if not which.isdigit() or int(which) not in latest.all_steps():
+    raise CheckpointError(f"--checkpoint {which!r}: use best, latest or one of the steps "
+                          f"{sorted(latest.all_steps())} in {workdir}/checkpoints")
+  return latest, int(which)
+
+
+# The tokenizer.
+
+def tokenizer_path(workdir: str, config: ml_collections.ConfigDict) -> str:
+  """A run's tokenizer: a sentencepiece model, or a converted checkpoint's directory of Hugging
+  Face files. tokenizer.path as configured, else (unset, or the run was moved) the run's own copy
+  in WORKDIR/tokenizer."""
+  configured = config.tokenizer.path
+  if configured and (os.path.isfile(configured) or (os.path.isdir(configured)
+                                                    and os.listdir(configured))):
+    return configured
+  copy = run_copy(workdir)
+  if copy is None:
+    missing = configured or os.path.join(workdir, "tokenizer", "spm.model")
+    raise ConfigError(f"the run {workdir} has no tokenizer at {missing}; copy the tokenizer it "
+                      "was trained with there")
+  return copy
+
+
+def run_copy(workdir: str) -> str | None:
+  """A run's own copy of its tokenizer, if it has one: WORKDIR/tokenizer/spm.model, or the
+  Hugging Face files in WORKDIR/tokenizer."""
+  own = os.path.join(workdir, "tokenizer")
+  if os.path.isfile(os.path.join(own, "spm.model")):
+    return os.path.join(own, "spm.model")
+  return own if os.path.isdir(own) and os.listdir(own) else None
+
+
+def check_run_copy(tokenizer: BaseTokenizer, workdir: str) -> None:
+  """DataError when the run already has a tokenizer and `tokenizer` is another: the run's
+  embeddings belong to its own tokenizer's ids."""
+  copy = run_copy(workdir)
+  if copy is None or os.path.realpath(copy) == os.path.realpath(tokenizer.path):
+    return
+  try:
+    own = load_tokenizer(copy)
+  except DataError:  # e.g. a converted run's tokenizer/ with only tokenizer_config.json
+    return
+  if own.contents() != tokenizer.contents():
+    raise DataError(f"tokenizer {tokenizer.path} is not the tokenizer the run in {workdir} was "
+                    f"started with ({copy}); set tokenizer.path to that one, or use a new "
+                    "--workdir")
+
+
+def run_copy_path(tokenizer: BaseTokenizer, workdir: str) -> str:
+  """Where a run keeps its copy of `tokenizer`: the Hugging Face files in WORKDIR/tokenizer
+  itself (as a converted run has them), a sentencepiece model as WORKDIR/tokenizer/spm.model."""
+  own = os.path.join(workdir, "tokenizer")
+  return own if os.path.isdir(tokenizer.path) else os.path.join(own, "spm.model")
+
+
+def save_run_copy(tokenizer: BaseTokenizer, workdir: str) -> None:
+  """Writes the run's copy of `tokenizer` unless it has one already, so a moved or deleted
+  tokenizer.path leaves the run usable."""
+  if run_copy(workdir) is None:
+    tokenizer.save(run_copy_path(tokenizer, workdir))
