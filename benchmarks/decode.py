@@ -16,8 +16,8 @@ import numpy as np
 from flax import linen as nn
 
 from roots_jax import config as config_lib, decoding, models
-from roots_jax.models import families
 from roots_jax.errors import RootsError
+from roots_jax.models import families
 
 
 def measure(model, params, family, batch: int, prompt_len: int, new_tokens: int,

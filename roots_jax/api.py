@@ -1,5 +1,6 @@
 """The Python API: a trained model as an object that generates, scores, embeds, fine-tunes and
-predicts, for notebooks and scripts (the CLIs' drivers underneath, no second way to load a run).
+predicts, for notebooks and scripts, on the run library (runs.load loads it, runs.finetune
+fine-tunes it): no second way to load or train a run.
 
   lm = roots_jax.LanguageModel.from_pretrained("/tmp/run")       # a run, a checkpoint, an HF dir
   lm.generate("def add(a, b):", max_new_tokens=20)                # -> [continuation]
@@ -9,11 +10,11 @@ predicts, for notebooks and scripts (the CLIs' drivers underneath, no second way
   ft.predict(["new text"])                                        # -> ["label"]
   roots_jax.pipeline("text-generation", model=lm)("Hello", max_length=30)  # roots_jax.pipelines
 
-Parameters are restored into a mesh built from the run's config, as the evaluate driver does
-(or, when that mesh does not fit the devices here, a data-parallel one over all of them); batches
-are padded to a multiple of the data-parallel size with padding rows that change nothing. Each
-call is jitted once per (kind of call, input shapes, generation settings); prompt and text
-widths are rounded up to a multiple of WIDTH_MULTIPLE so that varied inputs share compilations.
+Parameters are restored into a mesh built from the run's config (or, when that mesh does not
+fit the devices here, a data-parallel one over all of them); batches are padded to a multiple
+of the data-parallel size with padding rows that change nothing. Each call is jitted once per
+(kind of call, input shapes, generation settings); prompt and text widths are rounded up to a
+multiple of WIDTH_MULTIPLE so that varied inputs share compilations.
 """
 
 import dataclasses

@@ -21,7 +21,8 @@ from roots_jax import cli
 from roots_jax.runs import evaluation
 
 USAGE = ("usage: python -m roots_jax.evaluate --workdir RUN [--split SPLIT] "
-         "[--checkpoint best|latest|STEP] [--config FILE.py[:ARG]] [--config.SECTION.KEY=VALUE ...]")
+         "[--checkpoint best|latest|STEP] [--config FILE.py[:ARG]] "
+         "[--config.SECTION.KEY=VALUE ...]")
 
 
 def main(argv: list[str] | None = None) -> int:

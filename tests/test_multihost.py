@@ -91,7 +91,7 @@ def test_two_processes_fine_tune_and_score_every_example(pretrained, task_files,
   _launch("roots_jax.finetune", spec, overrides, workdir)
   logged = read_metrics(workdir, "eval")[STEPS]
   results = evaluate_run(str(workdir), ["distributed.initialize=no"],
-                                      split="validation", checkpoint="latest")
+                         split="validation", checkpoint="latest")
   assert results["checkpoint_step"] == STEPS
   expected = {k: v for k, v in logged.items() if k not in ("step", "split")}
   assert results["metrics"] == pytest.approx(expected, rel=1e-5)

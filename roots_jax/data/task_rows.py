@@ -17,10 +17,7 @@ import numpy as np
 from roots_jax.data.tokenizers import BaseTokenizer
 from roots_jax.errors import ConfigError, DataError
 
-Spec = dict[str, tuple[tuple[int, ...], type]]
-
-
-def zero_row(spec: Spec) -> dict[str, np.ndarray]:
+def zero_row(spec: dict[str, tuple[tuple[int, ...], type]]) -> dict[str, np.ndarray]:
   """An all-zero row (zero weights, segment 0): eval padding and the model's init batch."""
   return {k: np.zeros(shape, dtype) for k, (shape, dtype) in spec.items()}
 
@@ -51,12 +48,6 @@ def specials(tokenizer: BaseTokenizer) -> dict[str, list[int]]:
   bos = [tokenizer.bos_id] if tokenizer.bos_id >= 0 else []
   eos = [tokenizer.eos_id]
   return {"bos": bos, "eos": eos, "cls": piece("[CLS]", bos), "sep": piece("[SEP]", eos), "": []}
-
-
-def frame(tokenizer: BaseTokenizer, roles: tuple[str, str]) -> tuple[list[int], list[int]]:
-  """The special ids before and after a text, by a family's `frame` roles."""
-  ids = specials(tokenizer)
-  return ids[roles[0]], ids[roles[1]]
 
 
 def make_dataset(examples: Sequence[dict[str, Any]], encode: Callable[[dict], dict], zero: dict,

@@ -13,8 +13,7 @@ class Perplexity:
   first `max_batches` batches (None: all of them). Every process runs the same number of
   steps: a process whose share runs out feeds zero-weight batches."""
 
-  def __init__(self, scorer: Scorer, split: Split, **unused):
-    del unused
+  def __init__(self, scorer: Scorer, split: Split):
     self.scorer, self.split = scorer, split
     self.step = jax.jit(steps.make_eval_step(scorer.model, scorer.loss),
                         in_shardings=(scorer.param_sharding, scorer.batch_sharding))

@@ -11,7 +11,8 @@ from roots_jax.errors import ConfigError
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Architecture hyperparameters; the run config's `model` section holds the same fields."""
-  family: str = "decoder"          # decoder (GPT) | encoder (BERT) | encoder_decoder (Transformer, T5)
+  family: str = "decoder"          # decoder (GPT) | encoder (BERT) | encoder_decoder (Transformer,
+                                   # T5): roots_jax.models.families
   vocab_size: int = 8192
   num_layers: int = 2              # encoder_decoder: the encoder's
   num_decoder_layers: int = 0      # encoder_decoder: 0 = num_layers
@@ -20,8 +21,8 @@ class ModelConfig:
   num_kv_heads: int = 0            # 0: same as num_heads (MHA); 1: MQA; in between: GQA
   head_dim: int = 0                # 0: embed_dim // num_heads
   mlp_dim: int = 512
-  mlp_activation: str = "gelu"     # gelu (tanh approx., GPT-2) | gelu_exact (erf, BERT) | relu (2017
-                                   # Transformer, T5 v1.0) | swiglu | geglu (T5 v1.1)
+  mlp_activation: str = "gelu"     # gelu (tanh approx., GPT-2) | gelu_exact (erf, BERT) | relu
+                                   # (2017 Transformer, T5 v1.0) | swiglu | geglu (T5 v1.1)
   norm: str = "layernorm"          # layernorm | rmsnorm
   norm_eps: float = 1e-5
   norm_placement: str = "pre"      # pre (GPT-2, T5) | post (BERT, the 2017 Transformer)

@@ -2,7 +2,6 @@
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from roots_jax.models.attention import cache_slots, default_segments, make_attention_mask
 from roots_jax.models.block import TransformerBlock
@@ -35,10 +34,8 @@ class Decoder(nn.Module):
       mask = make_attention_mask(segment_ids, segment_ids, causal=True)  # [B, 1, T, T]
 
     embed = Embed(cfg.vocab_size, cfg.embed_dim, dtype=cfg.compute_dtype,
-                  param_dtype=cfg.weight_dtype, name="token_embed")
+                  param_dtype=cfg.weight_dtype, scale=cfg.scale_embeddings, name="token_embed")
     x = embed(tokens)  # [B, T, D]
-    if cfg.scale_embeddings:
-      x = x * jnp.sqrt(cfg.embed_dim).astype(x.dtype)
     x, bias = add_positions(cfg, x, positions, bidirectional=False,
                             kv_positions=kv_positions)  # bias [B, N, T, T or L] or None
     x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)

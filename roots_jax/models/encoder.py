@@ -49,10 +49,8 @@ class Encoder(nn.Module):
     mask = make_attention_mask(segment_ids, segment_ids, causal=False)  # [B, 1, T, T]
 
     embed = Embed(cfg.vocab_size, cfg.embed_dim, dtype=cfg.compute_dtype,
-                  param_dtype=cfg.weight_dtype, name="token_embed")
+                  param_dtype=cfg.weight_dtype, scale=cfg.scale_embeddings, name="token_embed")
     x = embed(tokens)  # [B, T, D]
-    if cfg.scale_embeddings:
-      x = x * jnp.sqrt(cfg.embed_dim).astype(x.dtype)
     x, bias = add_positions(cfg, x, positions, bidirectional=True)  # bias [B, N, T, T] or None
     if cfg.type_vocab_size:
       if token_types is None:

@@ -75,7 +75,8 @@ class EncoderDecoder(nn.Module):
   def setup(self):
     cfg = self.config
     self.token_embed = Embed(cfg.vocab_size, cfg.embed_dim, dtype=cfg.compute_dtype,
-                             param_dtype=cfg.weight_dtype, init_std=embedding_init_std(cfg))
+                             param_dtype=cfg.weight_dtype, init_std=embedding_init_std(cfg),
+                             scale=cfg.scale_embeddings)
     self.encoder = Stack(cfg, decoder=False)
     self.decoder = Stack(cfg, decoder=True)
     if not cfg.tie_embeddings:
@@ -97,17 +98,11 @@ class EncoderDecoder(nn.Module):
                        decoder_segment_ids=decoder_segment_ids,
                        decoder_positions=decoder_positions, deterministic=deterministic)
 
-  def _embed(self, tokens: jax.Array) -> jax.Array:
-    x = self.token_embed(tokens)  # [B, T, D]
-    if self.config.scale_embeddings:  # the 2017 Transformer
-      x = x * jnp.sqrt(self.config.embed_dim).astype(x.dtype)
-    return x
-
   def encode(self, encoder_tokens: jax.Array, *, encoder_segment_ids: jax.Array | None = None,
              encoder_positions: jax.Array | None = None,
              deterministic: bool = True) -> jax.Array:
     """encoder_tokens [B, S] -> encoded [B, S, D] in the compute dtype (after the final norm)."""
-    return self.encoder(self._embed(encoder_tokens),
+    return self.encoder(self.token_embed(encoder_tokens),
                         default_positions(encoder_tokens, encoder_positions),
                         default_segments(encoder_tokens, encoder_segment_ids),
                         deterministic=deterministic)
@@ -127,7 +122,7 @@ class EncoderDecoder(nn.Module):
       encoder_segment_ids = jnp.ones(encoded.shape[:2], jnp.int32)
     segments = default_segments(decoder_tokens, decoder_segment_ids)
     cross_mask = make_cross_attention_mask(segments, encoder_segment_ids)  # [B, 1, T, S]
-    x = self.decoder(self._embed(decoder_tokens),
+    x = self.decoder(self.token_embed(decoder_tokens),
                      default_positions(decoder_tokens, decoder_positions), segments, encoded,
                      cross_mask, deterministic=deterministic, decode=decode)  # [B, T, D]
     if features:

@@ -23,7 +23,6 @@ from roots_jax.models.decoder import Decoder
 from roots_jax.models.encoder import Encoder
 from roots_jax.models.encoder_decoder import EncoderDecoder
 
-READS = ("pooled", "tokens", "lm")
 Spec = dict[str, tuple[tuple[int, ...], type]]
 
 

@@ -61,7 +61,9 @@ def dense(config: ModelConfig, features: tuple[int, ...], axes: tuple[str | None
 class Embed(nn.Module):
   """Token embedding table [V, D]; `attend` reuses it as the tied LM head (GPT-2).
 
-  `vocab_axis` None leaves a small table's rows unsharded (BERT's two token types).
+  `vocab_axis` None leaves a small table's rows unsharded (BERT's two token types); `scale`
+  multiplies the looked-up rows by sqrt(features), as the 2017 Transformer's inputs
+  (model.scale_embeddings).
   """
   vocab_size: int
   features: int
@@ -69,6 +71,7 @@ class Embed(nn.Module):
   param_dtype: Any
   vocab_axis: str | None = "vocab"
   init_std: float = INIT_STD
+  scale: bool = False
 
   def setup(self):
     init = nn.with_logical_partitioning(nn.initializers.normal(self.init_std),
@@ -77,7 +80,10 @@ class Embed(nn.Module):
                                 self.param_dtype)
 
   def __call__(self, ids: jax.Array) -> jax.Array:
-    return lookup(self.embedding, ids, (self.vocab_axis, None)).astype(self.dtype)  # [B, T, D]
+    x = lookup(self.embedding, ids, (self.vocab_axis, None)).astype(self.dtype)  # [B, T, D]
+    if self.scale:
+      x = x * jnp.sqrt(self.features).astype(x.dtype)
+    return x
 
   def attend(self, x: jax.Array) -> jax.Array:
     return jnp.einsum("BTD,VD->BTV", x, self.embedding.astype(self.dtype))  # [B, T, V]

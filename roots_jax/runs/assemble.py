@@ -43,12 +43,16 @@ class Parts(NamedTuple):
     return Scorer(self.model, self.loss, self.state_sharding.params, self.batch_sharding)
 
 
-def abstract_params(model: nn.Module, loss: Loss, init_batch: dict, seed: int):
-  """The model's parameters as boxed ShapeDtypeStructs (logical axes kept), from a batch in
-  `loss`'s layout; nothing is computed."""
+def param_initializer(model: nn.Module, loss: Loss, init_batch: dict) -> Callable:
+  """rng -> the model's parameters, boxed with their logical axes, from a batch in `loss`'s
+  layout."""
   args, kwargs = loss.model_inputs(init_batch)
-  return jax.eval_shape(lambda rng: model.init(rng, *args, **kwargs)["params"],
-                        jax.random.key(seed))
+  return lambda rng: model.init(rng, *args, **kwargs)["params"]
+
+
+def abstract_params(model: nn.Module, loss: Loss, init_batch: dict, seed: int):
+  """The model's parameters as boxed ShapeDtypeStructs; nothing is computed."""
+  return jax.eval_shape(param_initializer(model, loss, init_batch), jax.random.key(seed))
 
 
 def unbox(boxed):
@@ -63,25 +67,25 @@ def assemble(config, mesh, model_config: ModelConfig, model: nn.Module, loss: Lo
   `make_plan(abstract params) -> plan` chooses the trained parameters (see
   steps.split_params); without it everything trains."""
   t, rules = config.train, partitioning.logical_rules(config)
-  args, kwargs = loss.model_inputs(init_batch)
-  init_params = lambda rng: model.init(rng, *args, **kwargs)["params"]
+  init_params = param_initializer(model, loss, init_batch)
   rng = jax.random.key(config.seed)
-  boxed = abstract_params(model, loss, init_batch, config.seed)
+  boxed = jax.eval_shape(init_params, rng)
   plan = make_plan(unbox(boxed)) if make_plan else None
   init_state = lambda rng: steps.init_state(nn.meta.unbox(init_params(rng)), tx, plan)
   abstract_state = jax.eval_shape(init_state, rng)
   state_sharding = _state_shardings(abstract_state, boxed, tx, mesh, rules, plan)
   batch_sharding = partitioning.data_sharding(mesh, rules)
   train_step = jax.jit(
-      steps.make_train_step(model, tx, loss, seed=config.seed, grad_accum_steps=t.grad_accum_steps,
-                            z_loss=t.z_loss, schedule=optimizers.make_schedule(config.optimizer, t.steps),
-                            plan=plan, skip_bad_steps=t.bad_steps == "skip",
-                            spike_sigma=t.spike_sigma, spike_window=t.spike_window),
+      steps.make_train_step(
+          model, tx, loss, seed=config.seed, grad_accum_steps=t.grad_accum_steps, z_loss=t.z_loss,
+          schedule=optimizers.make_schedule(config.optimizer, t.steps), plan=plan,
+          skip_bad_steps=t.bad_steps == "skip", spike_sigma=t.spike_sigma,
+          spike_window=t.spike_window),
       in_shardings=(state_sharding, batch_sharding),
       out_shardings=(state_sharding, partitioning.replicated(mesh)), donate_argnums=0)
-  return Parts(model_config, model, loss, sum(x.size for x in jax.tree.leaves(abstract_state.params)),
-               abstract_state, state_sharding, batch_sharding,
-               jax.jit(init_state, out_shardings=state_sharding), train_step)
+  num_params = sum(x.size for x in jax.tree.leaves(abstract_state.params))
+  return Parts(model_config, model, loss, num_params, abstract_state, state_sharding,
+               batch_sharding, jax.jit(init_state, out_shardings=state_sharding), train_step)
 
 
 def _state_shardings(abstract_state, boxed_params, tx, mesh, rules, plan):

@@ -7,7 +7,7 @@ optimizer state, no train step), on a mesh of this machine's devices.
 
 What a run's model is depends on its kind, which its config.json records: KINDS maps each to the
 module of that kind of run, which gives `model_for(config, workdir)` and `DEFAULT_CHECKPOINT`
-(and for evaluation `eval_split` and `evaluate`).
+(and, for runs.evaluation, `eval_split` and `evaluate`).
 """
 
 import contextlib

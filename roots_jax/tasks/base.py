@@ -107,17 +107,39 @@ class TaskKind:
     return lambda max_len, target_len: self.spec(family, max_len, target_len)
 
 
+class SequenceTask(TaskKind):
+  """A kind whose examples are a text (or a pair) and one label: its rows are the family's text
+  layout for a pooled head [L] (see text_ids), label [] and label_weight [] float32 (1.0; 0.0 on
+  padding rows)."""
+  reads = "pooled"
+  label_dtype: type          # of the row's label
+
+  def label_value(self, raw, labels: LabelVocab | None):
+    """An example's label as the row holds it."""
+    raise NotImplementedError
+
+  def spec(self, family, max_len, target_len):
+    return {**family.text_spec(max_len, self.reads), "label": ((), self.label_dtype),
+            "label_weight": ((), np.float32)}
+
+  def encode(self, example, *, family, tokenizer, labels, max_len, target_len):
+    ids, second = text_ids(example, family, tokenizer, max_len)
+    return {**family.text_row(ids, max_len, self.reads, second),
+            "label": self.label_dtype(self.label_value(example["label"], labels)),
+            "label_weight": np.float32(1.0)}
+
+
 def text_ids(example: dict[str, Any], family: Family, tokenizer: BaseTokenizer,
              max_len: int) -> tuple[list[int], int | None]:
   """The ids of an example's text (and text_pair) framed by the family's special tokens and
   truncated (a pair longest-first) to max_len: encoder [CLS] a [SEP] (b [SEP]), decoder
   [BOS] a ([SEP] b) [EOS], encoder-decoder a ([SEP] b) [EOS]; and where b begins (None
   without a pair)."""
-  sep = task_rows.specials(tokenizer)["sep"]
-  head, tail = task_rows.frame(tokenizer, family.frame)
+  specials = task_rows.specials(tokenizer)
+  head, tail = (specials[role] for role in family.frame)
   a = tokenizer.encode(example["text"])
   b = tokenizer.encode(example["text_pair"]) if "text_pair" in example else None
-  middle = sep if b is not None else []
+  middle = specials["sep"] if b is not None else []
   budget = max_len - len(head) - len(tail) - len(middle)
   a, b = task_rows.truncate_longest_first(a, b, budget) if b is not None else (a[:budget], [])
   second = len(head) + len(a) + len(middle) if middle else None

@@ -1,21 +1,22 @@
 """Regression: a text (or a pair) -> a score (e.g. GLUE's STS-B similarity).
 
-Rows: classification's, with a float32 label. The head outputs one number per text [B]; the
-loss is the mean squared error; scored by Pearson and Spearman correlation.
+Rows: classification's (tasks.base.SequenceTask), with a float32 label. The head outputs one
+number per text [B]; the loss is the mean squared error; scored by Pearson and Spearman
+correlation.
 """
 
 import jax.numpy as jnp
 import numpy as np
 
 from roots_jax.data import supervised
-from roots_jax.tasks.base import TaskKind, text_example, text_ids
+from roots_jax.tasks.base import SequenceTask, text_example
 from roots_jax.training.losses import Loss
 
 
-class Regression(TaskKind):
+class Regression(SequenceTask):
   name = "regression"
-  reads = "pooled"
   scalar = True
+  label_dtype = np.float32
   default_metric = "pearson"
   evaluator = "regression"
 
@@ -24,14 +25,8 @@ class Regression(TaskKind):
     return {**text_example(record, task, where),
             "label": supervised.score(label, task.label_field, where)}
 
-  def spec(self, family, max_len, target_len):
-    return {**family.text_spec(max_len, self.reads), "label": ((), np.float32),
-            "label_weight": ((), np.float32)}
-
-  def encode(self, example, *, family, tokenizer, labels, max_len, target_len):
-    ids, second = text_ids(example, family, tokenizer, max_len)
-    return {**family.text_row(ids, max_len, self.reads, second),
-            "label": np.float32(example["label"]), "label_weight": np.float32(1.0)}
+  def label_value(self, raw, labels):
+    return raw
 
   def loss(self, family, *, label_smoothing=0.0, class_weights=None):
     return Loss(

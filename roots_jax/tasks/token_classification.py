@@ -14,7 +14,7 @@ import numpy as np
 from roots_jax.data import supervised, task_rows
 from roots_jax.errors import DataError
 from roots_jax.tasks.base import TaskKind
-from roots_jax.training.losses import Loss, class_count, class_terms
+from roots_jax.training.losses import class_loss
 
 
 class TokenClassification(TaskKind):
@@ -41,7 +41,8 @@ class TokenClassification(TaskKind):
             "tag_weights": ((max_len,), np.float32)}
 
   def encode(self, example, *, family, tokenizer, labels, max_len, target_len):
-    head, tail = task_rows.frame(tokenizer, family.frame)
+    specials = task_rows.specials(tokenizer)
+    head, tail = (specials[role] for role in family.frame)
     budget = max_len - len(head) - len(tail)
     ids, tags, weights = list(head), [0] * len(head), [0.0] * len(head)
     for i, (word, tag) in enumerate(zip(example["words"], example["tags"])):
@@ -58,14 +59,8 @@ class TokenClassification(TaskKind):
             "tag_weights": task_rows.padded(weights, max_len, np.float32)}
 
   def loss(self, family, *, label_smoothing=0.0, class_weights=None):
-    cw = tuple(class_weights) if class_weights else None
-    return Loss(
-        model_inputs=self._model_inputs,
-        terms=lambda logits, b, z: class_terms(logits, b["tags"], b["tag_weights"],
-                                               label_smoothing=label_smoothing, class_weights=cw),
-        counts=lambda b: {"nll": class_count(b["tags"], b["tag_weights"], cw),
-                          "accuracy": b["tag_weights"].sum()},
-        loss_terms=("nll",), nll_term="nll", example=self._example_fn(family))
+    return class_loss(self._model_inputs, "tags", "tag_weights", self._example_fn(family),
+                      label_smoothing=label_smoothing, class_weights=class_weights)
 
 
 KIND = TokenClassification()

@@ -96,3 +96,16 @@ def class_count(labels, weights, class_weights=None):
   if class_weights is None:
     return weights.sum()
   return (weights * jnp.asarray(class_weights, jnp.float32)[labels]).sum()
+
+
+def class_loss(model_inputs: Callable, labels: str, weights: str, example: Callable, *,
+               label_smoothing: float = 0.0, class_weights=None) -> Loss:
+  """Cross-entropy (class_terms) of the class ids in `labels` weighted by `weights`."""
+  cw = tuple(class_weights) if class_weights else None
+  return Loss(
+      model_inputs=model_inputs,
+      terms=lambda logits, b, z: class_terms(logits, b[labels], b[weights],
+                                             label_smoothing=label_smoothing, class_weights=cw),
+      counts=lambda b: {"nll": class_count(b[labels], b[weights], cw),
+                        "accuracy": b[weights].sum()},
+      loss_terms=("nll",), nll_term="nll", example=example)

@@ -1,4 +1,5 @@
-"""The pretraining pipeline: batch format, completeness, determinism, exact resume and process shares."""
+"""The pretraining pipeline: batch format, completeness, determinism, exact resume and process
+shares."""
 
 import collections
 import json

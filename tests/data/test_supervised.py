@@ -6,9 +6,9 @@ import pickle
 import pytest
 import tensorflow_datasets as tfds
 
+from roots_jax import tasks
 from roots_jax.config import finetune_config
 from roots_jax.data import supervised
-from roots_jax import tasks
 from roots_jax.data.supervised import LabelVocab
 from roots_jax.errors import DataError
 

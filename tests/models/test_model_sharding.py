@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from roots_jax.training.partitioning import RULE_PRESETS
 from roots_jax.models import ModelConfig, build_model
+from roots_jax.training.partitioning import RULE_PRESETS
 
 from tiny_models import random_params
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from roots_jax import objectives
-from roots_jax.objectives.causal import CausalLM
 from roots_jax.errors import ConfigError
+from roots_jax.objectives.causal import CausalLM
 
 
 @pytest.mark.parametrize("length", [0, 1, 6, 7, 8, 20])

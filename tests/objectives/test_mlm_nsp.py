@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from roots_jax.objectives import mlm_nsp as mlm
 from roots_jax.errors import ConfigError
+from roots_jax.objectives import mlm_nsp
 
 SEQ_LEN = 64
 
@@ -13,7 +13,7 @@ def make(tokenizer, **kwargs):
   options = dict(mask_rate=0.15, whole_word_masking=False, next_sentence_prediction=True,
                  seed=0)
   options.update(kwargs)
-  return mlm.MaskedLM(tokenizer, kwargs.pop("seq_len", SEQ_LEN), **options)
+  return mlm_nsp.MaskedLM(tokenizer, kwargs.pop("seq_len", SEQ_LEN), **options)
 
 
 def synthetic_documents(tokenizer, n, seed=0):
@@ -144,10 +144,10 @@ def test_without_nsp_b_always_follows_and_nsp_has_no_weight(tokenizer):
 
 def test_truncate_seq_pair_trims_the_longer_side():
   rng = np.random.default_rng(0)
-  a, b = mlm.truncate_seq_pair(np.arange(10), np.arange(100, 103), 8, rng)
+  a, b = mlm_nsp.truncate_seq_pair(np.arange(10), np.arange(100, 103), 8, rng)
   assert len(a) == 5 and b.tolist() == [100, 101, 102]
   assert contains(np.arange(10), a) >= 0
-  a, b = mlm.truncate_seq_pair(np.arange(30), np.arange(100, 130), 9, rng)
+  a, b = mlm_nsp.truncate_seq_pair(np.arange(30), np.arange(100, 130), 9, rng)
   assert (len(a), len(b)) == (5, 4)
 
 
@@ -200,5 +200,5 @@ def test_config_mistakes(tokenizer):
   with pytest.raises(ConfigError, match="mask_rate must be in"):
     make(tokenizer, mask_rate=1.5)
   with pytest.raises(ConfigError, match="too short"):
-    mlm.MaskedLM(tokenizer, 4, mask_rate=0.15, whole_word_masking=False,
-                 next_sentence_prediction=True, seed=0)
+    mlm_nsp.MaskedLM(tokenizer, 4, mask_rate=0.15, whole_word_masking=False,
+                     next_sentence_prediction=True, seed=0)

@@ -9,8 +9,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from roots_jax import objectives
-from roots_jax.objectives import seq2seq, span_corruption as span_corruption_lib
 from roots_jax.errors import ConfigError, DataError
+from roots_jax.objectives import seq2seq, span_corruption as span_corruption_lib
 
 VOCAB = 512
 # Document tokens stay below this, so ids from here up are sentinels.

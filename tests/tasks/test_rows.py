@@ -212,7 +212,7 @@ def test_eval_batches_are_padded_with_zero_rows(tokenizer, family, kind):
   counts = []
   for p in range(2):  # 5 examples, global batch 4 over 2 processes: 2 batches of 2 rows each
     batches = list(make_dataset(config, tokenizer, labels, examples, family=family,
-                                         split="validation", process_index=p, process_count=2))
+                                split="validation", process_index=p, process_count=2))
     assert all({k: (v.shape[1:], v.dtype) for k, v in b.items()} == {
         k: (s, np.dtype(d)) for k, (s, d) in spec.items()} for b in batches)
     assert all(len(v) == 2 for b in batches for v in b.values())
@@ -230,7 +230,7 @@ def test_every_process_yields_the_same_number_of_batches(tokenizer):
   seen, counts = [], []
   for p in range(4):
     batches = list(make_dataset(config, tokenizer, LABELS, examples, family="encoder",
-                                         split="test", process_index=p, process_count=4))
+                                split="test", process_index=p, process_count=4))
     counts.append(len(batches))
     rows = np.concatenate([b["inputs"] for b in batches])[
         np.concatenate([b["label_weight"] for b in batches]) > 0]
@@ -243,7 +243,7 @@ def test_unknown_label_fails_before_the_first_batch(tokenizer):
   examples = numbered(3) + [{"text": "x", "label": "neutral"}]
   with pytest.raises(DataError, match=r"validation example 3: unknown label 'neutral'"):
     make_dataset(make_config(), tokenizer, LABELS, examples, family="encoder",
-                          split="validation")
+                 split="validation")
 
 
 def take(iterator, n):
@@ -253,7 +253,7 @@ def take(iterator, n):
 def test_train_iterator_resumes_exactly(tokenizer, tmp_path):
   config = make_config(batch_size=4)
   dataset = make_dataset(config, tokenizer, LABELS, numbered(10), family="decoder",
-                                  split="train")
+                         split="train")
   iterator = iter(dataset)
   take(iterator, 3)
   state = iterator.get_state()
@@ -278,8 +278,8 @@ def test_epochs_are_reshuffled_and_shards_disjoint(tokenizer):
 
   def epochs(process_index=0, process_count=1, n=2):
     dataset = make_dataset(config, tokenizer, LABELS, examples, family="encoder",
-                                    split="train", process_index=process_index,
-                                    process_count=process_count)
+                           split="train", process_index=process_index,
+                           process_count=process_count)
     per_epoch = 16 // process_count // (4 // process_count)
     rows = [r.tobytes() for b in take(iter(dataset), n * per_epoch) for r in b["inputs"]]
     return [rows[i * len(rows) // n:(i + 1) * len(rows) // n] for i in range(n)]
@@ -293,6 +293,6 @@ def test_epochs_are_reshuffled_and_shards_disjoint(tokenizer):
 
 def test_encoding_pickles_for_grain_workers(tokenizer):
   dataset = make_dataset(make_config(), tokenizer, LABELS, numbered(8), family="encoder",
-                                  split="validation")
+                         split="validation")
   restored = pickle.loads(pickle.dumps(dataset))
   assert all(np.array_equal(a["inputs"], b["inputs"]) for a, b in zip(dataset, restored))

@@ -12,8 +12,8 @@ from flax import linen as nn
 
 from roots_jax import config as config_lib
 from roots_jax import objectives
-from roots_jax.runs.pretrain import build, train
 from roots_jax.errors import ConfigError
+from roots_jax.runs.pretrain import build, train
 from roots_jax.training import losses, partitioning, steps
 from tiny_gpt import tiny_overrides
 
