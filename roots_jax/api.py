@@ -35,6 +35,7 @@ from roots_jax import decoding, tasks
 from roots_jax.cli import log_to_console
 from roots_jax.decoding import GenerationConfig
 from roots_jax.errors import ConfigError
+from roots_jax.models.config import BOUNDED_POSITIONS
 from roots_jax.models.heads import FinetuneModel
 from roots_jax.runs import finetune as finetune_run, load as load_lib
 from roots_jax.tasks.base import text_ids
@@ -47,8 +48,7 @@ GENERATE_BATCH = 32
 BATCH = 64
 # Hugging Face's default when neither max_length nor max_new_tokens is given.
 DEFAULT_MAX_NEW_TOKENS = 20
-# Position kinds with a table (or a trained range) of model.max_len positions.
-BOUNDED_POSITIONS = ("learned", "sinusoidal")
+# The task kinds finetune() takes texts and labels for.
 FINETUNE_KINDS = ("classification", "regression", "seq2seq")
 
 

@@ -336,7 +336,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
 
 def _validate_data(config: ml_collections.ConfigDict) -> None:
   m, d = config.model, config.data
-  if d.seq_len <= 0 or (m.position not in ("rope", "relative") and d.seq_len > m.max_len):
+  if d.seq_len <= 0 or (m.position in model_config.BOUNDED_POSITIONS and d.seq_len > m.max_len):
     raise ConfigError(f"data.seq_len ({d.seq_len}) must be in 1..model.max_len ({m.max_len})")
   if d.source == "files" and not d.train_files:
     raise ConfigError("data.source=files needs data.train_files (paths or globs)")

@@ -2,12 +2,17 @@
 importing only the ones below it, and no import cycles in any package."""
 
 import os
-
-from importlinter import cli
+import subprocess
+import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# import-linter's command closes the streams it writes to: run it in a process of its own.
+LINT = ("import sys; from importlinter.cli import lint_imports; "
+        "sys.exit(lint_imports(sys.argv[1], no_cache=True, no_logo=True))")
 
 
-def test_import_contracts_are_kept(capsys):
-  code = cli.lint_imports(os.path.join(REPO, ".importlinter"), no_cache=True, no_logo=True)
-  assert code == 0, capsys.readouterr().out
+def test_import_contracts_are_kept():
+  result = subprocess.run([sys.executable, "-c", LINT, os.path.join(REPO, ".importlinter")],
+                          capture_output=True, text=True, cwd=REPO)
+  assert result.returncode == 0, result.stdout + result.stderr
+  assert "2 kept, 0 broken" in result.stdout

@@ -69,6 +69,10 @@ class ModelConfig:
     return jnp.dtype(self.param_dtype)
 
 
+# Position kinds with a table (or a trained range) of max_len positions; rope and relative
+# positions take any length.
+BOUNDED_POSITIONS = ("learned", "sinusoidal")
+
 # Fields that change how the model runs, not its parameters: a fine-tune run may override them.
 RUNTIME_FIELDS = ("dropout_rate", "attention_dropout_rate", "attention_impl", "remat_policy",
                   "dtype", "param_dtype")
