@@ -20,7 +20,7 @@ from flax import linen as nn
 
 from roots_jax import config as config_lib
 from roots_jax import evals, models, tasks
-from roots_jax.data import load_tokenizer
+from roots_jax.data import load_tokenizer, supervised
 from roots_jax.data.supervised import LabelVocab
 from roots_jax.data.tokenizers import BaseTokenizer, check_vocab_size
 from roots_jax.errors import ConfigError
@@ -34,7 +34,6 @@ log = logging.getLogger("roots_jax")
 
 # The checkpoint a fine-tuned model is used from: its best by the validation metric.
 DEFAULT_CHECKPOINT = "best"
-SPLITS = ("train", "validation", "test")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,12 +210,10 @@ def model_for(config: ml_collections.ConfigDict, workdir: str,
                            loss.init_batch(task.max_len, task.target_len), labels, split_examples)
 
 
-def setup(config: ml_collections.ConfigDict, workdir: str, mesh,
-          tokenizer: BaseTokenizer | None = None,
+def setup(config: ml_collections.ConfigDict, workdir: str, mesh, tokenizer: BaseTokenizer,
           examples: dict[str, Sequence[dict]] | None = None) -> Setup:
-  """Tokenizer, labels, model and steps of a resolved fine-tuning config (model fields filled);
-  call inside the mesh and rules contexts."""
-  tokenizer = tokenizer or load_tokenizer(config.tokenizer.path)
+  """Labels, model and steps of a resolved fine-tuning config (model fields filled) with the
+  checkpoint's tokenizer; call inside the mesh and rules contexts."""
   check_vocab_size(tokenizer, config.model.vocab_size, "it is not the checkpoint's tokenizer")
   m = model_for(config, workdir, examples)
   tx = optimizers.make_optimizer(config.optimizer, config.train.steps,
@@ -229,7 +226,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, mesh,
 def eval_split(config: ml_collections.ConfigDict, split: str) -> tuple[str, str]:
   """(the split scored for `split`, default validation, and the run's task kind)."""
   split = split or "validation"
-  if split not in SPLITS:
+  if split not in supervised.SPLITS:
     raise ConfigError(f"--split {split!r}: a fine-tuning run is scored on train, validation or "
                       "test (task.*_split / task.*_files say where they come from)")
   return split, config.task.kind
