@@ -16,6 +16,8 @@ NAME = "GPT-2"
 MODEL_TYPES = ("gpt2",)
 ARCHITECTURES = ("GPT2LMHeadModel", "GPT2Model")
 FAMILY = "decoder"
+# The model fields that make a decoder GPT-2 rather than GPT-NeoX or Llama on export.
+WRITES = dict(position="learned")
 FRESH = ()  # every parameter must be in the checkpoint
 _QKV = ("q", "k", "v")
 

@@ -143,7 +143,7 @@ def export_hf(run_dir: str, hf_dir: str, *, step: int | None = None) -> dict:
   if config.kind == "finetune":
     raise ConfigError(f"{run_dir} is a fine-tuning run; export a pretraining (or converted) run")
   model_config = ModelConfig.from_config(config.model)
-  module = architectures.for_family(model_config.family)
+  module = architectures.for_model(model_config)
   hf_config = module.hf_config(model_config)
   if os.path.exists(hf_dir) and (not os.path.isdir(hf_dir) or os.listdir(hf_dir)):
     raise ConfigError(f"{hf_dir} already exists; give a new directory for the Hugging Face model")
