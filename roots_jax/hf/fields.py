@@ -65,8 +65,10 @@ def rope_theta(config: dict, what: str, *, legacy_theta: str = "rope_theta",
   if kind != "default":
     raise ConfigError(f"config.json rope_type={kind!r}: roots_jax implements {what} only with "
                       "unscaled RoPE (rope_type 'default')")
-  share = params.get("partial_rotary_factor", get(config, legacy_fraction, fraction))
+  key, share = legacy_fraction, get(config, legacy_fraction, fraction)
+  if "partial_rotary_factor" in params:
+    key, share = "rope_parameters.partial_rotary_factor", params["partial_rotary_factor"]
   if share != 1:
-    raise ConfigError(f"config.json {legacy_fraction}={share!r}: roots_jax implements {what} "
-                      f"only with RoPE on the whole head ({legacy_fraction}=1.0)")
+    raise ConfigError(f"config.json {key}={share!r}: roots_jax implements {what} only with RoPE "
+                      "on the whole head (1.0)")
   return float(params.get("rope_theta", get(config, legacy_theta, 10000.0)))

@@ -155,8 +155,12 @@ def make_run(run_dir: str, hf_config: dict, *, overrides=(), seed: int = 0) -> s
   """A roots_jax run of the model the converter makes of `hf_config`, with random parameters
   (what a pretraining run of that architecture would hold)."""
   module, _ = architectures.for_hf_config(hf_config, "config.json")
-  config = convert.run_config(module.model_fields(hf_config), os.path.join(run_dir, "tokenizer"),
-                              overrides)
+  return make_run_of(run_dir, module.model_fields(hf_config), overrides=overrides, seed=seed)
+
+
+def make_run_of(run_dir: str, model_fields: dict, *, overrides=(), seed: int = 0) -> str:
+  """A roots_jax run with the model section `model_fields` and random parameters."""
+  config = convert.run_config(model_fields, os.path.join(run_dir, "tokenizer"), overrides)
   add_tokenizer_file(config.tokenizer.path)
   convert.write_params(run_dir, random_params(ModelConfig.from_config(config.model), seed))
   config_lib.save_config(config, os.path.join(run_dir, "config.json"))

@@ -13,6 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from roots_jax import config as config_lib  # pylint: disable=g-import-not-at-top
 from roots_jax.runs import convert  # pylint: disable=g-import-not-at-top
 import hf_models  # pylint: disable=g-import-not-at-top
 from hf_models import BERT, GPT2, LLAMA, LLAMA_BIAS, NEOX, NEOX_UNTIED, T5, T5_V11  # pylint: disable=g-import-not-at-top
@@ -141,3 +142,18 @@ def test_export_loads_in_transformers(name, tmp_path):
   x = hf_models.inputs()
   check(name, "export", hf_models.ours(model_config, params, x),
         hf_models.theirs(model, model_config.family, x), x)
+
+
+def test_quickstart_gpt_exports_as_gpt_neox(tmp_path):
+  """configs/quickstart.py's GPT (RoPE, LayerNorm, tanh GELU, tied head) as it trains."""
+  quickstart = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "quickstart.py")
+  model = dict(config_lib.load_config(quickstart, []).model)
+  run = hf_models.make_run_of(str(tmp_path / "run"), model)
+  convert.export_hf(run, str(tmp_path / "hf"))
+  hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf")).eval()
+  assert type(hf).__name__ == "GPTNeoXForCausalLM"
+  model_config, params = hf_models.load_run(run)
+  assert (model_config.position, model_config.norm) == ("rope", "layernorm")
+  x = hf_models.inputs()
+  check("quickstart", "export", hf_models.ours(model_config, params, x),
+        hf_models.theirs(hf, "decoder", x), x)
