@@ -6,7 +6,9 @@ make of it (tests/data/test_hf_tokenizers.py checks the ids and the decoded text
 
 - spiece.model: T5's sentencepiece model (pad 0, eos 1, unk 2, no bos) with
   tokenizer_config.json's extra_ids (default 100) sentinels appended as T5Tokenizer numbers
-  them: <extra_id_0> is the last id, counting down (32099 .. 32000 for t5-small's 32100).
+  them: <extra_id_0> is the last id, counting down (32099 .. 32000 for t5-small's 32100). With
+  another tokenizer_class (ALBERT's, or the PreTrainedTokenizerFast of a roots_jax export,
+  whose spiece.model is the run's own model) it has no sentinels.
 - vocab.json + merges.txt: GPT-2's byte-level BPE (Radford et al. 2019): GPT-2's pattern cuts
   the text into words, a word's UTF-8 bytes become printable characters (bytes_to_unicode) and
   merge by rank. Every string has a spelling (unk_id is -1) and decode restores it exactly.

@@ -101,3 +101,11 @@ def write_model(hf_dir: str, config: dict, tensors: dict[str, np.ndarray]) -> No
                     metadata={"format": "pt"})
   with open(os.path.join(hf_dir, "config.json"), "w") as f:
     json.dump(config, f, indent=2, sort_keys=True)
+
+
+def write_tokenizer(hf_dir: str, contents: dict[str, bytes]) -> list[str]:
+  """Writes the tokenizer files `contents` ({name: bytes}) into `hf_dir`; returns their names."""
+  for name, data in contents.items():
+    with open(os.path.join(hf_dir, name), "wb") as f:
+      f.write(data)
+  return sorted(contents)

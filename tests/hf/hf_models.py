@@ -159,9 +159,11 @@ def make_run(run_dir: str, hf_config: dict, *, overrides=(), seed: int = 0) -> s
 
 
 def make_run_of(run_dir: str, model_fields: dict, *, overrides=(), seed: int = 0) -> str:
-  """A roots_jax run with the model section `model_fields` and random parameters."""
+  """A roots_jax run with the model section `model_fields` and random parameters; its tokenizer
+is a stand-in unless an override names a sentencepiece model (tokenizer.path=...)."""
   config = convert.run_config(model_fields, os.path.join(run_dir, "tokenizer"), overrides)
-  add_tokenizer_file(config.tokenizer.path)
+  if not os.path.isfile(config.tokenizer.path):
+    add_tokenizer_file(config.tokenizer.path)
   convert.write_params(run_dir, random_params(ModelConfig.from_config(config.model), seed))
   config_lib.save_config(config, os.path.join(run_dir, "config.json"))
   return run_dir

@@ -16,7 +16,8 @@ transformers = pytest.importorskip("transformers")
 from roots_jax import config as config_lib  # pylint: disable=g-import-not-at-top
 from roots_jax.runs import convert  # pylint: disable=g-import-not-at-top
 import hf_models  # pylint: disable=g-import-not-at-top
-from hf_models import BERT, GPT2, LLAMA, LLAMA_BIAS, NEOX, NEOX_UNTIED, T5, T5_V11  # pylint: disable=g-import-not-at-top
+from hf_models import (  # pylint: disable=g-import-not-at-top
+    BERT, GPT2, LLAMA, LLAMA_BIAS, NEOX, NEOX_UNTIED, T5, T5_V11)
 
 TOLERANCE = 1e-4
 FAMILY = {"gpt2": "decoder", "neox": "decoder", "llama": "decoder", "bert": "encoder",
