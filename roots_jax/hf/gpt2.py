@@ -9,7 +9,7 @@ import numpy as np
 
 from roots_jax.errors import CheckpointError
 from roots_jax.hf import fields
-from roots_jax.hf.mapping import Layout, Rule, Stack
+from roots_jax.hf.mapping import Layout, Rule, decoder_layout
 from roots_jax.models.config import ModelConfig
 
 NAME = "GPT-2"
@@ -82,11 +82,7 @@ def layout(m: ModelConfig) -> Layout:
          Rule("transformer.ln_f.weight", "final_norm/scale"),
          Rule("transformer.ln_f.bias", "final_norm/bias")]
   ignored = [r"transformer\.h\.\d+\.attn\.(masked_)?bias"]  # causal-mask buffers of old files
-  if m.tie_embeddings:
-    ignored.append(r"lm_head\.weight")  # a copy of wte in .bin files
-  else:
-    top.append(Rule("lm_head.weight", "lm_head/kernel", "linear"))
-  return Layout(tuple(top), (Stack("", m.num_layers, tuple(layer)),), tuple(ignored))
+  return decoder_layout(m, top, layer, ignored, "lm_head.weight")
 
 
 def canonical(tensors: dict[str, np.ndarray], m: ModelConfig) -> dict[str, np.ndarray]:

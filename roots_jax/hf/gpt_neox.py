@@ -13,7 +13,7 @@ import numpy as np
 
 from roots_jax.errors import CheckpointError
 from roots_jax.hf import fields
-from roots_jax.hf.mapping import Layout, Rule, Stack
+from roots_jax.hf.mapping import Layout, Rule, decoder_layout
 from roots_jax.models.config import ModelConfig
 
 NAME = "GPT-NeoX"
@@ -91,11 +91,7 @@ def layout(m: ModelConfig) -> Layout:
          Rule("gpt_neox.final_layer_norm.bias", "final_norm/bias")]
   # Buffers of older files: the causal mask and the rotary frequencies.
   ignored = [r"gpt_neox\.layers\.\d+\.attention\.(bias|masked_bias|rotary_emb\.inv_freq)"]
-  if m.tie_embeddings:
-    ignored.append(r"embed_out\.weight")  # a copy of embed_in in .bin files
-  else:
-    top.append(Rule("embed_out.weight", "lm_head/kernel", "linear"))
-  return Layout(tuple(top), (Stack("", m.num_layers, tuple(layer)),), tuple(ignored))
+  return decoder_layout(m, top, layer, ignored, "embed_out.weight")
 
 
 def canonical(tensors: dict[str, np.ndarray], m: ModelConfig) -> dict[str, np.ndarray]:

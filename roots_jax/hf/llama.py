@@ -14,7 +14,7 @@ import numpy as np
 
 from roots_jax.errors import ConfigError
 from roots_jax.hf import fields
-from roots_jax.hf.mapping import Layout, Rule, Stack
+from roots_jax.hf.mapping import Layout, Rule, decoder_layout
 from roots_jax.models.config import ModelConfig
 
 NAME = "Llama"
@@ -90,11 +90,7 @@ def layout(m: ModelConfig) -> Layout:
   top = [Rule("model.embed_tokens.weight", "token_embed/embedding"),
          Rule("model.norm.weight", "final_norm/scale")]
   ignored = [r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq"]  # a buffer of older files
-  if m.tie_embeddings:
-    ignored.append(r"lm_head\.weight")  # a copy of embed_tokens in .bin files
-  else:
-    top.append(Rule("lm_head.weight", "lm_head/kernel", "linear"))
-  return Layout(tuple(top), (Stack("", m.num_layers, tuple(layer)),), tuple(ignored))
+  return decoder_layout(m, top, layer, ignored, "lm_head.weight")
 
 
 def canonical(tensors: dict[str, np.ndarray], m: ModelConfig) -> dict[str, np.ndarray]:

@@ -89,6 +89,25 @@ def test_special_token_text_is_the_one_difference(models, tmp_path):
   assert theirs("a</s>", add_special_tokens=False)["input_ids"] == [*ours.encode("a"),
                                                                      ours.eos_id]
   assert ours.eos_id not in ours.encode("a</s>")
+  byte = ours.piece_id("<0x41>")  # and, in a unigram model, a byte piece's text is that byte
+  assert theirs("<0x41>", add_special_tokens=False)["input_ids"] == [byte] != ours.encode("<0x41>")
+
+
+def test_pretrained_run_in_transformers(pretrained, tmp_path):
+  """A trained GPT exported: AutoTokenizer's padded batch through AutoModelForCausalLM gives our
+  logits for the same ids."""
+  convert.export_hf(pretrained["decoder"], str(tmp_path / "hf"))
+  theirs = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
+  model = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf")).eval()
+  texts = ["def f(x):\n    return x + 1", "naïve 42"]
+  batch = theirs(texts, padding=True, return_tensors="np")
+  ours = load_tokenizer(os.path.join(pretrained["decoder"], "tokenizer", "spm.model"))
+  assert list(batch["input_ids"][0]) == [ours.bos_id, *ours.encode(texts[0])]
+  x = dict(tokens=batch["input_ids"].astype("int64"), mask=batch["attention_mask"].astype("int64"))
+  model_config, params = hf_models.load_run(pretrained["decoder"])
+  diff = hf_models.max_diff(hf_models.ours(model_config, params, x),
+                            hf_models.theirs(model, "decoder", x), x)
+  assert diff <= 1e-4
 
 
 def test_encoder_decoder_tokenizer_is_not_exported(models, tmp_path, capsys):
