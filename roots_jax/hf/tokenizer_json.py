@@ -30,7 +30,7 @@ from sentencepiece import sentencepiece_model_pb2
 from roots_jax.errors import ConfigError
 
 MODEL_FILE = "spiece.model"
-_NORMAL, _UNKNOWN, _CONTROL, _USER, _UNUSED, _BYTE = 1, 2, 3, 4, 5, 6
+_NORMAL, _UNKNOWN, _CONTROL, _USER = 1, 2, 3, 4  # sentencepiece's piece types
 _UNIGRAM, _BPE = 1, 2
 
 

@@ -110,6 +110,19 @@ def test_pretrained_run_in_transformers(pretrained, tmp_path):
   assert diff <= 1e-4
 
 
+def test_word_model_is_refused_with_a_note(models, tmp_path):
+  from sentencepiece import sentencepiece_model_pb2  # pylint: disable=g-import-not-at-top
+  proto = sentencepiece_model_pb2.ModelProto()
+  proto.ParseFromString(open(models["unigram"], "rb").read())
+  proto.trainer_spec.model_type = sentencepiece_model_pb2.TrainerSpec.WORD
+  (tmp_path / "word.model").write_bytes(proto.SerializeToString())
+  summary = export({"word": str(tmp_path / "word.model")}, "word", NEOX, tmp_path)[2]
+  assert summary["tokenizer_files"] == []
+  assert summary["tokenizer_note"].endswith("word.model is a sentencepiece WORD model; only "
+                                            "unigram and BPE models are written as tokenizer.json")
+  assert sorted(os.listdir(tmp_path / "hf")) == ["config.json", "model.safetensors"]
+
+
 def test_encoder_decoder_tokenizer_is_not_exported(models, tmp_path, capsys):
   from roots_jax import convert as convert_cli  # pylint: disable=g-import-not-at-top
   ours = load_tokenizer(models["unigram"])
