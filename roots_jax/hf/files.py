@@ -15,10 +15,11 @@ from roots_jax.errors import CheckpointError, ConfigError
 from roots_jax.hf import safetensors
 
 WEIGHTS = ("model.safetensors", "pytorch_model.bin")
-# What Hugging Face tokenizers are saved as: GPT-2's byte-level BPE, BERT's WordPiece, T5's
-# sentencepiece, the fast tokenizers' tokenizer.json, and their settings.
-TOKENIZER_FILES = ("vocab.json", "merges.txt", "vocab.txt", "spiece.model", "tokenizer.json",
-                   "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
+# What Hugging Face tokenizers are saved as: GPT-2's byte-level BPE, BERT's WordPiece, T5's and
+# Llama's sentencepiece, the fast tokenizers' tokenizer.json, and their settings.
+TOKENIZER_FILES = ("vocab.json", "merges.txt", "vocab.txt", "spiece.model", "tokenizer.model",
+                   "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "added_tokens.json")
 
 
 def read_config(hf_dir: str) -> dict:

@@ -3,7 +3,8 @@ tokenizer.json written for it and encodes text to our ids (unicode, whitespace r
 adds the special tokens our objectives add, and decodes back; config.json names the same
 special ids; importing the directory gives the run its tokenizer again. Unigram and BPE models
 trained here, and one with sentencepiece's default settings (NFKC, dummy prefix, extra
-whitespace removed, a user-defined piece). An encoder-decoder's is refused with a note."""
+whitespace removed, a user-defined piece). An encoder-decoder's is refused with a note. And the
+other way: an imported Llama directory's tokenizer.model is the run's tokenizer."""
 
 import io
 import json
@@ -133,3 +134,23 @@ def test_encoder_decoder_tokenizer_is_not_exported(models, tmp_path, capsys):
   assert "note: the run's tokenizer is not exported: an encoder-decoder's sentencepiece " \
       "tokenizer is not exported: Hugging Face's T5 tokenizer needs <extra_id_N>" in out
   assert sorted(os.listdir(tmp_path / "hf")) == ["config.json", "model.safetensors"]
+
+
+def test_imported_llama_tokenizer_model(models, tmp_path):
+  """Llama's sentencepiece tokenizer.model goes with the import and gives sentencepiece's own
+  ids (no sentinels appended; bos 1, eos 2, no pad as Llama's)."""
+  ours, hf_dir, _ = export(models, "defaults", LLAMA, tmp_path)
+  for name in os.listdir(hf_dir):
+    if name not in ("config.json", "model.safetensors"):
+      os.remove(os.path.join(hf_dir, name))
+  with open(models["defaults"], "rb") as f:
+    (tmp_path / "hf" / "tokenizer.model").write_bytes(f.read())
+  with open(os.path.join(hf_dir, "tokenizer_config.json"), "w") as f:
+    json.dump({"tokenizer_class": "LlamaTokenizer"}, f)
+  summary = convert.import_hf(hf_dir, str(tmp_path / "back"))
+  assert summary["tokenizer_files"] == ["tokenizer.model", "tokenizer_config.json"]
+  back = load_tokenizer(str(tmp_path / "back" / "tokenizer"))
+  assert type(back).__name__ == "LlamaTokenizer"
+  assert (back.vocab_size, back.unk_id, back.bos_id, back.eos_id, back.pad_id) == (
+      ours.vocab_size, 0, 1, 2, -1)
+  assert [back.encode(t) for t in TEXTS] == [ours.encode(t) for t in TEXTS]
