@@ -5,9 +5,9 @@ Pre-LN RMSNorm (weight times x / rms(x), as ours), grouped-query attention
 (num_key_value_heads), any head_dim, gate_proj/up_proj/down_proj as our wi_gate/wi_up/wo: silu is
 our swiglu, the tanh GELU our geglu. attention_bias and mlp_bias are our one use_bias, so they
 must agree; Llama has no dropout but on attention weights, so model.dropout_rate is not written.
-Hugging Face's Llama rotates q and k in the rotate-half layout (dims i and i + H/2
-pair up), as ours does: the weights need no permutation (Meta's original checkpoints pair
-adjacent dims; transformers' own conversion script permutes those into this layout).
+Hugging Face's Llama rotates q and k in the rotate-half layout (dims i and i + H/2 pair up), as
+ours does: the weights need no permutation (Meta's original checkpoints pair adjacent dims;
+transformers' own conversion script permutes those into this layout).
 """
 
 import numpy as np

@@ -30,7 +30,7 @@ T5 = dict(model_type="t5", architectures=["T5ForConditionalGeneration"], vocab_s
           d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=3, num_heads=4,
           feed_forward_proj="relu", tie_word_embeddings=True)
 # GPT-NeoX as the quickstart GPT is (RoPE, LayerNorm, tanh GELU, tied head) and untied with the
-# exact GELU; Llama with grouped-query attention, and with biases and a larger head_dim.
+# exact GELU; Llama with grouped-query attention, and with biases, a larger head_dim and GeGLU.
 NEOX = dict(model_type="gpt_neox", architectures=["GPTNeoXForCausalLM"], num_hidden_layers=2,
             hidden_size=32, num_attention_heads=4, intermediate_size=64, vocab_size=99,
             max_position_embeddings=64, hidden_act="gelu_new", use_parallel_residual=False,
@@ -41,7 +41,7 @@ LLAMA = dict(model_type="llama", architectures=["LlamaForCausalLM"], num_hidden_
              hidden_size=32, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64,
              vocab_size=99, max_position_embeddings=64, rms_norm_eps=1e-5, rope_theta=500.0)
 LLAMA_BIAS = {**LLAMA, "num_key_value_heads": 4, "head_dim": 16, "attention_bias": True,
-              "mlp_bias": True, "tie_word_embeddings": True}
+              "mlp_bias": True, "tie_word_embeddings": True, "hidden_act": "gelu_pytorch_tanh"}
 T5_V11 = {**T5, "num_decoder_layers": 2, "feed_forward_proj": "gated-gelu",
           "tie_word_embeddings": False}
 
