@@ -196,6 +196,7 @@ def restore_params(manager: ocp.CheckpointManager, step: int, abstract_params):
   saved shapes are compared with the wanted ones first, so a checkpoint of another model is a
   CheckpointError naming the parameter, and Orbax never starts reading it."""
   where = f"checkpoint step {step} in {manager.directory}"
+  _quiet_cancelled_reads()
   try:
     saved = _saved_tree(manager, step)
   except Exception as e:  # a missing or truncated _METADATA fails in several ways
