@@ -283,3 +283,10 @@ def test_a_run_that_fails_before_training_removes_what_it_created(paths, corpus,
   status, _, err = _call(capfd, "train", argv + ["--workdir", str(tmp_path / "mine")])
   assert status == 2 and "matches no file" in err
   assert os.listdir(tmp_path) == ["mine"] and os.listdir(tmp_path / "mine") == ["notes.txt"]
+  # Fine-tuning writes config.json and the tokenizer before it reads the task's data.
+  status, _, err = _call(capfd, "finetune", [
+      "--config", "finetune/package", "--workdir", str(tmp_path / "ft" / "run"),
+      f"--config.init_from={paths['RUN']}", "--config.task.source=files",
+      f"--config.task.train_files={tmp_path / 'nothing.jsonl'}"])
+  assert status == 2 and "matches no file" in err.splitlines()[-1]
+  assert os.listdir(tmp_path) == ["mine"]
