@@ -16,6 +16,7 @@ setup(
         "tensorflow-datasets>=4.9.8",
         "ml-collections>=1.0",
         "sentencepiece>=0.2",
+        "protobuf",  # sentencepiece_model_pb2: the sentinels of tokenizers trained for T5
         "regex",  # \p{L} and \p{N} in GPT-2's pre-tokenizer (roots_jax/data/hf_tokenizers.py)
         "grain>=0.2.12",
         "numpy",
