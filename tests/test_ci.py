@@ -40,7 +40,8 @@ def _run_without_torch(tmp_path, require: bool) -> tuple[int, str]:
 
 def test_parity_tests_skip_without_torch_and_fail_when_required(tmp_path):
   code, out = _run_without_torch(tmp_path, require=False)
-  assert code == 0 and "1 skipped" in out and "needs torch and transformers (the hf extra)" in out, out
-  assert "download.pytorch.org/whl/cpu" in out
+  assert code == 0 and "1 skipped" in out, out
+  assert "needs torch and transformers (the hf extra)" in out and "whl/cpu" in out
   code, out = _run_without_torch(tmp_path, require=True)  # an error in setup: CI fails
-  assert code == 1 and "1 error" in out and "ROOTS_JAX_REQUIRE_HF=1 but this test needs torch" in out, out
+  assert code == 1 and "1 error" in out, out
+  assert "ROOTS_JAX_REQUIRE_HF=1 but this test needs torch" in out

@@ -3,15 +3,15 @@ Hugging Face datasets.
 
 A source describes the documents of one split as an ordered list of units (a file, one TFDS or
 Hugging Face record, or one file of a streamed Hugging Face dataset) that can be read lazily
-from a position. `DocumentStream` turns a source into a
-grain `IterDataset` of str: it reshuffles the unit order every epoch, shards documents
-between processes and grain workers, and checkpoints as (epoch, unit, position, count), so a
-restore seeks instead of replaying the stream. Files are streamed: memory holds one document
-(one record or paragraph), never a whole file.
+from a position. `DocumentStream` turns a source into a grain `IterDataset` of str: it
+reshuffles the unit order every epoch, shards documents between processes and grain workers,
+and checkpoints as (epoch, unit, position, count), so a restore seeks instead of replaying the
+stream (a streamed Hugging Face file aside, which is read again up to the position). Files
+are streamed: memory holds one document (one record or paragraph), never a whole file.
 
 Supervised objectives (seq2seq) read pairs instead: give a source the pair of field names
 (data.input_field, data.target_field) instead of one text field, and each document becomes an
-(input, target) tuple of str, from JSONL, Parquet or TFDS.
+(input, target) tuple of str, from JSONL, Parquet, TFDS or Hugging Face datasets.
 
 Bad bytes never stop a run: invalid UTF-8 decodes to U+FFFD, a UTF-8 byte order mark is dropped,
 and a record larger than data.max_document_bytes is skipped with a warning (text is cut instead)

@@ -9,8 +9,9 @@ input, and the targets are the sentinels each followed by their span. The i-th s
 is the tokenizer's `sentinel_id(i)`: its <extra_id_i> piece where it has one (a Hugging Face
 T5 tokenizer: 32099 down from the top of its 32100; one trained for a run of this objective:
 SENTINELS of them, vocab_size - 1 down), else vocab_size - 1 - i, counting down from the top as
-T5 does, so the few highest pieces of a tokenizer without reserved sentinels become ambiguous. T5 concatenates documents before chunking; here the chunks of several
-documents are packed into one row instead, laid out as the seq2seq objective's rows.
+T5 does, so the few highest pieces of a tokenizer without reserved sentinels become ambiguous.
+T5 concatenates documents before chunking; here the chunks of several documents are packed into
+one row instead, laid out as the seq2seq objective's rows.
 """
 
 from typing import Any
@@ -122,9 +123,8 @@ class SpanCorruption(PackedPairs, StreamTransform):
     spans = _noise_counts(max(tokens_length, 2), noise_density, mean_noise_span_length)[1]
     if tokenizer.has_piece("<extra_id_0>") and not tokenizer.has_piece(f"<extra_id_{spans - 1}>"):
       raise ConfigError(f"span corruption of data.seq_len={seq_len} makes up to {spans} spans, "
-                        f"more than tokenizer {tokenizer.path}'s sentinels <extra_id_N>; lower "
-                        "data.seq_len or data.noise_density, or raise "
-                        "data.mean_noise_span_length")
+                        "more than the tokenizer has sentinels <extra_id_N>; lower data.seq_len "
+                        "or data.noise_density, or raise data.mean_noise_span_length")
     self.eos = tokenizer.eos_id
 
   def corrupt(self, tokens: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:

@@ -101,7 +101,7 @@ def test_span_corruption_sentinels_decode_to_extra_ids(t5_tokenizer):
   assert len(spans) > 1 and spans == [f"<extra_id_{i}>" for i in range(len(spans))]
   assert re.findall(r"<extra_id_\d+>", targets) == spans and targets.startswith(spans[0])
   # More spans than the tokenizer has sentinels would reuse ordinary pieces.
-  with pytest.raises(ConfigError, match="up to 28 spans, more than tokenizer"):
+  with pytest.raises(ConfigError, match="up to 28 spans, more than the tokenizer has sentinels"):
     SpanCorruption(tok, 512, target_len=0, noise_density=0.15, mean_noise_span_length=3.0,
                    seed=0)
 
