@@ -46,7 +46,7 @@ def base_config() -> ml_collections.ConfigDict:
   ))
 
   c.data = ml_collections.ConfigDict(dict(
-      source="builtin",          # builtin (Python stdlib) | files | tfds
+      source="builtin",          # builtin (Python stdlib) | files | tfds | hf (HF datasets)
       objective="causal",        # causal (GPT) | mlm_nsp (BERT) | span_corruption (T5) | seq2seq
       target_len=0,              # encoder_decoder: decoder length; 0 = derived from the objective
       mask_rate=0.15,            # mlm: fraction of tokens selected (BERT: 0.15, then 80/10/10)
@@ -64,7 +64,11 @@ def base_config() -> ml_collections.ConfigDict:
                                  # over it is skipped with a warning, text is cut to it (and 1 MiB)
       tfds_name="",
       tfds_data_dir="",
-      train_split="train",
+      hf_path="",                # hf: load_dataset's path (data files' directory, cached or hub
+                                 # name) or a save_to_disk directory of a DatasetDict
+      hf_name="",                # hf: the dataset's configuration (e.g. wikitext-103-raw-v1)
+      hf_streaming=False,        # hf: stream the files instead of converting them all to Arrow
+      train_split="train",       # tfds / hf split (tfds and unstreamed hf: slices like train[:98%])
       eval_split="validation",
       eval_fraction=0.02,
       seq_len=128,
@@ -275,7 +279,7 @@ _CHOICES = {
     **{f"model.{key}": values for key, values in model_config.CHOICES.items()},
     "kind": tuple(SCHEMAS),
     "tokenizer.model_type": ("unigram", "bpe"),
-    "data.source": ("builtin", "files", "tfds"),
+    "data.source": ("builtin", "files", "tfds", "hf"),
     "data.objective": objectives.NAMES,
     "data.format": ("auto", "text", "jsonl", "parquet"),
     "optimizer.name": ("adamw", "sgd", "adafactor", "lion"),
@@ -342,10 +346,13 @@ def _validate_data(config: ml_collections.ConfigDict) -> None:
     raise ConfigError("data.source=files needs data.train_files (paths or globs)")
   if d.source == "tfds" and not d.tfds_name:
     raise ConfigError("data.source=tfds needs data.tfds_name (e.g. lm1b)")
+  if d.source == "hf" and not d.hf_path:
+    raise ConfigError("data.source=hf needs data.hf_path (a Hugging Face dataset's name or a "
+                      "local directory)")
   if objectives.get(d.objective).reads_pairs and d.source == "builtin":
     raise ConfigError(f"data.objective={d.objective} needs (input, target) pairs: set "
-                      "data.source=files or tfds with data.input_field and data.target_field, or "
-                      "pretrain with data.objective=span_corruption on the built-in corpus")
+                      "data.source=files, tfds or hf with data.input_field and data.target_field, "
+                      "or pretrain with data.objective=span_corruption on the built-in corpus")
   if not 0.0 <= d.eval_fraction < 1.0:
     raise ConfigError(f"data.eval_fraction must be in [0, 1); got {d.eval_fraction}")
   if d.max_document_bytes <= 0:
