@@ -51,7 +51,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.data = _section(
       "data",
-      source=("builtin", "builtin (Python stdlib) | files | tfds"),
+      source=("builtin", "builtin (Python stdlib) | files | tfds | hf (HF datasets)"),
       objective=("causal", "causal (GPT) | mlm_nsp (BERT) | span_corruption (T5) | seq2seq"),
       target_len=(0, "encoder_decoder: decoder length; 0 = derived from the objective"),
       mask_rate=(0.15, "mlm: fraction of tokens selected (BERT: 0.15, then 80/10/10)"),
@@ -70,8 +70,12 @@ def base_config() -> ml_collections.ConfigDict:
                           "over it is skipped with a warning, text is cut to it (and 1 MiB)"),
       tfds_name=("", "source=tfds: the dataset name (e.g. lm1b)"),
       tfds_data_dir=("", "source=tfds: the directory of the prepared dataset"),
-      train_split=("train", "source=tfds: the training split"),
-      eval_split=("validation", "source=tfds: the held-out split"),
+      hf_path=("", "hf: load_dataset's path (data files' directory, cached or hub name) or a "
+               "save_to_disk directory of a DatasetDict"),
+      hf_name=("", "hf: the dataset's configuration (e.g. wikitext-103-raw-v1)"),
+      hf_streaming=(False, "hf: stream the files instead of converting them all to Arrow"),
+      train_split=("train", "tfds / hf split (tfds and unstreamed hf: slices like train[:98%])"),
+      eval_split=("validation", "tfds / hf: the held-out split"),
       eval_fraction=(0.02, "without eval_files: the fraction of documents held out"),
       seq_len=(128, "tokens per training sequence (packed documents)"),
       shuffle_window=(1024, "examples (seq_len windows) shuffled within a window; the file or "
@@ -376,7 +380,7 @@ _CHOICES = {
     **{f"model.{key}": values for key, values in model_config.CHOICES.items()},
     "kind": tuple(SCHEMAS),
     "tokenizer.model_type": ("unigram", "bpe"),
-    "data.source": ("builtin", "files", "tfds"),
+    "data.source": ("builtin", "files", "tfds", "hf"),
     "data.objective": objectives.NAMES,
     "data.format": ("auto", "text", "jsonl", "parquet"),
     "optimizer.name": ("adamw", "sgd", "adafactor", "lion"),
@@ -443,10 +447,13 @@ def _validate_data(config: ml_collections.ConfigDict) -> None:
     raise ConfigError("data.source=files needs data.train_files (paths or globs)")
   if d.source == "tfds" and not d.tfds_name:
     raise ConfigError("data.source=tfds needs data.tfds_name (e.g. lm1b)")
+  if d.source == "hf" and not d.hf_path:
+    raise ConfigError("data.source=hf needs data.hf_path (a Hugging Face dataset's name or a "
+                      "local directory)")
   if objectives.get(d.objective).reads_pairs and d.source == "builtin":
     raise ConfigError(f"data.objective={d.objective} needs (input, target) pairs: set "
-                      "data.source=files or tfds with data.input_field and data.target_field, or "
-                      "pretrain with data.objective=span_corruption on the built-in corpus")
+                      "data.source=files, tfds or hf with data.input_field and data.target_field, "
+                      "or pretrain with data.objective=span_corruption on the built-in corpus")
   if not 0.0 <= d.eval_fraction < 1.0:
     raise ConfigError(f"data.eval_fraction must be in [0, 1); got {d.eval_fraction}")
   if d.max_document_bytes <= 0:

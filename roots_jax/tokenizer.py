@@ -31,7 +31,7 @@ def _train(args: argparse.Namespace) -> None:
   stream = sources.DocumentStream(sources.make_source(data, "train"), repeat=False, seed=0)
   write_atomically(args.output, train_tokenizer(
       stream, vocab_size=args.vocab_size, model_type=args.model_type,
-      max_bytes=int(args.max_bytes)))
+      max_bytes=int(args.max_bytes), sentinels=args.sentinels))
   print(f"wrote {args.output} ({load_tokenizer(args.output).vocab_size} pieces)")
 
 
@@ -51,6 +51,8 @@ def parser() -> cli.ArgumentParser:
   train.add_argument("--vocab_size", type=int, required=True)
   train.add_argument("--model_type", choices=("unigram", "bpe"), default="unigram")
   train.add_argument("--max_bytes", type=float, default=8e6, help="text sampled for training")
+  train.add_argument("--sentinels", type=int, default=0,
+                     help="T5's sentinels <extra_id_N> reserved on top (span corruption: 100)")
   train.add_argument("--format", choices=("auto", "text", "jsonl", "parquet"), default="auto")
   train.add_argument("--text_field", default="text", help="JSONL/Parquet field with the text")
   train.add_argument("--output", required=True, help="where to write the .model file")
