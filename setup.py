@@ -6,7 +6,11 @@ setup(
     name="roots_jax",
     version="0.1.0",
     description="GPT, BERT and T5-style Transformer pretraining in one sharded JAX code path",
-    packages=find_packages(include=["roots_jax", "roots_jax.*"]),
+    packages=find_packages(include=["roots_jax", "roots_jax.*"]) + [
+        "roots_jax.configs", "roots_jax.configs.finetune"],
+    # The shipped configs stay at the top of the checkout and install as roots_jax/configs, where
+    # `--config quickstart` finds them (roots_jax.config.shipped_configs_dir).
+    package_dir={"roots_jax.configs": "configs"},
     python_requires=">=3.11",
     install_requires=[
         "jax>=0.7",
