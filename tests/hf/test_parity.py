@@ -10,14 +10,13 @@ import os
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+import hf_models
+from hf_models import (BERT, GPT2, LLAMA, LLAMA_BIAS, NEOX, NEOX_UNTIED, T5, T5_V11, torch,
+                       transformers)
+from roots_jax import config as config_lib
+from roots_jax.runs import convert
 
-from roots_jax import config as config_lib  # pylint: disable=g-import-not-at-top
-from roots_jax.runs import convert  # pylint: disable=g-import-not-at-top
-import hf_models  # pylint: disable=g-import-not-at-top
-from hf_models import (  # pylint: disable=g-import-not-at-top
-    BERT, GPT2, LLAMA, LLAMA_BIAS, NEOX, NEOX_UNTIED, T5, T5_V11)
+pytestmark = pytest.mark.extra("hf")
 
 TOLERANCE = 1e-4
 FAMILY = {"gpt2": "decoder", "neox": "decoder", "llama": "decoder", "bert": "encoder",

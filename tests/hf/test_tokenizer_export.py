@@ -14,11 +14,10 @@ import pytest
 import sentencepiece as spm
 
 import hf_models
-from hf_models import BERT, LLAMA, NEOX, T5
+from hf_models import BERT, LLAMA, NEOX, T5, transformers
+from roots_jax import convert as convert_cli
 from roots_jax.data import load_tokenizer
 from roots_jax.runs import convert
-
-transformers = pytest.importorskip("transformers")
 
 TEXTS = ["def parse(self, text):\n    return [x for x in text.split()]\n",
          "  Leading and trailing  spaces   ", "\t\ttabs\tand\nnew\n\nlines", "",
@@ -51,6 +50,7 @@ def export(models, kind, hf_config, tmp_path) -> tuple:
 
 @pytest.mark.parametrize("kind, hf_config", [("unigram", NEOX), ("bpe", BERT),
                                              ("defaults", LLAMA)])
+@pytest.mark.extra("hf")
 def test_auto_tokenizer_encodes_as_ours(models, kind, hf_config, tmp_path):
   ours, hf_dir, summary = export(models, kind, hf_config, tmp_path)
   assert summary["tokenizer_files"] == ["special_tokens_map.json", "spiece.model",
@@ -83,6 +83,7 @@ def test_auto_tokenizer_encodes_as_ours(models, kind, hf_config, tmp_path):
   assert [back.encode(t) for t in TEXTS] == [ours.encode(t) for t in TEXTS]
 
 
+@pytest.mark.extra("hf")
 def test_special_token_text_is_the_one_difference(models, tmp_path):
   """Hugging Face turns a special token's text into its id; ours spells it out."""
   ours, hf_dir, _ = export(models, "unigram", NEOX, tmp_path)
@@ -94,6 +95,7 @@ def test_special_token_text_is_the_one_difference(models, tmp_path):
   assert theirs("<0x41>", add_special_tokens=False)["input_ids"] == [byte] != ours.encode("<0x41>")
 
 
+@pytest.mark.extra("hf")
 def test_pretrained_run_in_transformers(pretrained, tmp_path):
   """A trained GPT exported: AutoTokenizer's padded batch through AutoModelForCausalLM gives our
   logits for the same ids."""
@@ -125,7 +127,6 @@ def test_word_model_is_refused_with_a_note(models, tmp_path):
 
 
 def test_encoder_decoder_tokenizer_is_not_exported(models, tmp_path, capsys):
-  from roots_jax import convert as convert_cli  # pylint: disable=g-import-not-at-top
   ours = load_tokenizer(models["unigram"])
   run = hf_models.make_run(str(tmp_path / "run"), {**T5, "vocab_size": ours.vocab_size},
                            overrides=(f"tokenizer.path={models['unigram']}",))
