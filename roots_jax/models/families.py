@@ -8,8 +8,8 @@ next-token logits for generation, its FLOPs and which of its layers a frozen fin
 
 Fine-tuning heads read `reads`: "pooled" ([B, D], one vector per sequence: classification,
 regression), "tokens" ([B, T, D] per input token: tagging) or "lm" ([B, T, D] the hidden states
-an LM head reads: seq2seq). The Hugging Face rule table of a family is its module in
-roots_jax.hf (`hf.architectures.for_family`).
+an LM head reads: seq2seq). The Hugging Face rule tables of a family are its modules in
+roots_jax.hf (`hf.architectures.for_model`).
 """
 
 import jax
