@@ -156,7 +156,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
       else:
         loop.run_loop(config, workdir, parts, state, manager, train_iter, evaluate,
                       tokens_per_step=t.batch_size * length,
-                      flops_per_token=models.flops_per_token(parts.model_config, length),
+                      flops_per_token=flops_per_token(config, parts.model, length),
                       after_eval=tracker)
     finally:
       best.wait_until_finished()
@@ -164,6 +164,16 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
     if tracker.best_step is not None:
       log.info("best validation %s %.4f at step %d", metric, tracker.best_value, tracker.best_step)
     return tracker.best_metrics
+
+
+def flops_per_token(config: ml_collections.ConfigDict, model: FinetuneModel, length: int) -> float:
+  """Training FLOPs per token of `length`-token rows of what the step runs: the backbone's
+  features and the head, all of it trained (full) or the head and the top trainable_layers
+  forward and backward over a backbone run forward only (frozen)."""
+  f = config.finetune
+  return models.flops_per_token(
+      model.config, length, config.task.target_len, reads=model.reads, outputs=model.num_outputs,
+      pooling=model.pooling, trained_layers=None if f.mode == "full" else f.trainable_layers)
 
 
 class Setup(NamedTuple):

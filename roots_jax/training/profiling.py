@@ -147,6 +147,12 @@ def peak_flops_per_device(configured: float) -> float:
 
 
 def mfu(tokens_per_sec: float, flops_per_token: float, peak_per_device: float) -> float:
-  """Model FLOPs utilisation: achieved training FLOP/s over the peak of all devices."""
+  """Model FLOPs utilisation, a fraction: the model FLOP/s of training (the step's matmuls,
+  without remat's recomputation: models.families.step_flops) over the peak of all devices."""
   peak = peak_per_device * jax.device_count()
   return tokens_per_sec * flops_per_token / peak if peak > 0 else 0.0
+
+
+def format_mfu(fraction: float) -> str:
+  """MFU as it is shown to people: a percentage (metrics.jsonl keeps the fraction)."""
+  return f"{100 * fraction:.2f}%"
