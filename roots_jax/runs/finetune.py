@@ -242,9 +242,11 @@ def eval_split(config: ml_collections.ConfigDict, split: str) -> tuple[str, str]
   return split, config.task.kind
 
 
-def evaluate(loaded, split: str) -> dict:
-  """A loaded run's task metrics on `split`, generations included."""
-  return evaluator(loaded.config, loaded, loaded.scorer, split, generate=True)(loaded.params)
+def evaluate(loaded, split: str) -> tuple[dict, dict]:
+  """A loaded run's task metrics on `split`, generations included, and their details (per-class
+  figures, sample generations)."""
+  return evaluator(loaded.config, loaded, loaded.scorer, split, generate=True).report(
+      loaded.params)
 
 
 def evaluator(config: ml_collections.ConfigDict, run, scorer: evals.Scorer, split: str, *,
@@ -258,7 +260,7 @@ def evaluator(config: ml_collections.ConfigDict, run, scorer: evals.Scorer, spli
   batches = lambda: kind.dataset(config, run.tokenizer, run.labels, examples, family=family,
                                  split=split, **shard)
   return evals.get(kind.evaluator)(scorer, evals.Split(split, batches, examples),
-                                   tokenizer=run.tokenizer, family=family,
+                                   tokenizer=run.tokenizer, family=family, labels=run.labels,
                                    target_len=config.task.target_len, generate=generate)
 
 

@@ -117,10 +117,10 @@ def eval_split(config: ml_collections.ConfigDict, split: str) -> tuple[str, str]
   return config.data.eval_files or "eval", "pretraining"
 
 
-def evaluate(loaded, split: str) -> dict:
-  """A loaded run's metrics on its held-out split, all of it."""
+def evaluate(loaded, split: str) -> tuple[dict, dict]:
+  """A loaded run's metrics on its held-out split, all of it (and no details)."""
   del split
-  return evaluator(loaded.config, loaded.tokenizer, loaded.scorer, max_batches=None)(
+  return evaluator(loaded.config, loaded.tokenizer, loaded.scorer, max_batches=None).report(
       loaded.params)
 
 
