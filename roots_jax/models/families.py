@@ -71,8 +71,9 @@ def step_flops(matmuls: list[Matmul]) -> float:
   remat's recomputation is not counted, nor the causal mask's skipped half subtracted.
 
   Everything trained: 3x forward (6 FLOPs per weight and token, 12 L T N H of attention).
-  A frozen part runs forward only; a frozen part gradients pass through (LoRA's base weights)
-  costs 2x; a model run forward alone (a distillation teacher) is trains=passes=False.
+  A frozen part runs forward only; a frozen part that gradients pass through (LoRA's base
+  weights) costs 2x; a model run forward alone (a distillation teacher) is
+  trains=passes=False.
   """
   return sum(m.forward * (1 + m.trains + m.passes * m.operands) for m in matmuls)
 
@@ -238,7 +239,7 @@ class Family:
                     Matmul(head, passes=tuned)]
 
   def _stacks(self, config: ModelConfig, seq_len: int, target_len: int | None, reads: str,
-              pooling: str) -> list[tuple[int, "_Layer", bool]]:
+              pooling: str) -> list[tuple[int, _Layer, bool]]:
     """(layers, one layer's forward, whether a head reads it (head_stack)) of each stack run, in
     the order the data passes them."""
     del target_len, reads, pooling
