@@ -158,7 +158,8 @@ def load_or_train_tokenizer(config: ml_collections.ConfigDict, workdir: str, *,
                                         repeat=False, seed=config.seed)
         write_atomically(path, train_tokenizer(
             stream, vocab_size=vocab_size, model_type=config.tokenizer.model_type,
-            max_bytes=int(config.tokenizer.train_max_bytes)))
+            max_bytes=int(config.tokenizer.train_max_bytes),
+            sentinels=objectives.get(config.data.objective).sentinels))
       else:
         _wait_for(path)
     tokenizer = load_tokenizer(path)
