@@ -250,9 +250,8 @@ class Family:
     """Forward FLOPs of one example (between the stack and the head, the head): the LM head on
     every token for pretraining, else the task head."""
     del target_len, pooling
-    d = config.embed_dim
     if not reads:
-      return 0.0, 2.0 * seq_len * d * config.vocab_size
+      return 0.0, 2.0 * seq_len * config.embed_dim * config.vocab_size
     return 0.0, _task_head(config, seq_len, reads, outputs)
 
 
@@ -293,8 +292,8 @@ class EncoderFamily(Family):
 
   def _outputs(self, config, seq_len, target_len, reads, outputs, pooling):
     """Pretraining: the MLM head (transform D x D, output V x D) on every token, the NSP pooler
-    and classifier once. A pooled head reads the pooler ("first") when frozen training trains
-    it (trainable_layers > 0)."""
+    and classifier once. A pooled head on "first" reads the pooler, which lies between the
+    stack and the head (a frozen backbone trains it with its top layers)."""
     d = config.embed_dim
     if not reads:
       return 0.0, 2.0 * (seq_len * d * (d + config.vocab_size) + d * d + 2 * d)
@@ -369,14 +368,20 @@ class EncoderDecoderFamily(Family):
     encoder = (config.num_layers, _layer(config, seq_len), reads == "tokens")
     if reads == "tokens" or (reads == "pooled" and pooling == "mean"):
       return [encoder]
-    t = (target_len or seq_len) if reads in ("", "lm") else seq_len
+    t = _decoder_length(seq_len, target_len, reads)
     return [encoder, (config.decoder_layers, _layer(config, t, seq_len), True)]
 
   def _outputs(self, config, seq_len, target_len, reads, outputs, pooling):
-    t = (target_len or seq_len) if reads in ("", "lm") else seq_len
+    t = _decoder_length(seq_len, target_len, reads)
     if not reads:
       return 0.0, 2.0 * t * config.embed_dim * config.vocab_size
     return 0.0, _task_head(config, seq_len if reads == "tokens" else t, reads, outputs)
+
+
+def _decoder_length(seq_len: int, target_len: int | None, reads: str) -> int:
+  """An encoder-decoder's decoder tokens: the target's (default seq_len), or for a pooled head
+  the input's, shifted."""
+  return (target_len or seq_len) if reads in ("", "lm") else seq_len
 
 
 DECODER, ENCODER, ENCODER_DECODER = Family(), EncoderFamily(), EncoderDecoderFamily()

@@ -26,6 +26,20 @@ def test_hand_count():
   assert flops_per_token(tiny_config(num_kv_heads=2), 16) == 6 * 16384 + 12 * 2 * 16 * 4 * 8
 
 
+def test_fine_tuning_hand_count():
+  # D=32, N=4, H=8, F=64, L=2, T=16, a pooled head of 3 classes.
+  layer = 2 * (4 * 32 * 32 + 2 * 32 * 64) + 4 * 16 * 4 * 8   # forward FLOPs per token
+  head = 2 * 32 * 3 / 16                                      # once per 16-token row
+  config, tuned = tiny_config(), dict(reads="pooled", outputs=3)
+  assert flops_per_token(config, 16, **tuned) == 3 * (2 * layer + head)
+  # A frozen backbone runs forward only; its head computes its weights' gradients, not its
+  # input's.
+  assert flops_per_token(config, 16, trained_layers=0, **tuned) == 2 * layer + 2 * head
+  # With the top layer trained, that layer runs backward too, its q, k, v projections passing
+  # gradients down to its (pre-LN) norm, and the head passes them to it.
+  assert flops_per_token(config, 16, trained_layers=1, **tuned) == 4 * layer + 3 * head
+
+
 def kernel_sizes(config, *inputs):
   """{path: size} of every matmul weight of the model ("kernel" leaves)."""
   abstract = jax.eval_shape(build_model(config).init, jax.random.key(0), *inputs)
