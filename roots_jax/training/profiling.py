@@ -31,7 +31,8 @@ PEAK_FLOPS = {
 def compiled_stats(compiled, state, num_params: int) -> dict:
   """The numbers worth knowing before a long run: parameters, bytes per parameter of the whole
   training state (AdamW in float32: 12), and XLA's per-device memory plan and FLOP count of one
-  step (what the device runs: with fsdp or tensor sharding, its share)."""
+  step (what the device runs: with fsdp or tensor sharding, its share). XLA counts a loop's body
+  once, so with scanned layers (model.scan_layers) the count holds one layer of the stack."""
   state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves((state.params, state.opt_state)))
   stats = {"params": num_params, "state_bytes_per_param": state_bytes / max(num_params, 1)}
   memory = compiled.memory_analysis()
