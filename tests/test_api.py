@@ -10,6 +10,7 @@ import shutil
 import jax
 import numpy as np
 import pytest
+import sklearn.metrics
 from flax import linen as nn
 
 import roots_jax
@@ -191,6 +192,14 @@ def test_finetune_and_predict_agree_with_evaluate(classifier, task_files):
   assert results["checkpoint_step"] == classifier.step
   assert metrics.accuracy(np.array(predictions), np.array(labels)) == pytest.approx(
       results["metrics"]["accuracy"])
+  assert results["metrics"]["examples"] == len(texts)
+  # Per class, as scikit-learn reports the same predictions.
+  names = list(classifier.labels.names)
+  reference = sklearn.metrics.precision_recall_fscore_support(labels, predictions, labels=names,
+                                                             zero_division=0)
+  for name, expected in zip(("precision", "recall", "f1", "support"), reference):
+    np.testing.assert_allclose([results["per_class"][c][name] for c in names], expected,
+                               rtol=1e-12, err_msg=name)
   assert classifier.predict(texts[0]) == predictions[0]
 
 

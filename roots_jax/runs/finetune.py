@@ -156,7 +156,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
       else:
         loop.run_loop(config, workdir, parts, state, manager, train_iter, evaluate,
                       tokens_per_step=t.batch_size * length,
-                      flops_per_token=models.flops_per_token(parts.model_config, length),
+                      flops_per_token=flops_per_token(config, parts.model, length),
                       after_eval=tracker)
     finally:
       best.wait_until_finished()
@@ -164,6 +164,16 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
     if tracker.best_step is not None:
       log.info("best validation %s %.4f at step %d", metric, tracker.best_value, tracker.best_step)
     return tracker.best_metrics
+
+
+def flops_per_token(config: ml_collections.ConfigDict, model: FinetuneModel, length: int) -> float:
+  """Training FLOPs per token of `length`-token rows of what the step runs: the backbone's
+  features and the head, all of it trained (full) or the head and the top trainable_layers
+  forward and backward over a backbone run forward only (frozen)."""
+  f = config.finetune
+  return models.flops_per_token(
+      model.config, length, config.task.target_len, reads=model.reads, outputs=model.num_outputs,
+      pooling=model.pooling, trained_layers=None if f.mode == "full" else f.trainable_layers)
 
 
 class Setup(NamedTuple):
@@ -232,9 +242,11 @@ def eval_split(config: ml_collections.ConfigDict, split: str) -> tuple[str, str]
   return split, config.task.kind
 
 
-def evaluate(loaded, split: str) -> dict:
-  """A loaded run's task metrics on `split`, generations included."""
-  return evaluator(loaded.config, loaded, loaded.scorer, split, generate=True)(loaded.params)
+def evaluate(loaded, split: str) -> tuple[dict, dict]:
+  """A loaded run's task metrics on `split`, generations included, and their details (per-class
+  figures, sample generations)."""
+  return evaluator(loaded.config, loaded, loaded.scorer, split, generate=True).report(
+      loaded.params)
 
 
 def evaluator(config: ml_collections.ConfigDict, run, scorer: evals.Scorer, split: str, *,
@@ -248,7 +260,7 @@ def evaluator(config: ml_collections.ConfigDict, run, scorer: evals.Scorer, spli
   batches = lambda: kind.dataset(config, run.tokenizer, run.labels, examples, family=family,
                                  split=split, **shard)
   return evals.get(kind.evaluator)(scorer, evals.Split(split, batches, examples),
-                                   tokenizer=run.tokenizer, family=family,
+                                   tokenizer=run.tokenizer, family=family, labels=run.labels,
                                    target_len=config.task.target_len, generate=generate)
 
 

@@ -149,9 +149,9 @@ def _summarize(writer, state, first_step: int, step: int, throughput: _Throughpu
   if best is not None:
     summary.update(best_eval_step=best[0], best_eval_loss=best[1])
   writer.write(step, "summary", summary, echo=False)
-  log.info("run summary: step %d (%d this run, %.3e tokens) in %.1f s, %.0f tokens/s, MFU %.2f%%%s%s",
+  log.info("run summary: step %d (%d this run, %.3e tokens) in %.1f s, %.0f tokens/s, MFU %s%s%s",
            step, summary["steps_this_run"], summary["tokens_this_run"], summary["wall_seconds"],
-           tps, 100 * summary["mfu"],
+           tps, profiling.format_mfu(summary["mfu"]),
            f", {summary['skipped_steps']} skipped steps" if skipped else "",
            f", best eval loss {best[1]:.4f} at step {best[0]}" if best else "")
 
