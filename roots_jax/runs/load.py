@@ -109,7 +109,12 @@ def load(path: str, *, checkpoint: int | str | None = None) -> Loaded:
       partitioning.mesh_shape(config, jax.device_count())
     except ConfigError:  # the run's mesh needs other devices: data-parallel over these
       config.mesh.shape = (-1, 1, 1)
-  return load_run(workdir, config, which, needs_tokenizer=False)
+  loaded = load_run(workdir, config, which, needs_tokenizer=False)
+  if loaded.no_tokenizer and workdir != workdir_lib.split_checkpoint(path)[0]:  # converted here
+    loaded.no_tokenizer = (f"{os.path.abspath(path)} has no tokenizer files: add the model's "
+                           "(vocab.txt for BERT, vocab.json and merges.txt for GPT-2, "
+                           "spiece.model for T5)")
+  return loaded
 
 
 def load_run(workdir: str, config: ml_collections.ConfigDict, which: str | None = None, *,
