@@ -59,6 +59,9 @@ FINETUNE_KINDS = ("classification", "regression", "seq2seq")
 # HOLD_OUT_MIN of them.
 HOLD_OUT = 0.1
 HOLD_OUT_MIN = 10
+# finetune()'s default length in passes over the examples (Hugging Face Trainer's
+# num_train_epochs).
+EPOCHS = 3
 # What fill_mask() fills (BERT's mask token).
 MASK = "[MASK]"
 
@@ -577,7 +580,7 @@ class LanguageModel:
 
   def finetune(self, texts: Sequence[str], labels: Sequence, *, kind: str = "classification",
                eval_texts: Sequence[str] | None = None, eval_labels: Sequence | None = None,
-               workdir: str | None = None, steps: int = 100, batch_size: int = 16,
+               workdir: str | None = None, steps: int | None = None, batch_size: int = 16,
                learning_rate: float | None = None, frozen: bool = False,
                **overrides) -> "LanguageModel":
     """Fine-tunes this (pretrained) model in place, as a fine-tuning run (roots_jax.runs.finetune)
@@ -588,9 +591,10 @@ class LanguageModel:
     HOLD_OUT_MIN examples on) is held out for validation; with fewer there is none, and a log
     line says so. The run lives in `workdir` (default: a temporary directory that lives as long
     as this object; save_pretrained keeps it), which keeps the examples as JSONL for evaluating
-    or resuming it. learning_rate defaults to configs/finetune/package.py's: 3e-4, or 3e-3 with
-    a frozen backbone. task.max_len (and target_len) fit the data. `overrides` set any fine-tune
-    config key, `__` for the dot: finetune__pooling="mean", train__eval_every=20."""
+    or resuming it. steps default to EPOCHS passes over the training examples. learning_rate
+    defaults to configs/finetune/package.py's: 3e-4, or 3e-3 with a frozen backbone.
+    task.max_len (and target_len) fit the data. `overrides` set any fine-tune config key, `__`
+    for the dot: finetune__pooling="mean", train__eval_every=20."""
     if self.task:
       raise ConfigError(f"this model is already fine-tuned ({self.task}); fine-tune the "
                         f"pretrained model it came from ({self.config.init_from})")
@@ -604,6 +608,8 @@ class LanguageModel:
       train, evaluation = _hold_out(train, kind)
     else:
       evaluation = _examples(eval_texts, eval_labels, kind, "eval_texts", "eval_labels")
+    if steps is None:
+      steps = EPOCHS * -(-len(train) // batch_size)
     # The config first, so that a bad override fails before anything is written.
     config = config_lib.finetune_config()
     max_len, target_len = self._task_lengths(train + evaluation, kind)
