@@ -548,19 +548,20 @@ class LanguageModel:
 
   def _filled(self, row: list[int], at: int, token: int, score: float) -> dict:
     """One guess in Hugging Face's form: the text with the mask at `at` filled (any other masks
-    shown as [MASK])."""
+    shown as [MASK]; [CLS] and [SEP] left out, unlike Hugging Face's for several masks)."""
     tok, mask_id = self.tokenizer, self.tokenizer.piece_id(MASK)
-    filled = row[1:-1]
-    filled[at - 1] = token
     pieces, run = [], []
-    for t in filled:
-      if t == mask_id:
+    for i, t in enumerate(row[1:-1], 1):
+      if i == at:
+        run.append(token)
+      elif t == mask_id:
         pieces += [tok.decode(run), MASK]
         run = []
       else:
         run.append(t)
     pieces.append(tok.decode(run))
-    return {"score": score, "token": token, "token_str": tok.decode([token]),
+    text = tok.id_to_piece(token) if tok.is_special(token) else tok.decode([token])
+    return {"score": score, "token": token, "token_str": text,
             "sequence": " ".join(p for p in pieces if p)}
 
   def _fill_mask_fn(self, k: int, candidates: tuple[int, ...] | None) -> Callable:
