@@ -4,7 +4,7 @@
   generator("def ", max_length=40, num_return_sequences=2, do_sample=True)
   # [{"generated_text": "def ..."}, {"generated_text": "def ..."}]
   roots_jax.pipeline("fill-mask", model="/tmp/bert")("The [MASK] sat.", top_k=3)
-  # [{"score": 0.2, "token": 812, "token_str": "cat", "sequence": "The cat sat."}, ...]
+  # [{"score": ..., "token": ..., "token_str": "cat", "sequence": "The cat sat."}, ...]
 """
 
 from typing import Sequence
