@@ -406,6 +406,9 @@ class LanguageModel:
     decoder's decoder), logits [B, T, V] (a pretrained model), and by family
     encoder_hidden_states [B, T, D] (encoder-decoder) or pooled [B, D] and nsp_logits [B, 2]
     (encoder)."""
+    if self.task and self._family.has_encoder and "decoder" not in self.params["backbone"]:
+      raise ConfigError(f"this model is fine-tuned for {self.task} on its encoder alone, without "
+                        "a decoder to run: use predict(), or embed() for its features")
     single = np.ndim(ids) == 1
     batch = {"ids": self._ids(ids, "ids"), "mask": None, "token_types": None}
     batch["mask"] = self._ids(mask, "mask", like=batch["ids"], default=1)

@@ -4,6 +4,7 @@ optimizer state, no train step), on a mesh of this machine's devices.
   loaded = load("/tmp/run")                  # a run, one of its checkpoints/<step>, an HF dir
   with loaded.context():
     logits = loaded.model.apply({"params": loaded.params}, tokens)
+  save(loaded, loaded.params, "/tmp/copy")   # a run of its own that load reads
 
 What a run's model is depends on its kind, which its config.json records: KINDS maps each to the
 module of that kind of run, which gives `model_for(config, workdir)` and `DEFAULT_CHECKPOINT`
@@ -110,7 +111,7 @@ def load(path: str, *, checkpoint: int | str | None = None) -> Loaded:
     except ConfigError:  # the run's mesh needs other devices: data-parallel over these
       config.mesh.shape = (-1, 1, 1)
   loaded = load_run(workdir, config, which, needs_tokenizer=False)
-  if loaded.no_tokenizer and workdir != workdir_lib.split_checkpoint(path)[0]:  # converted here
+  if loaded.no_tokenizer and workdir != workdir_lib.split_checkpoint(path)[0]:  # a Hugging Face
     loaded.no_tokenizer = (f"{os.path.abspath(path)} has no tokenizer files: add the model's "
                            "(vocab.txt for BERT, vocab.json and merges.txt for GPT-2, "
                            "spiece.model for T5)")
