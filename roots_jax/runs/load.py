@@ -111,10 +111,11 @@ def load(path: str, *, checkpoint: int | str | None = None) -> Loaded:
     except ConfigError:  # the run's mesh needs other devices: data-parallel over these
       config.mesh.shape = (-1, 1, 1)
   loaded = load_run(workdir, config, which, needs_tokenizer=False)
+  path = os.fspath(path)
   if loaded.no_tokenizer and workdir != workdir_lib.split_checkpoint(path)[0]:  # a Hugging Face
-    loaded.no_tokenizer = (f"{os.path.abspath(path)} has no tokenizer files: add the model's "
-                           "(vocab.txt for BERT, vocab.json and merges.txt for GPT-2, "
-                           "spiece.model for T5)")
+    loaded.no_tokenizer = (f"{os.path.abspath(os.path.expanduser(path))} has no tokenizer files: "
+                           "add the model's (vocab.txt for BERT, vocab.json and merges.txt "
+                           "for GPT-2, spiece.model for T5)")
   return loaded
 
 
