@@ -16,7 +16,7 @@ from flax import linen as nn
 
 import roots_jax
 from roots_jax import decoding, metrics
-from roots_jax import evaluate as evaluate_cli, generate as generate_cli
+from roots_jax import api, evaluate as evaluate_cli, generate as generate_cli
 from roots_jax.api import LanguageModel
 from roots_jax.errors import CheckpointError, ConfigError
 from roots_jax.models.families import last_token, mean_tokens
@@ -204,9 +204,9 @@ def test_seq2seq_finetune_predicts_what_evaluate_generates(pretrained, task_file
   """In a temporary workdir, removed with the model."""
   texts, targets = _read(task_files["seq2seq"][0])
   eval_texts, eval_targets = _read(task_files["seq2seq"][1])
-  tuned = LanguageModel.from_pretrained(pretrained["encoder_decoder"]).finetune(texts, targets, kind="seq2seq", eval_texts=eval_texts,
-                      eval_labels=eval_targets, steps=2, batch_size=8, frozen=True,
-                      train__eval_every=2)
+  tuned = LanguageModel.from_pretrained(pretrained["encoder_decoder"]).finetune(
+      texts, targets, kind="seq2seq", eval_texts=eval_texts, eval_labels=eval_targets, steps=2,
+      batch_size=8, frozen=True, train__eval_every=2)
   assert tuned.task == "seq2seq" and tuned.config.finetune.mode == "frozen"
   predictions = tuned.predict(eval_texts)
   assert len(predictions) == len(eval_texts) and all(isinstance(p, str) for p in predictions)
@@ -331,8 +331,9 @@ def test_the_articles_snippet_as_written(family, pretrained, api_log):
   lives."""
   PATH = pretrained[family]  # pylint: disable=invalid-name
   texts, labels = ["This is a positive sentence.", "This is a negative sentence."], [1, 0]
+  # pylint: disable=g-import-not-at-top,redefined-outer-name,reimported,line-too-long
   # --- the articles' example, word for word ---
-  from roots_jax import LanguageModel  # pylint: disable=g-import-not-at-top,redefined-outer-name,reimported
+  from roots_jax import LanguageModel
   model = LanguageModel.from_pretrained(PATH)
   model.finetune(texts, labels)            # texts = ["This is a positive sentence.", ...], labels = [1, 0]
   prediction = model.predict("This is a great movie!")
@@ -363,9 +364,8 @@ def test_finetune_holds_out_validation_and_saves(pretrained, tmp_path, api_log):
       split[name] = [json.loads(line) for line in f]
   assert len(split["validation"]) == 2 and {r["label"] for r in split["train"]} == {True, False}
   assert sorted(r["text"] for r in split["train"] + split["validation"]) == sorted(texts)
-  from roots_jax import api  # pylint: disable=g-import-not-at-top
-  again = api._hold_out([{"text": t, "label": l} for t, l in zip(texts, labels)],  # pylint: disable=protected-access
-                        "classification")
+  examples = [{"text": t, "label": l} for t, l in zip(texts, labels)]
+  again = api._hold_out(examples, "classification")  # pylint: disable=protected-access
   assert again[1] == split["validation"]  # deterministic
   with open(os.path.join(lm.workdir, "metrics.jsonl")) as f:
     assert [r["step"] for r in map(json.loads, f) if r["split"] == "eval"] == [1, 2]

@@ -21,8 +21,8 @@ def run_loop(config, workdir: str, parts: Parts, state, manager, train_iter,
              evaluate: Callable | None, *, tokens_per_step: int, flops_per_token: float,
              after_eval: Callable | None = None) -> dict:
   """Steps from state.step to train.steps: logs, evaluates (`evaluate(params) -> metrics`, then
-  `after_eval(step, state, metrics) -> stop early?`; None: no evaluation), checkpoints with the iterator, and saves
-  and exits on SIGTERM. Logs the compiled step's costs first and a run summary last. Closes the
+  `after_eval(step, state, metrics) -> stop early?`; None: no evaluation), checkpoints with the
+  iterator, and saves and exits on SIGTERM. Logs the compiled step's costs first and a run summary last. Closes the
   manager and the iterator. Returns the last eval metrics."""
   t, is_main = config.train, jax.process_index() == 0
   writer = metric_writer.MetricWriter(workdir, enabled=is_main)
