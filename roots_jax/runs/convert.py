@@ -124,12 +124,13 @@ def fresh_param(path: tuple[str, ...], shape: tuple[int, ...], rng: np.random.Ge
   raise CheckpointError(f"internal: no initialiser for the missing parameter {'/'.join(path)}")
 
 
-def write_params(run_dir: str, params) -> None:
-  """checkpoints/0 of `run_dir` holding the state {"params": params} (no optimizer, no data
+def write_params(run_dir: str, params, step: int = 0) -> None:
+  """checkpoints/<step> of `run_dir` holding the state {"params": params} (no optimizer, no data
   iterator): what restore_params reads from a pretraining run's checkpoint."""
   manager = checkpoints.make_manager(run_dir, keep=1, items=("state",))
   try:
-    checkpoints.save(manager, 0, {"params": jax.tree.map(jnp.asarray, params)}, None, force=True)
+    checkpoints.save(manager, step, {"params": jax.tree.map(jnp.asarray, params)}, None,
+                     force=True)
     manager.wait_until_finished()
   finally:
     manager.close()

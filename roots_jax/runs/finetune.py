@@ -5,7 +5,8 @@ The model (architecture and tokenizer) comes from init_from; fields set in the f
 must match it. finetune.mode=full trains everything; frozen uses the backbone as a fixed feature
 extractor (no backbone gradients) with finetune.trainable_layers top layers trained as well.
 The validation split is scored every train.eval_every steps; the best score of finetune.metric
-is kept in WORKDIR/best, and finetune.patience evaluations without improvement stop the run.
+is kept in WORKDIR/best, and finetune.patience evaluations without improvement stop the run;
+without validation examples the run trains unscored and is used at its last checkpoint.
 Running it again resumes.
 """
 
@@ -140,15 +141,17 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
 
     # Loop, keeping the best checkpoint by the validation metric.
     metric = f.metric or kind.default_metric
-    evaluate = evaluator(config, run, parts.scorer, "validation",
-                         generate=metric in evals.generation.METRICS)
+    evaluate = None
+    if run.examples("validation"):
+      evaluate = evaluator(config, run, parts.scorer, "validation",
+                           generate=metric in evals.generation.METRICS)
     best = checkpoints.make_manager(
         workdir, keep=1, subdir="best", items=("state",), best_fn=lambda m: m[metric],
         best_mode="min" if metric in evals.LOWER_IS_BETTER else "max")
     tracker = _BestTracker(best, metric, config.train.eval_every, f.patience)
     length = kind.row_length(family, config.task.max_len, config.task.target_len)
     try:
-      if tracker.exhausted(int(state.step)):
+      if evaluate is not None and tracker.exhausted(int(state.step)):
         log.info("the run stopped early at step %d (finetune.patience=%d); raise it to train on",
                  int(state.step), f.patience)
         manager.close()
@@ -157,7 +160,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
         loop.run_loop(config, workdir, parts, state, manager, train_iter, evaluate,
                       tokens_per_step=t.batch_size * length,
                       flops_per_token=flops_per_token(config, parts.model, length),
-                      after_eval=tracker)
+                      after_eval=None if evaluate is None else tracker)
     finally:
       best.wait_until_finished()
       best.close()

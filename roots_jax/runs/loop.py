@@ -17,12 +17,12 @@ from roots_jax.training import checkpoints, distributed, metric_writer, profilin
 log = logging.getLogger("roots_jax")
 
 
-def run_loop(config, workdir: str, parts: Parts, state, manager, train_iter, evaluate: Callable,
-             *, tokens_per_step: int, flops_per_token: float,
+def run_loop(config, workdir: str, parts: Parts, state, manager, train_iter,
+             evaluate: Callable | None, *, tokens_per_step: int, flops_per_token: float,
              after_eval: Callable | None = None) -> dict:
   """Steps from state.step to train.steps: logs, evaluates (`evaluate(params) -> metrics`, then
-  `after_eval(step, state, metrics) -> stop early?`), checkpoints with the iterator, and saves
-  and exits on SIGTERM. Logs the compiled step's costs first and a run summary last. Closes the
+  `after_eval(step, state, metrics) -> stop early?`; None: no evaluation), checkpoints with the
+  iterator, and saves and exits on SIGTERM. Logs the compiled step's costs first and a run summary last. Closes the
   manager and the iterator. Returns the last eval metrics."""
   t, is_main = config.train, jax.process_index() == 0
   writer = metric_writer.MetricWriter(workdir, enabled=is_main)
@@ -54,7 +54,7 @@ def run_loop(config, workdir: str, parts: Parts, state, manager, train_iter, eva
         writer.write(step, "train", row)
         pending = []
       early_stop = False
-      if step % t.eval_every == 0 or last:
+      if evaluate is not None and (step % t.eval_every == 0 or last):
         eval_metrics = evaluate(state.params)
         writer.write(step, "eval", eval_metrics)
         if after_eval is not None:
