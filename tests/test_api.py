@@ -512,13 +512,19 @@ def test_fill_mask_is_the_softmax_of_the_mlm_logits(bert):
   assert pipe(["ba ko [MASK] tu ze", "[MASK] ko [MASK]"], top_k=3)[0] == out
 
 
+def _export_without_tokenizer(workdir, hf_dir):
+  """Exports a run, then removes the tokenizer files the export wrote."""
+  for name in convert.export_hf(workdir, hf_dir)["tokenizer_files"]:
+    os.remove(os.path.join(hf_dir, name))
+
+
 def test_a_model_without_tokenizer_files_reads_ids(pretrained, bert, tmp_path, monkeypatch,
                                                    capsys):
-  """An exported run whose tokenizer is not Hugging Face's has no tokenizer files: it loads,
-  its logits on ids are the run's, it saves; what needs text says what to add."""
+  """A Hugging Face directory without tokenizer files loads, its logits on ids are the run's,
+  it saves; what needs text says what to add."""
   monkeypatch.setenv("ROOTS_JAX_CACHE", str(tmp_path / "cache"))
   hf_dir = str(tmp_path / "hf")
-  assert convert.export_hf(pretrained["encoder"], hf_dir)["tokenizer_files"] == []
+  _export_without_tokenizer(pretrained["encoder"], hf_dir)
   lm = LanguageModel.from_pretrained(hf_dir)
   assert lm.tokenizer is None
   ids, mask = _padded_ids(lm)
@@ -534,7 +540,7 @@ def test_a_model_without_tokenizer_files_reads_ids(pretrained, bert, tmp_path, m
   again = LanguageModel.from_pretrained(saved)
   np.testing.assert_array_equal(again.logits(ids, mask=mask), lm.logits(ids, mask=mask))
   gpt_dir = str(tmp_path / "gpt_hf")
-  convert.export_hf(pretrained["decoder"], gpt_dir)
+  _export_without_tokenizer(pretrained["decoder"], gpt_dir)
   capsys.readouterr()
   assert generate_cli.main(["--workdir", gpt_dir, "--prompt", "ba"]) == 2
   err = capsys.readouterr().err  # after the conversion's log line, one line
