@@ -9,7 +9,6 @@ run; `roots_jax.train --workdir RUN` refuses to resume it (there is no optimizer
 to resume): pretrain further from a new workdir.
 """
 
-import hashlib
 import json
 import logging
 import os
@@ -27,14 +26,10 @@ from roots_jax.hf import architectures, files, mapping
 from roots_jax.models import families
 from roots_jax.models.config import RUNTIME_FIELDS, ModelConfig
 from roots_jax.models.layers import INIT_STD
-from roots_jax.runs import workdir as workdir_lib
+from roots_jax.runs import cache, workdir as workdir_lib
 from roots_jax.training import checkpoints
 
 log = logging.getLogger("roots_jax")
-
-# Where Hugging Face model directories are converted to runs (ROOTS_JAX_CACHE overrides).
-CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "roots_jax")
-
 
 # Model fields an import may override: they change how the model runs, not its parameters.
 IMPORT_OVERRIDABLE = (*RUNTIME_FIELDS, "scan_layers")
@@ -189,11 +184,9 @@ def is_hf_model(directory: str) -> bool:
 def converted_run(hf_dir: str) -> str:
   """The run that `import_hf` makes of `hf_dir`, converted on first use into the cache, under a
   key of the directory's path and its files' sizes and times."""
-  stamp = [hf_dir] + [f"{e.name}:{e.stat().st_size}:{e.stat().st_mtime_ns}"
-                      for e in sorted(os.scandir(hf_dir), key=lambda e: e.name) if e.is_file()]
-  key = hashlib.sha256("\n".join(stamp).encode()).hexdigest()[:16]
-  root = os.environ.get("ROOTS_JAX_CACHE") or CACHE_DIR
-  run_dir = os.path.join(root, "hf", f"{os.path.basename(hf_dir)}-{key}")
+  names = sorted(e.path for e in os.scandir(hf_dir) if e.is_file())
+  key = cache.key(hf_dir, cache.file_stamps(names))
+  run_dir = cache.path("hf", f"{os.path.basename(hf_dir)}-{key}")
   if not os.path.isfile(os.path.join(run_dir, "config.json")):
     os.makedirs(os.path.dirname(run_dir), exist_ok=True)
     summary = import_hf(hf_dir, run_dir)
