@@ -21,6 +21,7 @@ setup(
         "numpy",
         "pyarrow",
         "tensorboardX",
+        "tqdm",  # progress bars (roots_jax/progress.py)
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist", "hypothesis",
@@ -36,5 +37,8 @@ setup(
         # python -m roots_jax.convert: reading pytorch_model.bin files, and the parity tests
         # against transformers' models (safetensors conversion needs neither).
         "hf": ["transformers>=4.40", "torch>=2.1"],
+        # tensorboard --logdir WORKDIR/tensorboard; train.loggers=wandb (Weights & Biases).
+        "tensorboard": ["tensorboard"],
+        "wandb": ["wandb"],
     },
 )

@@ -53,6 +53,7 @@ def _export(args, overrides) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+  cli.log_to_console()
   parser = argparse.ArgumentParser(prog="python -m roots_jax.convert", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   commands = parser.add_subparsers(dest="command", required=True)

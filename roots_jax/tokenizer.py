@@ -40,6 +40,7 @@ def _encode(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+  cli.log_to_console()
   parser = argparse.ArgumentParser(prog="python -m roots_jax.tokenizer", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   commands = parser.add_subparsers(dest="command", required=True)

@@ -5,6 +5,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from roots_jax import progress
 from roots_jax.data.tokenizers import BaseTokenizer
 from roots_jax.evals.base import Scorer, Split, TermSums
 from roots_jax.models.families import Family
@@ -42,7 +43,7 @@ class Labelled:
 
   def __call__(self, params) -> dict:
     folded, rows = TermSums(), []
-    for batch in self.split.batches():
+    for batch in progress.track(self.split.batches(), f"eval {self.split.name}", unit="batch"):
       sums, counts, predictions = jax.device_get(
           self.score(params, self.scorer.global_batch(batch)))
       folded.add(sums, counts)

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from roots_jax import config as config_lib
+from roots_jax import config as config_lib, progress
 from roots_jax.errors import CheckpointError, ConfigError
 from roots_jax.hf import architectures, files, mapping
 from roots_jax.models import families
@@ -78,33 +78,38 @@ def import_hf(hf_dir: str, run_dir: str, overrides=()) -> dict:
   shapes = {path: leaf.shape for path, leaf in
             traverse_util.flatten_dict(abstract_params(model_config)).items()}
 
-  tensors = module.canonical(files.read_weights(hf_dir), model_config)
-  params, missing, unused = mapping.import_params(module.layout(model_config), tensors, shapes,
-                                                  scan=model_config.scan_layers)
-  needed = [name for path, name in missing if path[0] not in module.FRESH]
-  if needed:
-    raise CheckpointError(f"{hf_dir} lacks {len(needed)} of the weights of {architecture}: "
-                          f"{', '.join(needed[:4])}{', ...' if len(needed) > 4 else ''}")
-  if unused:
-    raise CheckpointError(f"{hf_dir} holds weights that {architecture} with its config.json does "
-                          f"not use, e.g. {', '.join(unused[:4])}: a variant roots_jax does not "
-                          "convert")
-  fresh = sorted({path[0] for path, _ in missing})
-  rng = np.random.default_rng(config.seed)
-  params.update({path: fresh_param(path, shapes[path], rng) for path, _ in missing})
+  with progress.Progress(f"import {architecture}", 3, unit="stage") as stages:
+    tensors = module.canonical(files.read_weights(hf_dir), model_config)
+    stages.update(postfix="read")
+    params, missing, unused = mapping.import_params(module.layout(model_config), tensors, shapes,
+                                                    scan=model_config.scan_layers)
+    stages.update(postfix="mapped")
+    needed = [name for path, name in missing if path[0] not in module.FRESH]
+    if needed:
+      raise CheckpointError(f"{hf_dir} lacks {len(needed)} of the weights of {architecture}: "
+                            f"{', '.join(needed[:4])}{', ...' if len(needed) > 4 else ''}")
+    if unused:
+      raise CheckpointError(f"{hf_dir} holds weights that {architecture} with its config.json does "
+                            f"not use, e.g. {', '.join(unused[:4])}: a variant roots_jax does not "
+                            "convert")
+    fresh = sorted({path[0] for path, _ in missing})
+    rng = np.random.default_rng(config.seed)
+    params.update({path: fresh_param(path, shapes[path], rng) for path, _ in missing})
 
-  tmp = f"{run_dir}.tmp-convert"
-  shutil.rmtree(tmp, ignore_errors=True)
-  try:
-    os.makedirs(tmp)
-    tokenizer_files = files.copy_tokenizer(hf_dir, os.path.join(tmp, "tokenizer"))
-    write_params(tmp, traverse_util.unflatten_dict(params))
-    workdir_lib.write_config(config, tmp)
-    if os.path.isdir(run_dir):
-      os.rmdir(run_dir)  # empty, checked above
-    os.replace(tmp, run_dir)
-  finally:
+    tmp = f"{run_dir}.tmp-convert"
     shutil.rmtree(tmp, ignore_errors=True)
+    try:
+      os.makedirs(tmp)
+      tokenizer_files = files.copy_tokenizer(hf_dir, os.path.join(tmp, "tokenizer"))
+      write_params(tmp, traverse_util.unflatten_dict(params))
+      workdir_lib.write_config(config, tmp)
+      if os.path.isdir(run_dir):
+        os.rmdir(run_dir)  # empty, checked above
+      os.replace(tmp, run_dir)
+    finally:
+      shutil.rmtree(tmp, ignore_errors=True)
+    stages.update(postfix="written")
+  log.info("imported %s in %.1f s", hf_dir, stages.elapsed())
   return dict(architecture=architecture, parameters=sum(int(np.size(v)) for v in params.values()),
               fresh=fresh, tokenizer_files=tokenizer_files)
 
@@ -153,13 +158,17 @@ def export_hf(run_dir: str, hf_dir: str, *, step: int | None = None) -> dict:
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
                           abstract_params(model_config))
-  params = jax.device_get(checkpoints.restore_params(manager, step, abstract))
-  manager.close()
-  flat = traverse_util.flatten_dict(params)
-  tensors = module.finish(mapping.export_params(module.layout(model_config), flat,
-                                                scan=model_config.scan_layers), model_config)
-
-  files.write_model(hf_dir, hf_config, tensors)
+  with progress.Progress(f"export step {step}", 3, unit="stage") as stages:
+    params = jax.device_get(checkpoints.restore_params(manager, step, abstract))
+    manager.close()
+    stages.update(postfix="read")
+    flat = traverse_util.flatten_dict(params)
+    tensors = module.finish(mapping.export_params(module.layout(model_config), flat,
+                                                  scan=model_config.scan_layers), model_config)
+    stages.update(postfix="mapped")
+    files.write_model(hf_dir, hf_config, tensors)
+    stages.update(postfix="written")
+  log.info("exported %s step %d in %.1f s", run_dir, step, stages.elapsed())
   tokenizer = config.tokenizer.path
   if not os.path.exists(tokenizer):  # a moved run: its own copy
     tokenizer = os.path.join(run_dir, "tokenizer")

@@ -3,7 +3,9 @@ token-weighted perplexity and loss terms on its held-out split, a fine-tuning ru
 on a split of its task (roots_jax.evals)."""
 
 import json
+import logging
 import os
+import time
 
 import jax
 
@@ -11,6 +13,8 @@ from roots_jax import config as config_lib
 from roots_jax.errors import ConfigError
 from roots_jax.runs import load, workdir as workdir_lib
 from roots_jax.training import distributed
+
+log = logging.getLogger("roots_jax")
 
 
 def evaluate_run(workdir: str, overrides=(), *, split: str = "", checkpoint: str = "",
@@ -36,8 +40,11 @@ def evaluate_run(workdir: str, overrides=(), *, split: str = "", checkpoint: str
   kind = load.KINDS[config.kind]
   split, what = kind.eval_split(config, split)
   loaded = load.load_run(workdir, config, checkpoint or None)
+  log.info("evaluating %s at step %d on %s", workdir, loaded.step, split)
+  began = time.perf_counter()
   with loaded.context():
     values = kind.evaluate(loaded, split)
+  log.info("evaluated in %.1f s", time.perf_counter() - began)
   results = {"workdir": os.path.abspath(workdir), "kind": what, "split": split,
              "checkpoint_step": loaded.step, "metrics": values, "config": config.to_dict()}
   if jax.process_index() == 0:
