@@ -14,7 +14,7 @@ import termios
 
 import pytest
 
-from tiny_gpt import tiny_overrides
+from tiny_gpt import log_messages, tiny_overrides
 from roots_jax import config as config_lib, progress
 from roots_jax.errors import ConfigError
 from roots_jax.runs import pretrain
@@ -73,13 +73,12 @@ def test_without_a_terminal_progress_is_plain_log_lines(corpus, tmp_path):
   assert [TRAIN_LINE.match(line).group(1) for line in logged] == ["4", "8", "12"], result.stderr
 
 
-def test_plain_progress_lines_come_every_interval(monkeypatch, caplog):
+def test_plain_progress_lines_come_every_interval(monkeypatch):
   monkeypatch.setattr(progress, "LOG_INTERVAL_S", 0.0)
-  with caplog.at_level(logging.INFO, "roots_jax"):
+  with log_messages(logging.INFO) as lines:
     assert list(progress.track(range(4), "work", unit="batch")) == [0, 1, 2, 3]
     with progress.Progress("read", unit="B", unit_scale=True) as reading:
       reading.update(2_500_000)
-  lines = [r.getMessage() for r in caplog.records]
   assert [line.split("  ")[0] for line in lines] == [
       "work 1/4 batch (25%)", "work 2/4 batch (50%)", "work 3/4 batch (75%)",
       "work 4/4 batch (100%)", "read 2.50M B"]
@@ -87,12 +86,12 @@ def test_plain_progress_lines_come_every_interval(monkeypatch, caplog):
   assert re.fullmatch(r"read 2.50M B  [\d.]+[kMG]? B/s", lines[-1])
 
 
-def test_only_process_0_shows_progress(monkeypatch, caplog):
+def test_only_process_0_shows_progress(monkeypatch):
   monkeypatch.setattr(progress, "LOG_INTERVAL_S", 0.0)
   monkeypatch.setattr(progress, "is_main_process", lambda: False)
-  with caplog.at_level(logging.INFO, "roots_jax"):
+  with log_messages(logging.INFO) as lines:
     assert list(progress.track(range(3), "work")) == [0, 1, 2]
-  assert not caplog.records
+  assert not lines
 
 
 @pytest.mark.parametrize("seconds,text", [(0.4, "0s"), (45, "45s"), (125, "2m05s"),
@@ -124,25 +123,23 @@ def _tokenizer_config(corpus, text, **extra):
   return config_lib.load_config("configs/gpt2.py:tiny", tiny_overrides(corpus, **values))
 
 
-def test_a_trained_tokenizer_is_cached_by_corpus_and_settings(corpus, tmp_path, monkeypatch,
-                                                              caplog):
+def test_a_trained_tokenizer_is_cached_by_corpus_and_settings(corpus, tmp_path, monkeypatch):
   monkeypatch.setenv("ROOTS_JAX_CACHE", str(tmp_path / "cache"))
   text = tmp_path / "text.jsonl"
   text.write_bytes((corpus / "train.jsonl").read_bytes())
   trained = []
-  real = pretrain.sentencepiece.train_tokenizer
+  real = pretrain.train_tokenizer
 
   def train_tokenizer(documents, **settings):
     trained.append(settings)
     return real(documents, **settings)
 
-  monkeypatch.setattr(pretrain.sentencepiece, "train_tokenizer", train_tokenizer)
+  monkeypatch.setattr(pretrain, "train_tokenizer", train_tokenizer)
   load = lambda config, run: pretrain.load_or_train_tokenizer(config, str(tmp_path / run),
                                                               process_index=0)
-  with caplog.at_level(logging.INFO, "roots_jax"):
+  with log_messages(logging.INFO) as messages:
     load(_tokenizer_config(corpus, text), "a")
     load(_tokenizer_config(corpus, text), "b")  # a new workdir: from the cache
-  messages = [r.getMessage() for r in caplog.records]
   assert len(trained) == 1 and any(m.startswith("tokenizer: trained in ") for m in messages)
   assert any(m.startswith("tokenizer: reused cached ") for m in messages), messages
   model = lambda run: (tmp_path / run / "tokenizer" / "spm.model").read_bytes()

@@ -43,7 +43,7 @@ class Labelled:
 
   def __call__(self, params) -> dict:
     folded, rows = TermSums(), []
-    for batch in progress.track(self.split.batches(), f"eval {self.split.name}", unit="batch"):
+    for batch in progress.track(self.split.batches(), "eval", unit="batch"):
       sums, counts, predictions = jax.device_get(
           self.score(params, self.scorer.global_batch(batch)))
       folded.add(sums, counts)

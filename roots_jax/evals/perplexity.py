@@ -20,8 +20,7 @@ class Perplexity:
                         in_shardings=(scorer.param_sharding, scorer.batch_sharding))
 
   def __call__(self, params) -> dict:
-    it = progress.track(self.split.batches(), f"eval {self.split.name}",
-                        total=self.split.max_batches, unit="batch")
+    it = progress.track(self.split.batches(), "eval", total=self.split.max_batches, unit="batch")
     max_batches, folded, filler, taken = self.split.max_batches, TermSums(), None, 0
     while max_batches is None or taken < max_batches:
       batch = next(it, None)

@@ -19,6 +19,7 @@ from flax import linen as nn
 from roots_jax import config as config_lib
 from roots_jax import evals, models, objectives
 from roots_jax.data import load_tokenizer, sentencepiece, sources
+from roots_jax.data.sentencepiece import train_tokenizer
 from roots_jax.data.tokenizers import BaseTokenizer, check_vocab_size, write_atomically
 from roots_jax.errors import ConfigError, DataError
 from roots_jax.models.config import ModelConfig
@@ -176,8 +177,8 @@ def _cached_or_trained_tokenizer(config: ml_collections.ConfigDict) -> bytes:
     log.info("tokenizer: reused cached %s", cached)
     with open(cached, "rb") as f:
       return f.read()
-  model = sentencepiece.train_tokenizer(
-      sources.DocumentStream(source, repeat=False, seed=config.seed), **settings)
+  model = train_tokenizer(sources.DocumentStream(source, repeat=False, seed=config.seed),
+                          **settings)
   try:
     write_atomically(cached, model)
   except OSError as e:
