@@ -73,6 +73,18 @@ def test_without_a_terminal_progress_is_plain_log_lines(corpus, tmp_path):
   assert [TRAIN_LINE.match(line).group(1) for line in logged] == ["4", "8", "12"], result.stderr
 
 
+def test_tokenizer_training_says_when_it_starts_reads_and_ends(corpus, tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", "roots_jax.tokenizer", "train", "--input",
+       str(corpus / "train.jsonl"), "--vocab_size", "400", "--output", str(tmp_path / "m.model")],
+      capture_output=True, text=True, check=True)
+  lines = [line.split(" ", 1)[1] for line in result.stderr.splitlines()]
+  assert lines[0] == "tokenizer: training a unigram model of 400 pieces on up to 8.0 MB of text"
+  assert re.fullmatch(r"tokenizer: read 600 lines \(0\.\d MB\) in \d+\.\d s; computing the pieces",
+                      lines[1]), lines
+  assert re.fullmatch(r"tokenizer: trained in \d+\.\d s", lines[2]), lines
+
+
 def test_plain_progress_lines_come_every_interval(monkeypatch):
   monkeypatch.setattr(progress, "LOG_INTERVAL_S", 0.0)
   with log_messages(logging.INFO) as lines:
