@@ -6,7 +6,11 @@ setup(
     name="roots_jax",
     version="0.1.0",
     description="GPT, BERT and T5-style Transformer pretraining in one sharded JAX code path",
-    packages=find_packages(include=["roots_jax", "roots_jax.*"]),
+    packages=find_packages(include=["roots_jax", "roots_jax.*"]) + [
+        "roots_jax.configs", "roots_jax.configs.finetune"],
+    # The shipped configs stay at the top of the checkout and install as roots_jax/configs, where
+    # `--config quickstart` finds them (roots_jax.config.shipped_configs_dir).
+    package_dir={"roots_jax.configs": "configs"},
     python_requires=">=3.11",
     install_requires=[
         "jax>=0.7",
@@ -16,6 +20,7 @@ setup(
         "tensorflow-datasets>=4.9.8",
         "ml-collections>=1.0",
         "sentencepiece>=0.2",
+        "protobuf",  # sentencepiece_model_pb2: the sentinels of tokenizers trained for T5
         "regex",  # \p{L} and \p{N} in GPT-2's pre-tokenizer (roots_jax/data/hf_tokenizers.py)
         "grain>=0.2.12",
         "numpy",
@@ -35,10 +40,13 @@ setup(
                  "import-linter>=2.17"],
         "tf": ["tensorflow-cpu"],
         # python -m roots_jax.convert: reading pytorch_model.bin files, and the parity tests
-        # against transformers' models (safetensors conversion needs neither).
+        # against transformers' models (safetensors conversion needs neither). PyPI's default
+        # torch pulls several GB of CUDA packages: install a CPU build first (see the README).
         "hf": ["transformers>=4.40", "torch>=2.1"],
         # tensorboard --logdir WORKDIR/tensorboard; train.loggers=wandb (Weights & Biases).
         "tensorboard": ["tensorboard"],
         "wandb": ["wandb"],
+        # data.source=hf: Hugging Face datasets (hub, local files or saved with save_to_disk).
+        "datasets": ["datasets>=2.14"],
     },
 )

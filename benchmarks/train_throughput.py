@@ -14,12 +14,8 @@ from flax import linen as nn
 
 from roots_jax import cli, models, objectives
 from roots_jax import config as config_lib
-from roots_jax.errors import RootsError
 from roots_jax.runs.pretrain import build
 from roots_jax.training import partitioning, profiling
-
-USAGE = "usage: python benchmarks/train_throughput.py --config FILE.py[:ARG] --steps N [--config.KEY=VALUE ...]"
-
 
 def benchmark(config, num_steps: int) -> dict:
   config_lib.validate(config, jax.device_count())
@@ -84,14 +80,17 @@ def print_table(rows: dict) -> None:
 
 
 def main() -> int:
-  try:
-    values, overrides = cli.parse_args(sys.argv[1:], USAGE, names=("config", "steps"))
-    config = config_lib.load_config(values["config"], overrides)
-    print_table(benchmark(config, int(values["steps"])))
-  except (RootsError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  return 0
+  p = cli.ArgumentParser(prog="python benchmarks/train_throughput.py", description=__doc__,
+                         overrides=True)
+  p.add_argument("--config", required=True, metavar="NAME[:ARG]",
+                 help=config_lib.config_argument_help())
+  p.add_argument("--steps", type=int, required=True, help="timed steps")
+
+  def command():
+    args = p.parse()
+    print_table(benchmark(config_lib.load_config(args.config, args.overrides), args.steps))
+
+  return cli.run(command)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 fields' in roots_jax.models.config), loading, CLI overrides, validation and config.json.
 
 A config file is a Python file with `get_config(arg=None)` returning a ConfigDict built on
-`base_config()` (pretraining) or `finetune_config()`. `load_config("configs/gpt2.py:small",
-["train.batch_size=64"])` imports it, applies `key=value` overrides (typed by the existing field,
-so an unknown key or a wrong type is an error), validates, and returns a locked config. Its
+`base_config()` (pretraining) or `finetune_config()`; the shipped ones (configs/) go by name.
+`load_config("gpt2:small", ["train.batch_size=64"])` imports it, applies `key=value` overrides
+(typed by the existing field, so an unknown key or a wrong type is an error), validates, and
+returns a locked config. Its
 `kind` is what it runs, and what a run directory's config.json says the run is.
 """
 
@@ -30,105 +31,120 @@ from roots_jax.training import metric_writer, partitioning
 
 def base_config() -> ml_collections.ConfigDict:
   """Every key a pretraining run understands, with defaults that suit a small CPU run."""
-  c = ml_collections.ConfigDict()
-  c.kind = "pretrain"            # what the config runs, recorded in the run's config.json: pretrain
-                                 # | finetune | converted (a Hugging Face checkpoint's parameters)
-  c.seed = 0
+  c = _section(
+      "",
+      kind=("pretrain", "what the config runs, recorded in the run's config.json: pretrain | "
+            "finetune | converted (a Hugging Face checkpoint's parameters)"),
+      seed=(0, "the seed of initialisation, data order, masking and dropout"),
+  )
 
   # Model fields, with their meanings: roots_jax.models.config.ModelConfig.
   c.model = ml_collections.ConfigDict(dataclasses.asdict(ModelConfig()))
 
-  c.tokenizer = ml_collections.ConfigDict(dict(
-      path="",                   # a sentencepiece .model or a Hugging Face tokenizer directory (GPT-2,
-                                 # BERT, T5 files); empty: train one into workdir/tokenizer
-      model_type="unigram",      # unigram | bpe
-      train_max_bytes=8_000_000, # text sampled from the training split to train the tokenizer
-  ))
+  c.tokenizer = _section(
+      "tokenizer",
+      path=("", "a sentencepiece .model or a Hugging Face tokenizer directory (GPT-2, BERT, T5 "
+            "files); empty: train one into workdir/tokenizer"),
+      model_type=("unigram", "unigram | bpe"),
+      train_max_bytes=(8_000_000, "text sampled from the training split to train the tokenizer"),
+  )
 
-  c.data = ml_collections.ConfigDict(dict(
-      source="builtin",          # builtin (Python stdlib) | files | tfds
-      objective="causal",        # causal (GPT) | mlm_nsp (BERT) | span_corruption (T5) | seq2seq
-      target_len=0,              # encoder_decoder: decoder length; 0 = derived from the objective
-      mask_rate=0.15,            # mlm: fraction of tokens selected (BERT: 0.15, then 80/10/10)
-      whole_word_masking=False,  # mlm: select whole words (pieces starting with a word boundary)
-      next_sentence_prediction=True,  # mlm_nsp: B is the true next segment with probability 0.5
-      noise_density=0.15,        # span_corruption (T5 paper: 0.15)
-      mean_noise_span_length=3.0,  # span_corruption (T5 paper: 3)
-      input_field="input",       # seq2seq: JSONL / TFDS fields of the (input, target) pairs
-      target_field="target",
-      train_files="",            # comma-separated paths or globs (.txt, .jsonl, .parquet)
-      eval_files="",             # empty: hold out eval_fraction of the documents
-      format="auto",             # auto (by extension) | text | jsonl | parquet
-      text_field="text",         # JSONL / Parquet / TFDS field holding the text
-      max_document_bytes=64 << 20,  # memory budget per document: a JSONL line or Parquet value
-                                 # over it is skipped with a warning, text is cut to it (and 1 MiB)
-      tfds_name="",
-      tfds_data_dir="",
-      train_split="train",
-      eval_split="validation",
-      eval_fraction=0.02,
-      seq_len=128,
-      shuffle_window=1024,       # examples (seq_len windows) shuffled within a window; the file or
-                                 # record order is re-permuted every epoch; below ~256 is slow
-      num_workers=0,             # grain worker processes; fixed within a run
-      prefetch=2,
-  ))
+  c.data = _section(
+      "data",
+      source=("builtin", "builtin (Python stdlib) | files | tfds | hf (HF datasets)"),
+      objective=("causal", "causal (GPT) | mlm_nsp (BERT) | span_corruption (T5) | seq2seq"),
+      target_len=(0, "encoder_decoder: decoder length; 0 = derived from the objective"),
+      mask_rate=(0.15, "mlm: fraction of tokens selected (BERT: 0.15, then 80/10/10)"),
+      whole_word_masking=(False, "mlm: select whole words (pieces starting with a word "
+                          "boundary)"),
+      next_sentence_prediction=(True, "mlm_nsp: B is the true next segment with probability 0.5"),
+      noise_density=(0.15, "span_corruption: fraction of tokens noised (T5 paper: 0.15)"),
+      mean_noise_span_length=(3.0, "span_corruption: mean noise span length (T5 paper: 3)"),
+      input_field=("input", "seq2seq: JSONL / TFDS field of the input of the pairs"),
+      target_field=("target", "seq2seq: JSONL / TFDS field of the target of the pairs"),
+      train_files=("", "comma-separated paths or globs (.txt, .jsonl, .parquet)"),
+      eval_files=("", "like train_files; empty: hold out eval_fraction of the documents"),
+      format=("auto", "auto (by extension) | text | jsonl | parquet"),
+      text_field=("text", "JSONL / Parquet / TFDS field holding the text"),
+      max_document_bytes=(64 << 20, "memory budget per document: a JSONL line or Parquet value "
+                          "over it is skipped with a warning, text is cut to it (and 1 MiB)"),
+      tfds_name=("", "source=tfds: the dataset name (e.g. lm1b)"),
+      tfds_data_dir=("", "source=tfds: the directory of the prepared dataset"),
+      hf_path=("", "hf: load_dataset's path (data files' directory, cached or hub name) or a "
+               "save_to_disk directory of a DatasetDict"),
+      hf_name=("", "hf: the dataset's configuration (e.g. wikitext-103-raw-v1)"),
+      hf_streaming=(False, "hf: stream the files instead of converting them all to Arrow"),
+      train_split=("train", "tfds / hf split (tfds and unstreamed hf: slices like train[:98%])"),
+      eval_split=("validation", "tfds / hf: the held-out split"),
+      eval_fraction=(0.02, "without eval_files: the fraction of documents held out"),
+      seq_len=(128, "tokens per training sequence (packed documents)"),
+      shuffle_window=(1024, "examples (seq_len windows) shuffled within a window; the file or "
+                      "record order is re-permuted every epoch; below ~256 is slow"),
+      num_workers=(0, "grain worker processes; fixed within a run"),
+      prefetch=(2, "batches prepared ahead of the train step"),
+  )
 
-  c.optimizer = ml_collections.ConfigDict(dict(
-      name="adamw",              # adamw | sgd | adafactor | lion
-      learning_rate=3e-4,
-      b1=0.9,
-      b2=0.95,
-      eps=1e-8,
-      weight_decay=0.1,          # decoupled; never on norms, biases or embeddings
-      momentum=0.9,              # sgd
-      nesterov=False,            # sgd
-      clip_norm=1.0,             # global-norm clipping; 0 disables
-      schedule="cosine",         # cosine | linear | inverse_sqrt | constant (after linear warmup)
-      warmup_steps=100,
-      decay_steps=0,             # 0: train.steps
-      end_lr_fraction=0.1,       # final learning rate as a fraction of the peak
-  ))
+  c.optimizer = _section(
+      "optimizer",
+      name=("adamw", "adamw | sgd | adafactor | lion"),
+      learning_rate=(3e-4, "the peak learning rate, after warmup"),
+      b1=(0.9, "adamw, lion: first-moment decay"),
+      b2=(0.95, "adamw, lion: second-moment decay (GPT-3: 0.95)"),
+      eps=(1e-8, "adamw: added to the second moment's root"),
+      weight_decay=(0.1, "decoupled; never on norms, biases or embeddings"),
+      momentum=(0.9, "sgd"),
+      nesterov=(False, "sgd"),
+      clip_norm=(1.0, "global-norm clipping; 0 disables"),
+      schedule=("cosine", "cosine | linear | inverse_sqrt | constant (after linear warmup)"),
+      warmup_steps=(100, "steps of linear warmup from 0 to learning_rate"),
+      decay_steps=(0, "steps to the end of the schedule; 0: train.steps"),
+      end_lr_fraction=(0.1, "final learning rate as a fraction of the peak"),
+  )
 
-  c.train = ml_collections.ConfigDict(dict(
-      batch_size=32,             # global, in sequences of data.seq_len tokens
-      steps=1000,
-      grad_accum_steps=1,
-      z_loss=0.0,                # PaLM uses 1e-4
-      log_every=50,
-      eval_every=500,
-      eval_batches=10,
-      checkpoint_every=500,
-      keep_checkpoints=3,
-      bad_steps="halt",          # a step with a non-finite loss or gradient norm is never applied;
-                                 # halt: stop the run there | skip: drop it, count it and go on
-      spike_sigma=0.0,           # skip: also drop a step whose loss is above the mean of the
-                                 # recent losses by this many standard deviations; 0: off
-      spike_window=100,          # steps of loss history for spike_sigma (an exponential
-                                 # average); spikes count once this many steps were applied
-      profile_start=0,           # trace steps profile_start.. with jax.profiler into
-                                 # workdir/profile (TensorBoard, Perfetto); 0: no trace
-      profile_steps=3,
-      loggers="tensorboard",     # where metric rows go besides metrics.jsonl: tensorboard, wandb
-                                 # (Weights & Biases, pip install wandb), none; comma-separated
-  ))
+  c.train = _section(
+      "train",
+      batch_size=(32, "global, in sequences of data.seq_len tokens"),
+      steps=(1000, "optimizer steps of the whole run"),
+      grad_accum_steps=(1, "micro-batches whose gradients are summed into one step"),
+      z_loss=(0.0, "weight of the log-partition penalty (PaLM uses 1e-4)"),
+      log_every=(50, "steps between metrics rows (and host syncs)"),
+      eval_every=(500, "steps between evaluations on the held-out split"),
+      eval_batches=(10, "batches per evaluation"),
+      checkpoint_every=(500, "steps between checkpoints"),
+      keep_checkpoints=(3, "the newest checkpoints kept"),
+      bad_steps=("halt", "a step with a non-finite loss or gradient norm is never applied; "
+                 "halt: stop the run there | skip: drop it, count it and go on"),
+      spike_sigma=(0.0, "skip: also drop a step whose loss is above the mean of the recent "
+                   "losses by this many standard deviations; 0: off"),
+      spike_window=(100, "steps of loss history for spike_sigma (an exponential average); "
+                    "spikes count once this many steps were applied"),
+      profile_start=(0, "trace steps profile_start.. with jax.profiler into workdir/profile "
+                     "(TensorBoard, Perfetto); 0: no trace"),
+      profile_steps=(3, "steps traced from profile_start"),
+      loggers=("tensorboard", "where metric rows go besides metrics.jsonl, comma-separated: "
+               "tensorboard | wandb (Weights & Biases: pip install wandb) | none"),
+  )
 
-  c.mesh = ml_collections.ConfigDict(dict(
-      shape=(-1, 1, 1),          # (data, fsdp, tensor); -1: the rest of the devices
-      parallelism="fsdp",        # dp | fsdp | fsdp_tp: the logical-axis rules preset
-      rules=(),                  # explicit ((logical, mesh_axes), ...); empty: the preset's
-  ))
+  c.mesh = _section(
+      "mesh",
+      shape=((-1, 1, 1), "(data, fsdp, tensor); -1: the rest of the devices"),
+      parallelism=("fsdp", "dp | fsdp | fsdp_tp: the logical-axis rules preset"),
+      rules=((), "explicit ((logical, mesh_axes), ...); empty: the preset's"),
+  )
 
-  c.distributed = ml_collections.ConfigDict(dict(
-      initialize="auto",         # auto (when the platform says so) | yes | no
-      coordinator_address="",
-      num_processes=0,
-      process_id=-1,
-  ))
+  c.distributed = _section(
+      "distributed",
+      initialize=("auto", "auto (when the platform says so) | yes | no: jax.distributed"),
+      coordinator_address=("", "host:port of process 0; empty: the platform's"),
+      num_processes=(0, "0: the platform's"),
+      process_id=(-1, "this process's index; -1: the platform's"),
+  )
 
-  c.hardware = ml_collections.ConfigDict(dict(
-      peak_flops_per_device=0.0,  # 0: look the device kind up in training.profiling.PEAK_FLOPS
-  ))
+  c.hardware = _section(
+      "hardware",
+      peak_flops_per_device=(0.0, "for MFU; 0: look the device kind up in "
+                             "training.profiling.PEAK_FLOPS"),
+  )
   return c
 
 
@@ -142,74 +158,163 @@ def finetune_config() -> ml_collections.ConfigDict:
   del c["data"]
   for key, value in list(c.model.items()):
     c.model[key] = placeholder(type(value))
-  c.init_from = ""               # a pretraining workdir, or one of its checkpoints/<step> directories
-
-  c.task = ml_collections.ConfigDict(dict(
-      kind="classification",     # classification | regression | token_classification | seq2seq
-      source="builtin",          # builtin (from the stdlib corpus) | files | tfds
-      builtin="package",         # package: a function's docstring -> its top-level stdlib package
-                                 # (classification); summary: a function's code -> the first line
-                                 # of its docstring (seq2seq)
-      train_files="",            # comma-separated paths or globs (.csv, .tsv, .jsonl)
-      validation_files="",
-      test_files="",
-      format="auto",             # auto (by extension) | csv | tsv | jsonl
-      text_field="text",         # token_classification: the list of words
-      text_pair_field="",        # a second text (sentence pairs, e.g. glue/mrpc); empty: none
-      label_field="label",       # the class, score, tag list or target text
-      labels=(),                 # class (tag) names in id order; empty: the sorted labels of the
-                                 # train split, or the TFDS ClassLabel names
-      tfds_name="",              # e.g. glue/sst2, glue/mrpc, glue/stsb, cnn_dailymail
-      tfds_data_dir="",
-      train_split="train",
-      validation_split="validation",
-      test_split="test",
-      max_len=128,               # input tokens, special tokens included
-      target_len=32,             # seq2seq: target tokens, eos included
+  c.update(_section(
+      "",
+      init_from=("", "a pretraining workdir, or one of its checkpoints/<step> directories"),
   ))
 
-  c.finetune = ml_collections.ConfigDict(dict(
-      mode="full",               # full: every parameter trains | frozen: a feature extractor,
-                                 # only the head (and the top trainable_layers) train
-      trainable_layers=0,        # frozen: also train the top k layers (the decoder's, for
-                                 # encoder_decoder) and the final norm
-      from_scratch=False,        # random backbone with init_from's architecture and tokenizer: the
-                                 # baseline that shows what pretraining is worth
-      head_learning_rate=0.0,    # the head's peak rate; 0: optimizer.learning_rate
-      head_dropout=0.1,          # on the pooled features (BERT: 0.1)
-      pooling="",                # classification, regression: first (BERT's pooled [CLS]) | last
-                                 # (GPT, T5: the last token) | mean (of the token features);
-                                 # empty: the family's own
-      label_smoothing=0.0,       # classification cross-entropy (0.1 is common)
-      class_weights=(),          # per class id, for the cross-entropy; empty: all 1
-      metric="",                 # validation metric choosing the best checkpoint and stopping
-                                 # early; empty: the task kind's usual one
-      patience=0,                # evaluations without improvement before stopping; 0: never
-  ))
+  c.task = _section(
+      "task",
+      kind=("classification", "classification | regression | token_classification | seq2seq"),
+      source=("builtin", "builtin (from the stdlib corpus) | files | tfds"),
+      builtin=("package", "package: a function's docstring -> its top-level stdlib package "
+               "(classification); summary: a function's code -> the first line of its "
+               "docstring (seq2seq)"),
+      train_files=("", "comma-separated paths or globs (.csv, .tsv, .jsonl)"),
+      validation_files=("", "like train_files, for the validation split"),
+      test_files=("", "like train_files, for the test split"),
+      format=("auto", "auto (by extension) | csv | tsv | jsonl"),
+      text_field=("text", "the text; token_classification: the list of words"),
+      text_pair_field=("", "a second text (sentence pairs, e.g. glue/mrpc); empty: none"),
+      label_field=("label", "the class, score, tag list or target text"),
+      labels=((), "class (tag) names in id order; empty: the sorted labels of the train split, "
+              "or the TFDS ClassLabel names"),
+      tfds_name=("", "e.g. glue/sst2, glue/mrpc, glue/stsb, cnn_dailymail"),
+      tfds_data_dir=("", "source=tfds: the directory of the prepared dataset"),
+      train_split=("train", "the split trained on"),
+      validation_split=("validation", "the split scored every train.eval_every steps"),
+      test_split=("test", "the split evaluate --split test scores"),
+      max_len=(128, "input tokens, special tokens included"),
+      target_len=(32, "seq2seq: target tokens, eos included"),
+  )
+
+  c.finetune = _section(
+      "finetune",
+      mode=("full", "full: every parameter trains | frozen: a feature extractor, only the head "
+            "(and the top trainable_layers) train"),
+      trainable_layers=(0, "frozen: also train the top k layers (the decoder's, for "
+                        "encoder_decoder) and the final norm"),
+      from_scratch=(False, "random backbone with init_from's architecture and tokenizer: the "
+                    "baseline that shows what pretraining is worth"),
+      head_learning_rate=(0.0, "the head's peak rate; 0: optimizer.learning_rate"),
+      head_dropout=(0.1, "on the pooled features (BERT: 0.1)"),
+      pooling=("", "classification, regression: first (BERT's pooled [CLS]) | last (GPT, T5: "
+               "the last token) | mean (of the token features); empty: the family's own"),
+      label_smoothing=(0.0, "classification cross-entropy (0.1 is common)"),
+      class_weights=((), "per class id, for the cross-entropy; empty: all 1"),
+      metric=("", "validation metric choosing the best checkpoint and stopping early; empty: "
+              "the task kind's usual one"),
+      patience=(0, "evaluations without improvement before stopping; 0: never"),
+  )
   c.train.update(steps=500, eval_every=100, checkpoint_every=100, log_every=20)
   c.optimizer.update(learning_rate=5e-5, warmup_steps=50, schedule="linear", end_lr_fraction=0.0,
                      weight_decay=0.01)
   return c
 
 
+# Dotted key -> meaning, recorded by _section as the schemas declare their keys.
+_MEANINGS: dict[str, str] = {}
+
+
+def _section(prefix: str, **fields) -> ml_collections.ConfigDict:
+  """A section of `fields` given as (default, meaning); `prefix` is its key ("" at the top)."""
+  for name, (_, meaning) in fields.items():
+    _MEANINGS[f"{prefix}.{name}" if prefix else name] = meaning
+  return ml_collections.ConfigDict({name: default for name, (default, _) in fields.items()})
+
+
 # The keys of each kind of run: its config.json is read into this schema.
 SCHEMAS = {"pretrain": base_config, "finetune": finetune_config, "converted": base_config}
 
 
+def meanings() -> dict[str, str]:
+  """Dotted key -> its one-line meaning, for the keys of every schema: declared beside the keys
+  (in base_config and finetune_config, the model's in ModelConfig's fields)."""
+  for schema in set(SCHEMAS.values()):
+    schema()  # declaring the sections records their meanings
+  return {**{f"model.{f.name}": f.metadata["help"] for f in dataclasses.fields(ModelConfig)},
+          **_MEANINGS}
+
+
+def describe(config: ml_collections.ConfigDict) -> str:
+  """Every key of `config` with its type, value and meaning, a line each (--config.help)."""
+  meaning = meanings()
+  rows = []
+
+  def walk(node, prefix):
+    for name in node.keys():
+      key = f"{prefix}{name}"
+      if isinstance(node[name], ml_collections.ConfigDict):
+        walk(node[name], f"{key}.")
+      else:
+        rows.append((key, node.get_type(name).__name__, repr(node[name]), meaning.get(key, "")))
+
+  walk(config, "")
+  widths = [max(len(row[i]) for row in rows) for i in range(2)] + [
+      min(24, max(len(row[2]) for row in rows))]
+  return "\n".join(f"{key:<{widths[0]}}  {kind:<{widths[1]}}  {value:<{widths[2]}}  {text}"
+                   for key, kind, value, text in rows)
+
+
+# The configs that ship with roots_jax, by name (`gpt2`, `finetune/package`): the checkout's
+# top-level configs/, which setup.py installs as roots_jax/configs.
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def shipped_configs_dir() -> str:
+  """roots_jax/configs in an installed wheel; the checkout's configs/ (also an editable
+  install's)."""
+  inside = os.path.join(_PACKAGE_DIR, "configs")
+  return inside if os.path.isdir(inside) else os.path.join(os.path.dirname(_PACKAGE_DIR),
+                                                           "configs")
+
+
+def shipped_configs() -> list[str]:
+  """The names of the shipped configs: their paths in configs/ without .py."""
+  root = shipped_configs_dir()
+  return sorted(os.path.relpath(os.path.join(d, f), root)[:-len(".py")].replace(os.sep, "/")
+                for d, _, files in os.walk(root) for f in files
+                if f.endswith(".py") and not f.startswith("_"))
+
+
+def config_argument_help() -> str:
+  """What --config takes, for the commands' --help."""
+  return (f"a shipped config by name ({', '.join(shipped_configs())}) or a config file "
+          "FILE.py, with :ARG for its get_config (gpt2:small)")
+
+
+def config_file(name: str) -> str:
+  """The file of a config named by path or as a shipped config."""
+  if os.path.isfile(name):
+    return name
+  shipped = os.path.join(shipped_configs_dir(), name + ".py")
+  if not name.endswith(".py") and os.path.isfile(shipped):
+    return shipped
+  raise ConfigError(f"config {name!r} does not exist: give a config file FILE.py or a shipped "
+                    f"config ({', '.join(shipped_configs())})")
+
+
 def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
-  """Loads `path.py[:arg]`, applies `key=value` overrides, validates and locks the result."""
-  path, _, arg = spec.partition(":")
-  if not os.path.isfile(path):
-    raise ConfigError(f"config file {path!r} does not exist")
+  """Loads `name[:arg]` (a shipped config or a file), applies `key=value` overrides, validates
+  and locks the result."""
+  name, _, arg = spec.partition(":")
+  path = config_file(name)
   module_spec = importlib.util.spec_from_file_location("roots_jax_user_config", path)
+  if module_spec is None:
+    raise ConfigError(f"config file {path!r} is not a Python file (FILE.py)")
   module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
+  try:
+    module_spec.loader.exec_module(module)
+  except Exception as e:  # the user's code: a syntax error, a missing import, ...
+    text = str(e).strip().splitlines()
+    raise ConfigError(f"config file {path!r} cannot be loaded: {type(e).__name__}: "
+                      f"{text[0] if text else ''}") from e
   if not hasattr(module, "get_config"):
     raise ConfigError(f"config file {path!r} has no get_config(arg=None) function")
   try:
     config = module.get_config(arg or None)
   except (ValueError, KeyError, TypeError, AttributeError) as e:
-    raise ConfigError(f"{path}:{arg}: {e}") from e
+    raise ConfigError(f"{spec}: {e}") from e
   config = copy.deepcopy(config)  # our own copy, locked below (placeholders keep their type)
   config.lock()
   for item in overrides:
@@ -277,7 +382,7 @@ _CHOICES = {
     **{f"model.{key}": values for key, values in model_config.CHOICES.items()},
     "kind": tuple(SCHEMAS),
     "tokenizer.model_type": ("unigram", "bpe"),
-    "data.source": ("builtin", "files", "tfds"),
+    "data.source": ("builtin", "files", "tfds", "hf"),
     "data.objective": objectives.NAMES,
     "data.format": ("auto", "text", "jsonl", "parquet"),
     "optimizer.name": ("adamw", "sgd", "adafactor", "lion"),
@@ -345,10 +450,13 @@ def _validate_data(config: ml_collections.ConfigDict) -> None:
     raise ConfigError("data.source=files needs data.train_files (paths or globs)")
   if d.source == "tfds" and not d.tfds_name:
     raise ConfigError("data.source=tfds needs data.tfds_name (e.g. lm1b)")
+  if d.source == "hf" and not d.hf_path:
+    raise ConfigError("data.source=hf needs data.hf_path (a Hugging Face dataset's name or a "
+                      "local directory)")
   if objectives.get(d.objective).reads_pairs and d.source == "builtin":
     raise ConfigError(f"data.objective={d.objective} needs (input, target) pairs: set "
-                      "data.source=files or tfds with data.input_field and data.target_field, or "
-                      "pretrain with data.objective=span_corruption on the built-in corpus")
+                      "data.source=files, tfds or hf with data.input_field and data.target_field, "
+                      "or pretrain with data.objective=span_corruption on the built-in corpus")
   if not 0.0 <= d.eval_fraction < 1.0:
     raise ConfigError(f"data.eval_fraction must be in [0, 1); got {d.eval_fraction}")
   if d.max_document_bytes <= 0:

@@ -22,7 +22,6 @@ Hugging Face's class cannot represent (RoPE, grouped-query attention, SwiGLU in 
 refused with the config field that stands in the way.
 """
 
-import argparse
 import sys
 
 from roots_jax import cli
@@ -52,28 +51,30 @@ def _export(args, overrides) -> None:
           "model trained by roots_jax has no faithful Hugging Face equivalent): not exported")
 
 
-def main(argv: list[str] | None = None) -> int:
-  cli.log_to_console()
-  parser = argparse.ArgumentParser(prog="python -m roots_jax.convert", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  commands = parser.add_subparsers(dest="command", required=True)
-  imp = commands.add_parser("import", help="a Hugging Face model directory -> a new roots_jax run")
-  imp.add_argument("hf_dir")
-  imp.add_argument("run")
+def parser() -> cli.ArgumentParser:
+  p = cli.ArgumentParser(prog="python -m roots_jax.convert", description=__doc__, overrides=True)
+  commands = p.add_subparsers(dest="command", required=True)
+  imp = commands.add_parser("import", help="a Hugging Face model directory -> a new roots_jax run",
+                            description="Imports a Hugging Face model directory as a new run.",
+                            overrides=True)
+  imp.add_argument("hf_dir", help="a local Hugging Face model directory")
+  imp.add_argument("run", help="the new run directory")
   imp.set_defaults(run_command=_import)
-  exp = commands.add_parser("export", help="a roots_jax run -> a new Hugging Face model directory")
-  exp.add_argument("run")
-  exp.add_argument("hf_dir")
+  exp = commands.add_parser("export", help="a roots_jax run -> a new Hugging Face model directory",
+                            description="Exports a run's parameters as a Hugging Face model.")
+  exp.add_argument("run", help="the run directory")
+  exp.add_argument("hf_dir", help="the new Hugging Face model directory")
   exp.add_argument("--step", type=int, default=None, help="the checkpoint step (default: newest)")
   exp.set_defaults(run_command=_export)
-  args, rest = parser.parse_known_args(argv)
+  return p
+
+
+def main(argv: list[str] | None = None) -> int:
+  cli.log_to_console()
 
   def command():
-    bad = [a for a in rest if not (a.startswith("--config.") and "=" in a)]
-    if bad:
-      raise ConfigError(f"unknown argument {bad[0]!r}; overrides look like "
-                        "--config.model.scan_layers=false")
-    args.run_command(args, [a[len("--config."):] for a in rest])
+    args = parser().parse(argv)
+    args.run_command(args, args.overrides)
 
   return cli.run(command)
 

@@ -1,7 +1,7 @@
 """Evaluation command: scores a run's checkpoint and writes WORKDIR/results.json.
 
   python -m roots_jax.evaluate --workdir RUN [--split SPLIT] [--checkpoint best|latest|STEP]
-      [--config FILE.py[:ARG]] [--config.KEY=VALUE ...]
+      [--config NAME[:ARG]] [--config.KEY=VALUE ...]
 
 The run's config.json is used, or --config's sections with the run's model and tokenizer (to
 score the same model on another task's data or file); --config.KEY=VALUE overrides either.
@@ -18,23 +18,31 @@ roots_jax.runs.evaluation and roots_jax.evals.
 import sys
 
 from roots_jax import cli
+from roots_jax import config as config_lib
 from roots_jax.runs import evaluation
 
-USAGE = ("usage: python -m roots_jax.evaluate --workdir RUN [--split SPLIT] "
-         "[--checkpoint best|latest|STEP] [--config FILE.py[:ARG]] "
-         "[--config.SECTION.KEY=VALUE ...]")
+
+def parser() -> cli.ArgumentParser:
+  p = cli.ArgumentParser(prog="python -m roots_jax.evaluate", description=__doc__,
+                         overrides=True)
+  p.add_argument("--workdir", required=True, metavar="RUN", help="the run to score")
+  p.add_argument("--split", default="",
+                 help="test, validation, ... (default: the run's held-out or validation split)")
+  p.add_argument("--checkpoint", default="", metavar="best|latest|STEP",
+                 help="default: a fine-tuning run's best, else the newest")
+  p.add_argument("--config", default="", metavar="NAME[:ARG]",
+                 help=config_lib.config_argument_help() + ", whose sections replace the run's "
+                 "(its model and tokenizer stay the run's)")
+  return p
 
 
 def main(argv: list[str] | None = None) -> int:
   cli.log_to_console()
 
   def command():
-    values, overrides = cli.parse_args(
-        sys.argv[1:] if argv is None else argv, USAGE,
-        names=("workdir", "split", "checkpoint", "config"), required=("workdir",))
-    results = evaluation.evaluate_run(values["workdir"], overrides, split=values.get("split", ""),
-                                      checkpoint=values.get("checkpoint", ""),
-                                      config_spec=values.get("config", ""))
+    args = parser().parse(argv)
+    results = evaluation.evaluate_run(args.workdir, args.overrides, split=args.split,
+                                      checkpoint=args.checkpoint, config_spec=args.config)
     print(evaluation.format_table(results))
 
   return cli.run(command)

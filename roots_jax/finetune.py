@@ -1,7 +1,8 @@
 """Fine-tuning command: a pretrained checkpoint of any family, a task head, and a task's data.
 
-  python -m roots_jax.finetune --config configs/finetune/package.py --workdir DIR \
+  python -m roots_jax.finetune --config finetune/package --workdir DIR \
       --config.init_from=PRETRAIN_WORKDIR_OR_CHECKPOINT
+  python -m roots_jax.finetune --config finetune/package --config.help  # the keys, meanings
   python -m roots_jax.evaluate --workdir DIR --split test
 
 The model (architecture and tokenizer) comes from init_from; finetune.mode=full trains
@@ -14,18 +15,31 @@ import sys
 
 from roots_jax import cli
 from roots_jax import config as config_lib
-from roots_jax.runs import finetune
+from roots_jax.runs import finetune, workdir as workdir_lib
 
-USAGE = ("usage: python -m roots_jax.finetune --config FILE.py[:ARG] --workdir DIR "
-         "--config.init_from=PRETRAIN_RUN [--config.SECTION.KEY=VALUE ...]")
+
+def parser() -> cli.ArgumentParser:
+  p = cli.ArgumentParser(prog="python -m roots_jax.finetune", description=__doc__,
+                         overrides=True, keys_help=True)
+  p.add_argument("--config", required=True, metavar="NAME[:ARG]",
+                 help=config_lib.config_argument_help() + " (built on finetune_config())")
+  p.add_argument("--workdir", required=True, metavar="DIR",
+                 help="the fine-tuning run's directory: created, or resumed")
+  return p
 
 
 def main(argv: list[str] | None = None) -> int:
   cli.log_to_console()
 
   def command():
-    values, overrides = cli.parse_args(sys.argv[1:] if argv is None else argv, USAGE)
-    finetune.finetune(config_lib.load_config(values["config"], overrides), values["workdir"])
+    args = parser().parse(argv)
+    if args.config_help:
+      print(config_lib.describe(config_lib.load_config(args.config, args.overrides)
+                                if args.config else config_lib.finetune_config()))
+      return 0
+    config = config_lib.load_config(args.config, args.overrides)
+    with workdir_lib.removed_on_error(args.workdir):
+      finetune.finetune(config, args.workdir)
 
   return cli.run(command)
 

@@ -20,8 +20,7 @@ from roots_jax.api import LanguageModel
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-  p = cli.ArgumentParser(prog="python -m roots_jax.generate", description=__doc__,
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = cli.ArgumentParser(prog="python -m roots_jax.generate", description=__doc__)
   p.add_argument("--workdir", required=True, help="the run (or Hugging Face model) directory")
   p.add_argument("--prompt", action="append", required=True, help="a prompt; repeat for more")
   p.add_argument("--checkpoint", default=None, help="best | latest | a step (default: the run's)")
@@ -40,7 +39,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--no_cache", action="store_true",
                  help="recompute the whole sequence at every step instead of using the KV cache")
-  return p.parse_args(argv)
+  return p.parse(argv)
 
 
 def format_outputs(prompts: list[str], outputs: list[list[str]], full_text: bool) -> str:

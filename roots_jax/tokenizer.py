@@ -31,7 +31,7 @@ def _train(args: argparse.Namespace) -> None:
   stream = sources.DocumentStream(sources.make_source(data, "train"), repeat=False, seed=0)
   write_atomically(args.output, train_tokenizer(
       stream, vocab_size=args.vocab_size, model_type=args.model_type,
-      max_bytes=int(args.max_bytes)))
+      max_bytes=int(args.max_bytes), sentinels=args.sentinels))
   print(f"wrote {args.output} ({load_tokenizer(args.output).vocab_size} pieces)")
 
 
@@ -39,12 +39,11 @@ def _encode(args: argparse.Namespace) -> None:
   print(" ".join(map(str, load_tokenizer(args.model).encode(args.text))))
 
 
-def main(argv: list[str] | None = None) -> int:
-  cli.log_to_console()
-  parser = argparse.ArgumentParser(prog="python -m roots_jax.tokenizer", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  commands = parser.add_subparsers(dest="command", required=True)
-  train = commands.add_parser("train", help="train a model on files or the built-in corpus")
+def parser() -> cli.ArgumentParser:
+  p = cli.ArgumentParser(prog="python -m roots_jax.tokenizer", description=__doc__)
+  commands = p.add_subparsers(dest="command", required=True)
+  train = commands.add_parser("train", help="train a model on files or the built-in corpus",
+                              description="Trains a sentencepiece model.")
   corpus = train.add_mutually_exclusive_group(required=True)
   corpus.add_argument("--input", help="comma-separated paths or globs (.txt, .jsonl, .parquet)")
   corpus.add_argument("--builtin", action="store_true",
@@ -52,17 +51,29 @@ def main(argv: list[str] | None = None) -> int:
   train.add_argument("--vocab_size", type=int, required=True)
   train.add_argument("--model_type", choices=("unigram", "bpe"), default="unigram")
   train.add_argument("--max_bytes", type=float, default=8e6, help="text sampled for training")
+  train.add_argument("--sentinels", type=int, default=0,
+                     help="T5's sentinels <extra_id_N> reserved on top (span corruption: 100)")
   train.add_argument("--format", choices=("auto", "text", "jsonl", "parquet"), default="auto")
   train.add_argument("--text_field", default="text", help="JSONL/Parquet field with the text")
   train.add_argument("--output", required=True, help="where to write the .model file")
   train.set_defaults(run=_train)
-  encode = commands.add_parser("encode", help="print the ids of a text")
+  encode = commands.add_parser("encode", help="print the ids of a text",
+                               description="Prints the token ids of a text.")
   encode.add_argument("--model", required=True,
                       help="a .model file or a Hugging Face tokenizer directory")
   encode.add_argument("text")
   encode.set_defaults(run=_encode)
-  args = parser.parse_args(argv)
-  return cli.run(lambda: args.run(args))
+  return p
+
+
+def main(argv: list[str] | None = None) -> int:
+  cli.log_to_console()
+
+  def command():
+    args = parser().parse(argv)
+    args.run(args)
+
+  return cli.run(command)
 
 
 if __name__ == "__main__":

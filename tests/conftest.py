@@ -19,6 +19,8 @@ if not os.path.basename(os.environ.get("ROOTS_JAX_CACHE", "")).startswith("roots
   os.environ["ROOTS_JAX_CACHE"] = tempfile.mkdtemp(prefix="roots_jax_test_")
   atexit.register(shutil.rmtree, os.environ["ROOTS_JAX_CACHE"], ignore_errors=True)
 
+import functools
+import importlib
 import json
 import random
 import subprocess
@@ -26,9 +28,45 @@ import sys
 
 import pytest
 
+# The optional extras some tests need (marked extra("hf"), extra("datasets")): the hf extra's
+# reference implementations (torch, transformers) and Hugging Face datasets (data.source=hf).
+EXTRAS = {
+    "hf": (("torch", "transformers"), "pip install torch --index-url "
+           "https://download.pytorch.org/whl/cpu && pip install -e '.[hf]'"),
+    "datasets": (("datasets",), "pip install -e '.[datasets]'"),
+}
+# Set (as .ci/run does) to make a missing extra fail those tests instead of skipping them.
+REQUIRE_HF = "ROOTS_JAX_REQUIRE_HF"
+
 
 def pytest_configure(config):
   config.addinivalue_line("markers", "slow: a test of a minute or more (deselect: -m 'not slow')")
+  config.addinivalue_line("markers", "extra(name): needs an optional extra (hf: torch and "
+                          "transformers, datasets); skipped without it, failed instead when "
+                          f"{REQUIRE_HF}=1")
+
+
+@functools.cache
+def _missing(packages: tuple[str, ...]) -> tuple[str, ...]:
+  missing = []
+  for name in packages:
+    try:
+      importlib.import_module(name)
+    except ImportError:
+      missing.append(name)
+  return tuple(missing)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+  """The one place that decides what a missing extra means for a test marked extra(name)."""
+  for marker in item.iter_markers("extra"):
+    packages, install = EXTRAS[marker.args[0]]
+    if missing := _missing(packages):
+      reason = f"needs {' and '.join(missing)} (the {marker.args[0]} extra): {install}"
+      if os.environ.get(REQUIRE_HF) == "1":
+        pytest.fail(f"{REQUIRE_HF}=1 but this test {reason}", pytrace=False)
+      pytest.skip(reason)
 
 
 def _vocabulary(rng: random.Random, size: int = 400) -> list[str]:

@@ -42,7 +42,7 @@ def test_a_bad_run_exits_2_with_one_line(tmp_path):
     ("decoder", ["--num_return_sequences", "2"], "needs do_sample or num_beams >= 2"),
     ("decoder", ["--checkpoint", "7"], "one of the steps [3]"),
     ("decoder", ["--top_k", "many"], "invalid int value"),
-    ("decoder", ["--beams", "2"], "unrecognized arguments"),
+    ("decoder", ["--beams", "2"], "unknown argument '--beams'"),
     (None, [], "--workdir"),
 ])
 def test_user_errors_exit_2(family, args, message, pretrained, capsys):

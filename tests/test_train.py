@@ -318,4 +318,5 @@ def test_cli_errors_are_one_line_with_status_2(corpus, tmp_path):
                                    "did you mean train.batch_size?")
   result = subprocess.run([sys.executable, "-m", "roots_jax.train", "--config", CONFIG],
                           capture_output=True, text=True)
-  assert result.returncode == 2 and result.stderr.startswith("error: missing --workdir")
+  assert result.returncode == 2 and result.stderr.startswith(
+      "error: the following arguments are required: --workdir")

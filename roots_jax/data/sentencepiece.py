@@ -5,6 +5,9 @@ decode(encode(s)) == s exactly; byte fallback, so any character (and "\\n", whic
 never sees because it trains line by line) is a byte piece instead of <unk>; digits split. Ids
 0-3 are pad, unk, bos, eos. [CLS], [SEP] and [MASK] are reserved as control symbols for BERT:
 they have ids but are never produced from text, so a literal "[MASK]" in the corpus stays text.
+A model trained for span corruption also has T5's sentinels as user-defined pieces on top of the
+vocabulary, <extra_id_0> the last id counting down (as T5's): a typed "<extra_id_0>" in a prompt
+is that sentinel, and decoding writes it back.
 """
 
 import io
@@ -14,6 +17,7 @@ import time
 from typing import Iterable, Iterator, Sequence
 
 import sentencepiece as spm
+from sentencepiece import sentencepiece_model_pb2
 
 from roots_jax import progress
 from roots_jax.data.tokenizers import BaseTokenizer, write_atomically
@@ -163,8 +167,9 @@ def _read(documents: Iterable[str | tuple[str, str]], max_bytes: int) -> Iterato
 
 
 def train_tokenizer(documents: Iterable[str], *, vocab_size: int, model_type: str,
-                    max_bytes: int) -> bytes:
-  """Trains on the first `max_bytes` of `documents` and returns the serialized model."""
+                    max_bytes: int, sentinels: int = 0) -> bytes:
+  """Trains on the first `max_bytes` of `documents` and returns the serialized model; its last
+  `sentinels` of the `vocab_size` ids are the sentinels <extra_id_N>."""
   began = time.perf_counter()
   log.info("tokenizer: training a %s model of %d pieces on up to %.1f MB of text", model_type,
            vocab_size, max_bytes / 1e6)
@@ -173,7 +178,7 @@ def train_tokenizer(documents: Iterable[str], *, vocab_size: int, model_type: st
     spm.SentencePieceTrainer.train(
         sentence_iterator=_read(documents, max_bytes),
         model_writer=model,
-        vocab_size=vocab_size,
+        vocab_size=vocab_size - sentinels,
         model_type=model_type,
         byte_fallback=True,
         normalization_rule_name="identity",
@@ -195,4 +200,16 @@ def train_tokenizer(documents: Iterable[str], *, vocab_size: int, model_type: st
     raise DataError(f"training the tokenizer failed: {str(e).strip().rstrip('.')}. With little text, lower "
                     "the vocabulary size (model.vocab_size) or give more data") from e
   log.info("tokenizer: trained in %.1f s", time.perf_counter() - began)
-  return model.getvalue()
+  return _with_sentinels(model.getvalue(), sentinels)
+
+
+def _with_sentinels(model_proto: bytes, count: int) -> bytes:
+  """The model with `count` sentinels appended, <extra_id_0> last: user-defined pieces, which
+  sentencepiece cuts out of text before anything else and decodes to their text."""
+  if not count:
+    return model_proto
+  model = sentencepiece_model_pb2.ModelProto.FromString(model_proto)
+  for i in reversed(range(count)):
+    model.pieces.add(piece=f"<extra_id_{i}>", score=0.0,
+                     type=sentencepiece_model_pb2.ModelProto.SentencePiece.USER_DEFINED)
+  return model.SerializeToString()

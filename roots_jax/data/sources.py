@@ -1,15 +1,17 @@
-"""Document sources: the built-in corpus, local text/JSONL/Parquet files and TFDS datasets.
+"""Document sources: the built-in corpus, local text/JSONL/Parquet files, TFDS datasets and
+Hugging Face datasets.
 
-A source describes the documents of one split as an ordered list of units (a file, or one
-TFDS record) that can be read lazily from a position. `DocumentStream` turns a source into a
-grain `IterDataset` of str: it reshuffles the unit order every epoch, shards documents
-between processes and grain workers, and checkpoints as (epoch, unit, position, count), so a
-restore seeks instead of replaying the stream. Files are streamed: memory holds one document
-(one record or paragraph), never a whole file.
+A source describes the documents of one split as an ordered list of units (a file, one TFDS or
+Hugging Face record, or one file of a streamed Hugging Face dataset) that can be read lazily
+from a position. `DocumentStream` turns a source into a grain `IterDataset` of str: it
+reshuffles the unit order every epoch, shards documents between processes and grain workers,
+and checkpoints as (epoch, unit, position, count), so a restore seeks instead of replaying the
+stream (a streamed Hugging Face file aside, which is read again up to the position). Files
+are streamed: memory holds one document (one record or paragraph), never a whole file.
 
 Supervised objectives (seq2seq) read pairs instead: give a source the pair of field names
 (data.input_field, data.target_field) instead of one text field, and each document becomes an
-(input, target) tuple of str, from JSONL, Parquet or TFDS.
+(input, target) tuple of str, from JSONL, Parquet, TFDS or Hugging Face datasets.
 
 Bad bytes never stop a run: invalid UTF-8 decodes to U+FFFD, a UTF-8 byte order mark is dropped,
 and a record larger than data.max_document_bytes is skipped with a warning (text is cut instead)
@@ -462,13 +464,103 @@ class TfdsSource:
     return _as_texts([record[f] for f in _field_list(self.fields)], self.fields)
 
 
+class HfSource:
+  """A split of a Hugging Face `datasets` dataset: a directory written by `save_to_disk` (of a
+  DatasetDict), or what `datasets.load_dataset(path, name)` opens: a directory of data files, a
+  dataset in the user's cache (HF_DATASETS_OFFLINE=1 keeps it off the network) or on the hub.
+
+  Read by random access, a unit is a record, as with TFDS. Streamed (`streaming`, for what
+  should not be downloaded or converted whole; a saved directory is always read by random
+  access), a unit is one of the dataset's shards (its files) and a position the number of its
+  records read: a restore reads them again up to there, as `datasets` has no seek.
+  """
+
+  def __init__(self, path: str, name: str, split: str, fields: Fields, *, streaming: bool,
+               max_document_bytes: int):
+    self.data = open_hf(path, name, split, streaming)
+    self.where = f"Hugging Face dataset {path!r} split {split!r}"
+    self.streaming = not hasattr(self.data, "__len__")  # a saved directory is never streamed
+    self.fields = fields
+    self.max_document_bytes = max_document_bytes
+    columns = self.data.column_names  # None: a stream whose features are unknown until read
+    for field in _field_list(fields):
+      if columns is not None and field not in columns:
+        raise DataError(f"{self.where} has no column {field!r} (has: {_listing(columns)}); set "
+                        f"{_field_keys(fields)}")
+    if columns is not None:  # Random access then reads only these columns.
+      self.data = self.data.select_columns(_field_list(fields))
+
+  @property
+  def num_units(self) -> int:
+    return self.data.n_shards if self.streaming else len(self.data)
+
+  def records(self, unit: int, position: Any) -> Records:
+    if not self.streaming:
+      if position is None:
+        yield 1, functools.partial(self._row, unit)
+      return
+    shard = self.data.shard(num_shards=self.data.n_shards, index=unit)
+    first = position or 0
+    for count, record in enumerate(shard.skip(first) if first else shard, start=first + 1):
+      yield count, functools.partial(self._texts, record, f"shard {unit} record {count - 1}")
+
+  def _row(self, index: int) -> str | tuple[str, str] | None:
+    return self._texts(self.data[index], f"record {index}")
+
+  def _texts(self, record: dict[str, Any], where: str) -> str | tuple[str, str] | None:
+    """The record's text(s); None (skipped) for a missing value or one over the budget."""
+    values = []
+    for field in _field_list(self.fields):
+      if field not in record:
+        raise DataError(f"{self.where} {where} has no field {field!r} (has: "
+                        f"{_listing(record)}); set {_field_keys(self.fields)}")
+      value = record[field]
+      if value is not None and not isinstance(value, (str, bytes)):
+        raise DataError(f"{self.where} {where}: field {field!r} holds {type(value).__name__}, "
+                        f"not a string; set {_field_keys(self.fields)} to a field of strings")
+      size = 0 if value is None else len(value.encode() if isinstance(value, str) else value)
+      if size > self.max_document_bytes:
+        _skip(f"{self.where} {where}", size, self.max_document_bytes)
+        return None
+      values.append(value)
+    return None if None in values else _as_texts(values, self.fields)
+
+
+def open_hf(path: str, name: str, split: str, streaming: bool):
+  """The `split` of a Hugging Face dataset (see HfSource), or a DataError saying what to fix."""
+  try:
+    import datasets  # An optional extra; slow to import.
+  except ImportError:
+    raise DataError("data.source=hf needs the datasets package: pip install "
+                    "'roots_jax[datasets]' (or pip install datasets)") from None
+  where = f"Hugging Face dataset {path!r}{' (' + name + ')' if name else ''} split {split!r}"
+  try:
+    if os.path.isfile(os.path.join(path, "dataset_dict.json")):
+      saved = datasets.load_from_disk(path)
+      if split not in saved:
+        raise DataError(f"{where}: the saved dataset has splits {_listing(saved)}; set "
+                        "data.train_split and data.eval_split to them")
+      return saved[split]
+    if os.path.isfile(os.path.join(path, "state.json")):
+      raise DataError(f"{path} holds one saved split; save a DatasetDict (train and validation "
+                      "splits) instead, as data.train_split and data.eval_split name splits")
+    return datasets.load_dataset(path, name or None, split=split, streaming=streaming)
+  except DataError:
+    raise
+  except Exception as e:  # Not found, no such config or split, unreadable files: user fixable.
+    reason = (str(e).splitlines() or [type(e).__name__])[0].rstrip(".")
+    raise DataError(f"cannot open {where}: {reason}; check data.hf_path, data.hf_name and the "
+                    "split") from e
+
+
 def make_source(data: ml_collections.ConfigDict, split: str, *, pairs: bool = False):
   """The source of `split` ("train" | "eval") described by the `data` config section; it reads
   (input, target) pairs with `pairs` (the seq2seq objective's), documents otherwise."""
   if split not in ("train", "eval"):
     raise ValueError(f"split must be 'train' or 'eval', not {split!r}")
   fields = (data.input_field, data.target_field) if pairs else data.text_field
-  if split == "eval" and not (data.source == "tfds" or data.eval_files or data.eval_fraction):
+  if split == "eval" and not (data.source in ("tfds", "hf") or data.eval_files
+                              or data.eval_fraction):
     raise DataError("there is no eval data: set data.eval_files or a data.eval_fraction > 0")
   if data.source == "builtin":
     if pairs:
@@ -478,6 +570,10 @@ def make_source(data: ml_collections.ConfigDict, split: str, *, pairs: bool = Fa
   if data.source == "tfds":
     tfds_split = data.train_split if split == "train" else data.eval_split
     return TfdsSource(data.tfds_name, tfds_split, data.tfds_data_dir, fields)
+  if data.source == "hf":
+    return HfSource(data.hf_path, data.hf_name,
+                    data.train_split if split == "train" else data.eval_split, fields,
+                    streaming=data.hf_streaming, max_document_bytes=data.max_document_bytes)
   if data.source == "files":
     if split == "eval" and data.eval_files:
       return FileSource(data.eval_files, data.format, fields, split=split, eval_fraction=None,
@@ -485,7 +581,7 @@ def make_source(data: ml_collections.ConfigDict, split: str, *, pairs: bool = Fa
     return FileSource(data.train_files, data.format, fields, split=split,
                       eval_fraction=None if data.eval_files else data.eval_fraction,
                       max_document_bytes=data.max_document_bytes)
-  raise DataError(f"unknown data.source {data.source!r}; use builtin, files or tfds")
+  raise DataError(f"unknown data.source {data.source!r}; use builtin, files, tfds or hf")
 
 
 def _shuffle_seed(seed: int, epoch: int) -> int:

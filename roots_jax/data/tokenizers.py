@@ -19,8 +19,9 @@ class BaseTokenizer:
   objectives end sequences with it).
   Special ids (is_special: pad, bos, eos, [CLS], [SEP], [MASK], sentinels, unk) are never made
   from text, except unk for what the vocabulary cannot spell, and never masked; decode writes
-  no text for them (sentencepiece's " ⁇ " for unk aside). Subclasses pickle as their files'
-  contents: grain workers get the tokenizer itself, not a path.
+  no text for them (sentencepiece's " ⁇ " for unk aside). The sentinels of a sentencepiece model
+  trained for span corruption are pieces of text instead: a typed <extra_id_0> is one, as in T5.
+  Subclasses pickle as their files' contents: grain workers get the tokenizer itself, not a path.
   """
 
   path: str

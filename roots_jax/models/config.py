@@ -8,41 +8,51 @@ import jax.numpy as jnp
 from roots_jax.errors import ConfigError
 
 
+def _field(default, meaning: str):
+  """A field with its one-line meaning, which the config key listing (--config.help) shows."""
+  return dataclasses.field(default=default, metadata={"help": meaning})
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Architecture hyperparameters; the run config's `model` section holds the same fields."""
-  family: str = "decoder"          # decoder (GPT) | encoder (BERT) | encoder_decoder (Transformer,
-                                   # T5): roots_jax.models.families
-  vocab_size: int = 8192
-  num_layers: int = 2              # encoder_decoder: the encoder's
-  num_decoder_layers: int = 0      # encoder_decoder: 0 = num_layers
-  embed_dim: int = 128
-  num_heads: int = 4
-  num_kv_heads: int = 0            # 0: same as num_heads (MHA); 1: MQA; in between: GQA
-  head_dim: int = 0                # 0: embed_dim // num_heads
-  mlp_dim: int = 512
-  mlp_activation: str = "gelu"     # gelu (tanh approx., GPT-2) | gelu_exact (erf, BERT) | relu
-                                   # (2017 Transformer, T5 v1.0) | swiglu | geglu (T5 v1.1)
-  norm: str = "layernorm"          # layernorm | rmsnorm
-  norm_eps: float = 1e-5
-  norm_placement: str = "pre"      # pre (GPT-2, T5) | post (BERT, the 2017 Transformer)
-  position: str = "learned"        # learned | sinusoidal | rope | relative (T5 bucketed bias)
-  max_len: int = 1024
-  rope_theta: float = 10000.0
-  relative_buckets: int = 32       # T5: 32 buckets, max distance 128
-  relative_max_distance: int = 128
-  type_vocab_size: int = 0         # BERT token types (segments A/B): 2; 0 = none
-  scale_embeddings: bool = False   # multiply embeddings by sqrt(embed_dim) (the 2017 Transformer)
-  scaled_attention: bool = True    # q k^T / sqrt(head_dim); T5 folds the scale into its init: False
-  dropout_rate: float = 0.0
-  attention_dropout_rate: float = 0.0
-  use_bias: bool = True
-  tie_embeddings: bool = True
-  attention_impl: str = "xla"      # xla (einsum) | dot_product_attention (jax.nn, XLA) | cudnn
-  remat_policy: str = "none"       # none | full | dots | dots_no_batch
-  scan_layers: bool = True
-  dtype: str = "float32"           # compute dtype; params stay param_dtype
-  param_dtype: str = "float32"
+  family: str = _field("decoder", "decoder (GPT) | encoder (BERT) | encoder_decoder "
+                       "(Transformer, T5): roots_jax.models.families")
+  vocab_size: int = _field(8192, "token ids, the tokenizer's size")
+  num_layers: int = _field(2, "blocks; encoder_decoder: the encoder's")
+  num_decoder_layers: int = _field(0, "encoder_decoder: the decoder's blocks; 0 = num_layers")
+  embed_dim: int = _field(128, "the width D of the residual stream")
+  num_heads: int = _field(4, "attention (query) heads")
+  num_kv_heads: int = _field(0, "key/value heads; 0: same as num_heads (MHA); 1: MQA; in "
+                             "between: GQA")
+  head_dim: int = _field(0, "per head; 0: embed_dim // num_heads")
+  mlp_dim: int = _field(512, "the MLP's hidden width F")
+  mlp_activation: str = _field("gelu", "gelu (tanh approx., GPT-2) | gelu_exact (erf, BERT) | "
+                               "relu (2017 Transformer, T5 v1.0) | swiglu | geglu (T5 v1.1)")
+  norm: str = _field("layernorm", "layernorm | rmsnorm")
+  norm_eps: float = _field(1e-5, "added to the variance in the norms")
+  norm_placement: str = _field("pre", "pre (GPT-2, T5) | post (BERT, the 2017 Transformer)")
+  position: str = _field("learned", "learned | sinusoidal | rope | relative (T5 bucketed bias)")
+  max_len: int = _field(1024, "longest sequence of learned and sinusoidal positions")
+  rope_theta: float = _field(10000.0, "rope: the base of the rotation frequencies")
+  relative_buckets: int = _field(32, "relative: buckets of the bias (T5: 32)")
+  relative_max_distance: int = _field(128, "relative: distance of the last bucket (T5: 128)")
+  type_vocab_size: int = _field(0, "BERT token types (segments A/B): 2; 0 = none")
+  scale_embeddings: bool = _field(False, "multiply embeddings by sqrt(embed_dim) (the 2017 "
+                                  "Transformer)")
+  scaled_attention: bool = _field(True, "q k^T / sqrt(head_dim); T5 folds the scale into its "
+                                  "init: False")
+  dropout_rate: float = _field(0.0, "dropout on embeddings and block outputs while training")
+  attention_dropout_rate: float = _field(0.0, "dropout on attention weights (attention_impl=xla)")
+  use_bias: bool = _field(True, "biases in dense layers and norms")
+  tie_embeddings: bool = _field(True, "the LM head is the transposed token embedding")
+  attention_impl: str = _field("xla", "xla (einsum) | dot_product_attention (jax.nn, XLA) | "
+                               "cudnn")
+  remat_policy: str = _field("none", "what the backward pass recomputes: none | full | dots | "
+                             "dots_no_batch")
+  scan_layers: bool = _field(True, "the blocks as one nn.scan (fast compiles) or unrolled")
+  dtype: str = _field("float32", "compute dtype; params stay param_dtype")
+  param_dtype: str = _field("float32", "dtype of the parameters and optimizer state")
 
   @classmethod
   def from_config(cls, model_section) -> "ModelConfig":

@@ -22,3 +22,5 @@ class Objective:
   # data section -> the decoder length of its rows (0: it has no decoder features).
   target_len: Callable[[ml_collections.ConfigDict], int] = lambda data: 0
   reads_pairs: bool = False  # its documents are (input, target) pairs (data.input_field, ...)
+  # How many sentinels <extra_id_N> a tokenizer trained for it reserves on top of its vocabulary.
+  sentinels: int = 0

@@ -7,10 +7,11 @@ chunks of 568, targets of 114 at density 0.15 and mean span 3); `random_spans_no
 marks alternating non-noise / noise spans; each noise span becomes one sentinel in the
 input, and the targets are the sentinels each followed by their span. The i-th span's sentinel
 is the tokenizer's `sentinel_id(i)`: its <extra_id_i> piece where it has one (a Hugging Face
-T5 tokenizer: 32099 down from the top of its 32100), else vocab_size - 1 - i, counting down
-from the top as T5 does, so the few highest pieces of a tokenizer without reserved sentinels
-become ambiguous. T5 concatenates documents before chunking; here the chunks of several
-documents are packed into one row instead, laid out as the seq2seq objective's rows.
+T5 tokenizer: 32099 down from the top of its 32100; one trained for a run of this objective:
+SENTINELS of them, vocab_size - 1 down), else vocab_size - 1 - i, counting down from the top as
+T5 does, so the few highest pieces of a tokenizer without reserved sentinels become ambiguous.
+T5 concatenates documents before chunking; here the chunks of several documents are packed into
+one row instead, laid out as the seq2seq objective's rows.
 """
 
 from typing import Any
@@ -22,6 +23,10 @@ from roots_jax.data.transforms import StreamTransform
 from roots_jax.errors import ConfigError
 from roots_jax.objectives.base import Objective
 from roots_jax.objectives.seq2seq import LOSS, PackedPairs
+
+# T5's 100 sentinels, which a tokenizer trained for this objective reserves (T5Tokenizer's
+# extra_ids): enough for the 28 spans of a 512-token input at T5's density and span length.
+SENTINELS = 100
 
 
 def random_spans_helper(inputs_length: int, noise_density: float,
@@ -55,14 +60,20 @@ def _random_segmentation(num_items: int, num_segments: int,
   return np.bincount(np.cumsum(first_in_segment), minlength=num_segments)
 
 
+def _noise_counts(length: int, noise_density: float,
+                  mean_noise_span_length: float) -> tuple[int, int]:
+  """The noise tokens and noise spans of a mask of `length` (at least 2)."""
+  num_noise_tokens = min(max(int(round(length * noise_density)), 1), length - 1)
+  return num_noise_tokens, max(int(round(num_noise_tokens / mean_noise_span_length)), 1)
+
+
 def random_spans_noise_mask(length: int, noise_density: float, mean_noise_span_length: float,
                             rng: np.random.Generator) -> np.ndarray:
   """T5's random_spans_noise_mask (random_roll=False): round(length * noise_density) noise
   tokens in about noise / mean_noise_span_length spans; the mask starts with non-noise."""
   orig_length = length
   length = max(length, 2)  # avoids degeneracy
-  num_noise_tokens = min(max(int(round(length * noise_density)), 1), length - 1)
-  num_noise_spans = max(int(round(num_noise_tokens / mean_noise_span_length)), 1)
+  num_noise_tokens, num_noise_spans = _noise_counts(length, noise_density, mean_noise_span_length)
   num_nonnoise_tokens = length - num_noise_tokens
   noise_span_lengths = _random_segmentation(num_noise_tokens, num_noise_spans, rng)
   nonnoise_span_lengths = _random_segmentation(num_nonnoise_tokens, num_noise_spans, rng)
@@ -109,6 +120,11 @@ class SpanCorruption(PackedPairs, StreamTransform):
     # One sentinel per span; a chunk has at most one span per token.
     self.sentinels = np.array([tokenizer.sentinel_id(i) for i in range(max(tokens_length, 2))],
                               np.int32)
+    spans = _noise_counts(max(tokens_length, 2), noise_density, mean_noise_span_length)[1]
+    if tokenizer.has_piece("<extra_id_0>") and not tokenizer.has_piece(f"<extra_id_{spans - 1}>"):
+      raise ConfigError(f"span corruption of data.seq_len={seq_len} makes up to {spans} spans, "
+                        "more than the tokenizer has sentinels <extra_id_N>; lower data.seq_len "
+                        "or data.noise_density, or raise data.mean_noise_span_length")
     self.eos = tokenizer.eos_id
 
   def corrupt(self, tokens: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -139,4 +155,4 @@ OBJECTIVE = Objective(
     transform=lambda data, tokenizer, seed: SpanCorruption(
         tokenizer, data.seq_len, target_len=data.target_len, noise_density=data.noise_density,
         mean_noise_span_length=data.mean_noise_span_length, seed=seed),
-    target_len=target_len)
+    target_len=target_len, sentinels=SENTINELS)

@@ -165,10 +165,10 @@ def _cached_or_trained_tokenizer(config: ml_collections.ConfigDict) -> bytes:
   """The sentencepiece model trained on the training split with the config's settings: from
   the user's cache when one was trained on the same text with the same settings (and trainer),
   else trained and cached."""
+  objective = objectives.get(config.data.objective)
   settings = dict(vocab_size=config.model.vocab_size, model_type=config.tokenizer.model_type,
-                  max_bytes=int(config.tokenizer.train_max_bytes))
-  source = sources.make_source(config.data, "train",
-                               pairs=objectives.get(config.data.objective).reads_pairs)
+                  max_bytes=int(config.tokenizer.train_max_bytes), sentinels=objective.sentinels)
+  source = sources.make_source(config.data, "train", pairs=objective.reads_pairs)
   with open(sentencepiece.__file__, "rb") as f:
     trainer = [spm.__version__, hashlib.sha256(f.read()).hexdigest()]
   cached = cache.path("tokenizers", cache.key(settings, _corpus(config, source), trainer),
@@ -188,18 +188,21 @@ def _cached_or_trained_tokenizer(config: ml_collections.ConfigDict) -> bytes:
 
 def _corpus(config: ml_collections.ConfigDict, source) -> dict:
   """What decides the text a tokenizer is trained on: the training split's files (with their
-  sizes and times), the built-in corpus's listing or the TFDS dataset, and the order read."""
+  sizes and times), the built-in corpus's listing or the dataset (TFDS, Hugging Face: its name,
+  split and size, and a local directory's files), and the order read."""
+  data = config.data
   if isinstance(source, sources.BuiltinSource):
     corpus = dict(root=source.root, files=source.files)
   elif isinstance(source, sources.FileSource):
     corpus = dict(files=cache.file_stamps(source.paths), formats=source.formats,
-                  fields=source.fields, eval_fraction=source.eval_fraction,
-                  max_document_bytes=source.max_document_bytes)
+                  eval_fraction=source.eval_fraction)
   else:
-    corpus = dict(tfds=source.name, split=config.data.train_split,
-                  data_dir=config.data.tfds_data_dir, records=source.num_units,
-                  fields=source.fields)
-  return dict(corpus, source=config.data.source, seed=config.seed)
+    corpus = {k: data[k] for k in ("tfds_name", "tfds_data_dir", "hf_path", "hf_name",
+                                    "hf_streaming", "train_split")}
+    local = sorted(os.path.join(d, n) for d, _, names in os.walk(data.hf_path) for n in names)
+    corpus.update(records=source.num_units, files=cache.file_stamps(local))
+  return dict(corpus, source=data.source, fields=source.fields,
+              max_document_bytes=data.max_document_bytes, seed=config.seed)
 
 
 def _wait_for(path: str) -> None:

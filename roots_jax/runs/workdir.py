@@ -7,24 +7,63 @@
   WORKDIR/metrics.jsonl, tensorboard/, labels.json (classification), results.json (evaluate)
 """
 
+import contextlib
 import os
+import shutil
 
+import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
 from roots_jax import config as config_lib
 from roots_jax.data import load_tokenizer
 from roots_jax.data.tokenizers import BaseTokenizer
-from roots_jax.errors import CheckpointError, ConfigError, DataError
+from roots_jax.errors import CheckpointError, ConfigError, DataError, RootsError
 from roots_jax.training import checkpoints
 
 
 def check_workdir(workdir: str) -> None:
   """A run's directory is written with file I/O, on every host: a URL would become a local
-  directory named like it on each of them, and the run would be lost with the machines."""
+  directory named like it on each of them, and the run would be lost with the machines. A file
+  where the directory (or one above it) should be is a ConfigError too."""
   if "://" in workdir:
     raise ConfigError(f"--workdir {workdir} is a URL; give a path that every process sees, on a "
                       "shared file system (NFS, Lustre, a mounted bucket)")
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ConfigError(f"--workdir {workdir} is a file, not a directory; give a new directory or "
+                      "a run's")
+  parent = next(p for p in _ancestors(workdir) if os.path.exists(p))
+  if not os.path.isdir(parent):
+    raise ConfigError(f"--workdir {workdir}: {parent} is a file, not a directory")
+
+
+def _ancestors(path: str) -> list[str]:
+  """`path` and the directories above it, innermost first."""
+  chain = [os.path.abspath(os.path.expanduser(path))]
+  while os.path.dirname(chain[-1]) != chain[-1]:
+    chain.append(os.path.dirname(chain[-1]))
+  return chain
+
+
+@contextlib.contextmanager
+def removed_on_error(workdir: str):
+  """Removes the directories a run created for `workdir` when the run fails with a user error
+  before it has trained (no checkpoint, no metrics): a mistake leaves no half-made run behind.
+  A workdir that existed is never touched."""
+  created = [p for p in _ancestors(workdir) if not os.path.exists(p)]
+  try:
+    yield
+  except RootsError:
+    if created and jax.process_index() == 0 and not _has_trained(workdir):
+      shutil.rmtree(created[-1], ignore_errors=True)
+    raise
+
+
+def _has_trained(workdir: str) -> bool:
+  """Whether the run in `workdir` has written metrics or a checkpoint."""
+  saved = os.path.join(workdir, "checkpoints")
+  return (os.path.exists(os.path.join(workdir, "metrics.jsonl"))
+          or (os.path.isdir(saved) and bool(os.listdir(saved))))
 
 
 def split_checkpoint(path: str) -> tuple[str, int | None]:

@@ -75,13 +75,10 @@ def _restore_step(manager, step: int, abstract_state, data_iterator):
   """-> (state, None) or (None, what is damaged). Raises CheckpointError when the checkpoint is
   whole but was written by another model, optimizer or process count."""
   _quiet_cancelled_reads()
-  handler = ocp.StandardCheckpointHandler()
   try:
-    saved = handler.metadata(epath.Path(manager.directory) / str(step) / "state").tree
+    saved = _saved_tree(manager, step)
   except Exception as e:  # a missing or truncated _METADATA fails in several ways
     return None, f"its state metadata is unreadable: {_first_line(e)}"
-  finally:
-    handler.close()
   _check_tree(saved, abstract_state, f"checkpoint step {step} in {manager.directory}")
   try:
     state = manager.restore(step, args=ocp.args.Composite(
@@ -90,6 +87,15 @@ def _restore_step(manager, step: int, abstract_state, data_iterator):
     return None, f"its arrays are unreadable: {_first_line(e)}"
   damage = _restore_data(manager, step, data_iterator)
   return (None, damage) if damage else (state, None)
+
+
+def _saved_tree(manager, step: int):
+  """The tree of the state saved at `step`, from its metadata (shapes and dtypes, no arrays)."""
+  handler = ocp.StandardCheckpointHandler()
+  try:
+    return handler.metadata(epath.Path(manager.directory) / str(step) / "state").tree
+  finally:
+    handler.close()
 
 
 def _restore_data(manager, step: int, data_iterator) -> str | None:
@@ -186,20 +192,29 @@ def abstract_like(tree, shardings):
 
 def restore_params(manager: ocp.CheckpointManager, step: int, abstract_params):
   """Only the parameters of the state saved at `step` (Orbax partial restore), into
-  `abstract_params` (ShapeDtypeStructs with shardings; a subset of the saved tree is fine)."""
+  `abstract_params` (ShapeDtypeStructs with shardings; a subset of the saved tree is fine). The
+  saved shapes are compared with the wanted ones first, so a checkpoint of another model is a
+  CheckpointError naming the parameter, and Orbax never starts reading it."""
+  where = f"checkpoint step {step} in {manager.directory}"
+  _quiet_cancelled_reads()
+  try:
+    saved = _saved_tree(manager, step)
+  except Exception as e:  # a missing or truncated _METADATA fails in several ways
+    raise CheckpointError(f"the state metadata of {where} is unreadable: {_first_line(e)}") from e
+  if not isinstance(saved, dict) or "params" not in saved:
+    raise CheckpointError(f"{where} holds no parameters")
+  have, want = _leaf_shapes(saved["params"]), _leaf_shapes(abstract_params)
+  for path in sorted(want):
+    if have.get(path) != want[path]:
+      there = f"{have[path]}" if path in have else "absent"
+      raise CheckpointError(
+          f"parameter {'/'.join(path)} is {there} in {where} but this model needs {want[path]}; "
+          "use the model config the checkpoint was written with")
   target = {"params": abstract_params}
   try:
     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
         item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
         partial_restore=True)))
   except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
-    raise CheckpointError(
-        f"cannot restore the parameters of checkpoint step {step} in {manager.directory} into "
-        f"this model ({type(e).__name__}: {str(e).splitlines()[0][:300]})") from e
-  params = restored.state["params"]
-  for (path, want), got in zip(jax.tree_util.tree_leaves_with_path(abstract_params),
-                               jax.tree.leaves(params)):
-    if want.shape != got.shape:
-      raise CheckpointError(f"parameter {jax.tree_util.keystr(path)} is {got.shape} in "
-                            f"{manager.directory} step {step} but this model needs {want.shape}")
-  return params
+    raise CheckpointError(f"cannot restore the parameters of {where}: {_first_line(e)}") from e
+  return restored.state["params"]

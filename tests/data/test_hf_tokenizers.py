@@ -147,7 +147,7 @@ def toks(dirs):
 
 
 def reference(name, path):
-  transformers = pytest.importorskip("transformers")
+  import transformers  # pylint: disable=g-import-not-at-top
   if name == "gpt2":
     return transformers.GPT2Tokenizer.from_pretrained(path)
   if name == "t5":
@@ -159,6 +159,7 @@ def reference(name, path):
   return Bert.from_pretrained(path)
 
 
+@pytest.mark.extra("hf")
 @pytest.mark.parametrize("name", ["gpt2", "bert", "bert_cased", "t5"])
 def test_ids_and_text_match_transformers(dirs, toks, name):
   ref, tok = reference(name, dirs[name]), toks[name]

@@ -20,6 +20,12 @@ from roots_jax.runs import convert, workdir
 from roots_jax.runs.finetune import resolve_init_from
 from roots_jax.training import checkpoints
 
+try:  # The hf extra: tests using these are marked extra("hf") (see tests/conftest.py).
+  import torch
+  import transformers
+except ImportError:
+  torch = transformers = None
+
 # Tiny Hugging Face configs (config.json contents) of each supported architecture.
 GPT2 = dict(model_type="gpt2", architectures=["GPT2LMHeadModel"], n_layer=2, n_embd=32, n_head=4,
             vocab_size=99, n_positions=64)
@@ -89,7 +95,6 @@ def ours(model_config: ModelConfig, params, x: dict) -> dict:
 
 def theirs(hf_model, family: str, x: dict) -> dict:
   """The same logits from a transformers model (eval mode, float32)."""
-  import torch  # pylint: disable=g-import-not-at-top
   t = {k: torch.from_numpy(v) for k, v in x.items()}
   with torch.no_grad():
     if family == "decoder":

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 import hf_models
+from hf_models import torch, transformers
 from roots_jax import decoding, models
 from roots_jax.runs import convert
 
-transformers = pytest.importorskip("transformers")
-torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.extra("hf")
 
 EOS, PAD, VOCAB = 2, 0, 12  # a small vocabulary, so eos comes up and beams finish early
 PROMPTS = [[5, 6, 7, 8, 9], [4, 10], [11, 3, 7]]

@@ -9,12 +9,11 @@ import os
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+import hf_models
+from hf_models import BERT, GPT2, T5, T5_V11, torch, transformers
+from roots_jax.runs import convert
 
-from roots_jax.runs import convert  # pylint: disable=g-import-not-at-top
-import hf_models  # pylint: disable=g-import-not-at-top
-from hf_models import BERT, GPT2, T5, T5_V11  # pylint: disable=g-import-not-at-top
+pytestmark = pytest.mark.extra("hf")
 
 TOLERANCE = 1e-4
 FAMILY = {"gpt2": "decoder", "bert": "encoder", "t5": "encoder_decoder"}
