@@ -201,8 +201,9 @@ def _corpus(config: ml_collections.ConfigDict, source) -> dict:
                                     "hf_streaming", "train_split")}
     local = sorted(os.path.join(d, n) for d, _, names in os.walk(data.hf_path) for n in names)
     corpus.update(records=source.num_units, files=cache.file_stamps(local))
-  return dict(corpus, source=data.source, fields=source.fields,
-              max_document_bytes=data.max_document_bytes, seed=config.seed)
+  fields = {k: data[k] for k in ("text_field", "input_field", "target_field")}
+  return dict(corpus, **fields, source=data.source, max_document_bytes=data.max_document_bytes,
+              seed=config.seed)
 
 
 def _wait_for(path: str) -> None:

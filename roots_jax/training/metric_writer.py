@@ -85,7 +85,9 @@ class MetricWriter:
       if self._tb is not None:
         self._tb.close()
       if self._wandb is not None:
+        import wandb  # pylint: disable=g-import-not-at-top
         self._wandb.finish()
+        wandb.teardown()  # waits until the run is on disk (offline) or sent
 
 
 def _start_wandb(workdir: str, run_config: dict | None):
