@@ -12,16 +12,16 @@ import jax
 import numpy as np
 from flax import linen as nn
 
-from roots_jax import cli, models, objectives
+from roots_jax import cli, objectives
 from roots_jax import config as config_lib
-from roots_jax.runs.pretrain import build
+from roots_jax.runs import pretrain
 from roots_jax.training import partitioning, profiling
 
 def benchmark(config, num_steps: int) -> dict:
   config_lib.validate(config, jax.device_count())
   mesh, rules = partitioning.make_mesh(config), partitioning.logical_rules(config)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    parts = build(config, mesh)
+    parts = pretrain.build(config, mesh)
     b, t = config.train.batch_size, config.data.seq_len
     batch = jax.device_put(synthetic_batch(parts.loss, config), parts.batch_sharding)
     state = parts.init(jax.random.key(0))
@@ -37,8 +37,7 @@ def benchmark(config, num_steps: int) -> dict:
     jax.block_until_ready(m)
     step_s = (time.perf_counter() - start) / num_steps
   tokens_per_sec = b * t / step_s
-  flops_per_token = models.flops_per_token(parts.model_config, t,
-                                           objectives.target_len(config.data) or None)
+  flops_per_token = pretrain.flops_per_token(config, parts.model_config)
   peak = profiling.peak_flops_per_device(config.hardware.peak_flops_per_device)
   return {
       "params (M)": parts.num_params / 1e6,
@@ -51,7 +50,7 @@ def benchmark(config, num_steps: int) -> dict:
       "step (ms)": step_s * 1e3,
       "tokens/s": tokens_per_sec,
       "TFLOP/s/device": tokens_per_sec * flops_per_token / jax.device_count() / 1e12,
-      "MFU": profiling.mfu(tokens_per_sec, flops_per_token, peak),
+      "MFU": profiling.format_mfu(profiling.mfu(tokens_per_sec, flops_per_token, peak)),
   }
 
 

@@ -1,13 +1,16 @@
-"""The Python API: a trained model as an object that generates, scores, embeds, fine-tunes and
-predicts, for notebooks and scripts, on the run library (runs.load loads it, runs.finetune
-fine-tunes it): no second way to load or train a run.
+"""The Python API: a trained model as an object that generates, scores, embeds, fills masks,
+fine-tunes and predicts, for notebooks and scripts, on the run library (runs.load loads and saves
+it, runs.finetune fine-tunes it): no second way to load or train a run.
 
   lm = roots_jax.LanguageModel.from_pretrained("/tmp/run")       # a run, a checkpoint, an HF dir
   lm.generate("def add(a, b):", max_new_tokens=20)                # -> [continuation]
   lm.score(["x = 1"])                                             # -> [{"log_likelihood", ...}]
   lm.embed(["some text"])                                         # -> [N, D] float32
-  ft = lm.finetune(texts, labels, kind="classification", steps=50)
-  ft.predict(["new text"])                                        # -> ["label"]
+  lm.logits(ids)                                                  # -> [B, T, V] (forward: more)
+  bert.fill_mask("The [MASK] sat.")                               # -> [{"score", "token", ...}]
+  lm.finetune(texts, labels, kind="classification", steps=50)     # in place; returns lm
+  lm.predict(["new text"])                                        # -> [label], typed as given
+  lm.save_pretrained("/tmp/tuned")                                # a run from_pretrained reads
   roots_jax.pipeline("text-generation", model=lm)("Hello", max_length=30)  # roots_jax.pipelines
 
 Parameters are restored into a mesh built from the run's config (or, when that mesh does not
@@ -17,6 +20,7 @@ of the data-parallel size with padding rows that change nothing. Each call is ji
 multiple of WIDTH_MULTIPLE so that varied inputs share compilations.
 """
 
+import collections
 import dataclasses
 import json
 import logging
@@ -50,6 +54,16 @@ BATCH = 64
 DEFAULT_MAX_NEW_TOKENS = 20
 # The task kinds finetune() takes texts and labels for.
 FINETUNE_KINDS = ("classification", "regression", "seq2seq")
+# Without eval data, finetune() holds out this share of the examples for validation (as
+# scikit-learn's train_test_split and Hugging Face's examples do), when it has at least
+# HOLD_OUT_MIN of them.
+HOLD_OUT = 0.1
+HOLD_OUT_MIN = 10
+# finetune()'s default length in passes over the examples (Hugging Face Trainer's
+# num_train_epochs).
+EPOCHS = 3
+# What fill_mask() fills (BERT's mask token).
+MASK = "[MASK]"
 
 
 class LanguageModel:
@@ -57,10 +71,15 @@ class LanguageModel:
 
   Attributes: workdir (the run), step (its checkpoint), family (decoder | encoder |
   encoder_decoder), task (the fine-tuned task kind, None for a pretrained model), config (the
-  run's resolved config), tokenizer, model (a Flax module), params, mesh.
+  run's resolved config), tokenizer (None for a model without one: it reads token ids only),
+  model (a Flax module), params, mesh.
   """
 
   def __init__(self, loaded: load_lib.Loaded):
+    self._use(loaded)
+
+  def _use(self, loaded: load_lib.Loaded) -> None:
+    """Makes this object the model of `loaded` (loading, and fine-tuning in place)."""
     self._loaded = loaded
     self.workdir, self.step, self.config = loaded.workdir, loaded.step, loaded.config
     self.tokenizer, self.model, self.params = loaded.tokenizer, loaded.model, loaded.params
@@ -90,6 +109,19 @@ class LanguageModel:
     Face model directory (converted once into a run under $ROOTS_JAX_CACHE, default
     ~/.cache/roots_jax). `checkpoint`: "best", "latest" or a step number."""
     return cls(load_lib.load(path, checkpoint=checkpoint))
+
+  def save_pretrained(self, directory: str) -> None:
+    """Writes this model as a run in `directory` (config.json with its kind, the tokenizer,
+    the checkpoint; a fine-tuned model's labels and examples) that from_pretrained and the
+    commands (python -m roots_jax.evaluate / generate --workdir DIRECTORY) read. An earlier
+    run there is replaced; any other non-empty directory is refused."""
+    load_lib.save(self._loaded, self.params, directory)
+
+  def _needs_text(self) -> None:
+    """ConfigError when this model has no tokenizer (what to add, and what works without)."""
+    if self.tokenizer is None:
+      raise ConfigError(f"this model has no tokenizer, so it takes token ids only (logits, "
+                        f"forward): {self._loaded.no_tokenizer}")
 
   def _jit(self, key, make: Callable) -> Callable:
     """The jitted function `make()` cached under `key` (jit itself caches per input shape)."""
@@ -123,6 +155,7 @@ class LanguageModel:
     input ends with eos (T5); a fine-tuned seq2seq model reads its task's input layout."""
     texts, single = as_texts(prompts, "prompts")
     self.check_generates()
+    self._needs_text()
     encoded = [self._prompt_ids(t) for t in texts]
     longest = max(len(ids) for ids in encoded)
     if max_new_tokens is None:
@@ -231,6 +264,7 @@ class LanguageModel:
     `targets`, [bos] text target [eos] scores only target [eos] (log p(target | text)).
     Encoder-decoder: needs targets: log p(target [eos] | text [eos])."""
     texts, single = as_texts(texts, "texts")
+    self._needs_text()
     if targets is not None:
       targets, _ = as_texts(targets, "targets")
       if len(targets) != len(texts):
@@ -320,6 +354,7 @@ class LanguageModel:
     inputs and the features are those a fine-tuned head reads (roots_jax.models.heads); texts
     longer than the model's max_len are truncated."""
     texts, single = as_texts(texts, "texts")
+    self._needs_text()
     pooling = pooling or self._family.embed_pooling
     fits = (self._family.default_pooling, "mean")
     if pooling not in fits:
@@ -349,32 +384,237 @@ class LanguageModel:
       rows.append(self._family.text_row(ids, width, "pooled", second))
     return rows
 
+  # Token ids in, logits and hidden states out.
+
+  def logits(self, ids, *, mask=None, token_types=None, decoder_ids=None,
+             decoder_mask=None) -> np.ndarray:
+    """A pretrained model's vocabulary logits, float32 [B, T, V] ([T, V] for 1-D ids): the
+    decoder's next-token logits over `ids`, the encoder's (BERT's) masked-LM logits over `ids`,
+    the encoder-decoder's over `decoder_ids` given the input `ids`. Arguments as forward's."""
+    if self.task:
+      raise ConfigError(f"logits are a pretrained model's language-model logits; this one is "
+                        f"fine-tuned for {self.task}: use predict(), or forward() for its hidden "
+                        "states")
+    return self.forward(ids, mask=mask, token_types=token_types, decoder_ids=decoder_ids,
+                        decoder_mask=decoder_mask)["logits"]
+
+  def forward(self, ids, *, mask=None, token_types=None, decoder_ids=None,
+              decoder_mask=None) -> dict[str, np.ndarray]:
+    """The model on token ids, the same call for every family: ids [B, T] (or [T]) int, with
+    mask (1 real, 0 padding; rows right-padded; default all real), token_types (BERT's sentence
+    A/B: 0/1) and, for an encoder-decoder, decoder_ids and decoder_mask [B, T']. Returns float32
+    numpy arrays: hidden_states [B, T, D] (the final layer's, after its norm; an encoder-
+    decoder's decoder), logits [B, T, V] (a pretrained model), and by family
+    encoder_hidden_states [B, T, D] (encoder-decoder) or pooled [B, D] and nsp_logits [B, 2]
+    (encoder)."""
+    if self.task and self._family.has_encoder and "decoder" not in self.params["backbone"]:
+      raise ConfigError(f"this model is fine-tuned for {self.task} on its encoder alone, without "
+                        "a decoder to run: use predict(), or embed() for its features")
+    single = np.ndim(ids) == 1
+    batch = {"ids": self._ids(ids, "ids"), "mask": None, "token_types": None}
+    batch["mask"] = self._ids(mask, "mask", like=batch["ids"], default=1)
+    if self._family.has_encoder:
+      if decoder_ids is None:
+        raise ConfigError("an encoder-decoder model reads ids (the input) and decoder_ids: "
+                          "give decoder_ids=")
+      batch["decoder_ids"] = self._ids(decoder_ids, "decoder_ids")
+      batch["decoder_mask"] = self._ids(decoder_mask, "decoder_mask", like=batch["decoder_ids"],
+                                        default=1)
+    elif decoder_ids is not None or decoder_mask is not None:
+      raise ConfigError(f"decoder_ids are an encoder-decoder's; a {self.family} model reads ids")
+    if self._family.name == "encoder":
+      batch["token_types"] = self._ids(token_types, "token_types", like=batch["ids"], default=0)
+    elif token_types is not None:
+      raise ConfigError(f"token_types are BERT's (an encoder's); a {self.family} model has none")
+    batch = {k: v for k, v in batch.items() if v is not None}
+    fn = self._jit("forward", self._forward_fn)
+    out = self._run(fn, batch, len(batch["ids"]))
+    return {k: (v[0] if single else v).astype(np.float32) for k, v in out.items()}
+
+  def _ids(self, value, name: str, *, like: np.ndarray | None = None,
+           default: int | None = None) -> np.ndarray:
+    """`value` as int32 [B, T] (a 1-D one as one row); None: `default` everywhere, shaped
+    `like`. ConfigError for another shape, or token ids outside the vocabulary."""
+    if value is None:
+      return np.full(like.shape, default, np.int32)
+    array = np.asarray(value)
+    if array.ndim == 1:
+      array = array[None]
+    if array.ndim != 2 or array.size == 0 or not np.issubdtype(array.dtype, np.integer):
+      raise ConfigError(f"{name} must be a non-empty [batch, length] (or [length]) array of "
+                        f"ints; got shape {array.shape} of {array.dtype}")
+    if like is not None and array.shape != like.shape:
+      raise ConfigError(f"{name} has shape {array.shape}, not that of its ids {like.shape}")
+    vocab = self.model_config.vocab_size
+    if name.endswith("ids") and (array.min() < 0 or array.max() >= vocab):
+      raise ConfigError(f"{name} holds ids outside the vocabulary 0..{vocab - 1}")
+    return array.astype(np.int32)
+
+  def _forward_fn(self) -> Callable:
+    """(params, batch) -> forward's outputs, from the stack (a fine-tuned model's backbone)."""
+    stack, name, lm = self._family.build(self.model_config), self._family.name, not self.task
+    backbone = (lambda p: p["backbone"]) if self.task else (lambda p: p)
+
+    def fn(params, b):
+      variables, segments = {"params": backbone(params)}, b["mask"]
+      positions = _positions(segments)
+      if name == "encoder":
+        args = dict(token_types=b["token_types"], positions=positions, segment_ids=segments)
+        hidden, pooled = stack.apply(variables, b["ids"], features=True, **args)
+        out = {"hidden_states": hidden, "pooled": pooled}
+        if lm:
+          out["logits"], out["nsp_logits"] = stack.apply(variables, b["ids"], **args)
+        return out
+      if name == "decoder":
+        args = dict(positions=positions, segment_ids=segments)
+        out = {"hidden_states": stack.apply(variables, b["ids"], features=True, **args)}
+        if lm:
+          out["logits"] = stack.apply(variables, b["ids"], **args)
+        return out
+      encoded = stack.apply(variables, b["ids"], encoder_segment_ids=segments,
+                            encoder_positions=positions, method="encode")
+      args = dict(encoder_segment_ids=segments, decoder_segment_ids=b["decoder_mask"],
+                  decoder_positions=_positions(b["decoder_mask"]), method="decode")
+      out = {"encoder_hidden_states": encoded,
+             "hidden_states": stack.apply(variables, encoded, b["decoder_ids"], features=True,
+                                          **args)}
+      if lm:
+        out["logits"] = stack.apply(variables, encoded, b["decoder_ids"], **args)
+      return out
+    return fn
+
+  # Masked tokens (an encoder's MLM head).
+
+  def fill_mask(self, texts: str | Sequence[str], *, top_k: int = 5,
+                targets: str | Sequence[str] | None = None) -> list:
+    """A pretrained encoder's (BERT's) top_k guesses for each [MASK] in a text, as Hugging
+    Face's fill-mask pipeline gives them: [{"score", "token", "token_str", "sequence"}, ...]
+    best first, scores the softmax of the masked-LM logits at the mask (a list of such lists for
+    a text with several masks, and one result per text for a list). `targets`: score these
+    words (their first token each) instead of the whole vocabulary."""
+    texts, single = as_texts(texts, "texts")
+    self.check_fills_masks()
+    self._needs_text()
+    tok = self.tokenizer
+    candidates = None
+    if targets is not None:
+      words, _ = as_texts(targets, "targets")
+      candidates = tuple(dict.fromkeys(self._target_id(w) for w in words))
+    k = min(top_k, len(candidates) if candidates else self.model_config.vocab_size)
+    if k < 1:
+      raise ConfigError(f"top_k must be at least 1; got {top_k}")
+    rows = [self._masked_ids(i, text) for i, text in enumerate(texts)]
+    fn = self._jit(("fill_mask", k, candidates), lambda: self._fill_mask_fn(k, candidates))
+    mask_id = tok.piece_id(MASK)
+    results = []
+    for start in range(0, len(rows), BATCH):
+      chunk = rows[start:start + BATCH]
+      width = _round_up(max(len(r) for r in chunk))
+      batch = {"ids": _right_padded(chunk, width),
+               "mask": _right_padded([[1] * len(r) for r in chunk], width),
+               "token_types": np.zeros((len(chunk), width), np.int32)}
+      scores, ids = self._run(fn, batch, len(chunk))
+      for row, row_scores, row_ids in zip(chunk, scores, ids):
+        masks = [i for i, t in enumerate(row) if t == mask_id]
+        found = [[self._filled(row, at, int(t), float(p)) for p, t in zip(row_scores[at],
+                                                                          row_ids[at])]
+                 for at in masks]
+        results.append(found[0] if len(found) == 1 else found)
+    return results[0] if single else results
+
+  def check_fills_masks(self) -> None:
+    """ConfigError unless this is a pretrained encoder (BERT), whose MLM head fills masks."""
+    if self._family.name != "encoder" or self.task:
+      what = f"fine-tuned for {self.task}" if self.task else f"a {self.family} model"
+      raise ConfigError(f"fill-mask needs a pretrained encoder (BERT) with its masked-LM head; "
+                        f"this model is {what}")
+
+  def _masked_ids(self, index: int, text: str) -> list[int]:
+    """[CLS] text [SEP] with the mask id for each [MASK] (the text around it encoded apart,
+    without its surrounding spaces, as Hugging Face splits out special tokens)."""
+    tok = self.tokenizer
+    parts = text.split(MASK)
+    if len(parts) < 2:
+      raise ConfigError(f"text {index} has no {MASK}: fill_mask fills the {MASK} tokens of a "
+                        "text")
+    ids = [tok.piece_id("[CLS]")]
+    for j, part in enumerate(parts):
+      ids += ([tok.piece_id(MASK)] if j else []) + tok.encode(part.strip())
+    ids.append(tok.piece_id("[SEP]"))
+    self._check_text_length(index, len(ids))
+    return ids
+
+  def _target_id(self, word: str) -> int:
+    ids = self.tokenizer.encode(word)
+    if not ids:
+      raise ConfigError(f"target {word!r} has no tokens")
+    return ids[0]
+
+  def _filled(self, row: list[int], at: int, token: int, score: float) -> dict:
+    """One guess in Hugging Face's form: the text with the mask at `at` filled (any other masks
+    shown as [MASK]; [CLS] and [SEP] left out, unlike Hugging Face's for several masks)."""
+    tok, mask_id = self.tokenizer, self.tokenizer.piece_id(MASK)
+    pieces, run = [], []
+    for i, t in enumerate(row[1:-1], 1):
+      if i == at:
+        run.append(token)
+      elif t == mask_id:
+        pieces += [tok.decode(run), MASK]
+        run = []
+      else:
+        run.append(t)
+    pieces.append(tok.decode(run))
+    text = tok.id_to_piece(token) if tok.is_special(token) else tok.decode([token])
+    return {"score": score, "token": token, "token_str": text,
+            "sequence": " ".join(p for p in pieces if p)}
+
+  def _fill_mask_fn(self, k: int, candidates: tuple[int, ...] | None) -> Callable:
+    """(params, batch) -> the top k probabilities [B, T, k] and their token ids [B, T, k]."""
+    forward = self._forward_fn()
+
+    def fn(params, batch):
+      probs = jax.nn.softmax(forward(params, batch)["logits"].astype(jnp.float32))  # [B, T, V]
+      if candidates is not None:
+        probs = probs[..., jnp.array(candidates)]                                   # [B, T, C]
+      values, index = jax.lax.top_k(probs, k)
+      ids = index if candidates is None else jnp.array(candidates)[index]
+      return values, ids
+    return fn
+
   # Fine-tuning.
 
   def finetune(self, texts: Sequence[str], labels: Sequence, *, kind: str = "classification",
                eval_texts: Sequence[str] | None = None, eval_labels: Sequence | None = None,
-               workdir: str | None = None, steps: int = 100, batch_size: int = 16,
+               workdir: str | None = None, steps: int | None = None, batch_size: int = 16,
                learning_rate: float | None = None, frozen: bool = False,
                **overrides) -> "LanguageModel":
-    """Fine-tunes this (pretrained) model as a fine-tuning run (roots_jax.runs.finetune) on
-    these examples and returns the result (its best checkpoint by the validation metric). kind:
-    classification (labels: class names or ints), regression (floats) or seq2seq (target
-    texts). The run lives in `workdir` (default: a temporary directory, removed with the
-    returned model), which keeps the examples as JSONL for evaluating or resuming it; without
-    eval data the training examples are scored, once at the end. learning_rate defaults to
-    configs/finetune/package.py's: 3e-4, or 3e-3 with a frozen backbone. task.max_len (and
-    target_len) fit the data. `overrides` set any fine-tune config key, `__` for the dot:
-    finetune__pooling="mean", train__eval_every=20."""
+    """Fine-tunes this (pretrained) model in place, as a fine-tuning run (roots_jax.runs.finetune)
+    on these examples, and returns it: afterwards it is the fine-tuned model (its best checkpoint
+    by the validation metric, else its last). kind: classification (labels: class names, ints or
+    bools; predict returns them as given), regression (numbers) or seq2seq (target texts).
+    Without eval data a deterministic HOLD_OUT share of the examples (at least one, from
+    HOLD_OUT_MIN examples on) is held out for validation; with fewer there is none, and a log
+    line says so. The run lives in `workdir` (default: a temporary directory that lives as long
+    as this object; save_pretrained keeps it), which keeps the examples as JSONL for evaluating
+    or resuming it. steps default to EPOCHS passes over the training examples. learning_rate
+    defaults to configs/finetune/package.py's: 3e-4, or 3e-3 with a frozen backbone.
+    task.max_len (and target_len) fit the data. `overrides` set any fine-tune config key, `__`
+    for the dot: finetune__pooling="mean", train__eval_every=20."""
     if self.task:
       raise ConfigError(f"this model is already fine-tuned ({self.task}); fine-tune the "
                         f"pretrained model it came from ({self.config.init_from})")
+    self._needs_text()
     if kind not in FINETUNE_KINDS:
       raise ConfigError(f"kind={kind!r}: finetune takes one of {', '.join(FINETUNE_KINDS)}")
     task_kind = tasks.get(kind)
     task_kind.check_family(self._family)
     train = _examples(texts, labels, kind, "texts", "labels")
-    evaluation = train if eval_texts is None else _examples(eval_texts, eval_labels, kind,
-                                                            "eval_texts", "eval_labels")
+    if eval_texts is None:
+      train, evaluation = _hold_out(train, kind)
+    else:
+      evaluation = _examples(eval_texts, eval_labels, kind, "eval_texts", "eval_labels")
+    if steps is None:
+      steps = EPOCHS * -(-len(train) // batch_size)
     # The config first, so that a bad override fails before anything is written.
     config = config_lib.finetune_config()
     max_len, target_len = self._task_lengths(train + evaluation, kind)
@@ -384,8 +624,7 @@ class LanguageModel:
         "task.kind": kind, "task.source": "files", "task.max_len": max_len,
         "task.target_len": target_len, "finetune.mode": "frozen" if frozen else "full",
         "train.steps": steps, "train.batch_size": batch_size,
-        "train.log_every": max(steps // 10, 1),
-        "train.eval_every": steps if eval_texts is None else max(steps // 5, 1),
+        "train.log_every": max(steps // 10, 1), "train.eval_every": max(steps // 5, 1),
         "train.checkpoint_every": steps, "train.keep_checkpoints": 1,
         "optimizer.learning_rate": rate, "optimizer.warmup_steps": max(steps // 10, 1),
     }
@@ -399,27 +638,38 @@ class LanguageModel:
         workdir)
     try:
       os.makedirs(os.path.join(workdir, "data"), exist_ok=True)
-      examples = {}
+      examples = {"validation": []}
       for split, records in (("train", train), ("validation", evaluation)):
+        if not records:
+          continue
         path = os.path.join(workdir, "data", f"{split}.jsonl")
         with open(path, "w", encoding="utf-8") as f:
           f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
         config_lib.apply_override(config, f"task.{split}_files={path}")
         examples[split] = [task_kind.example(r, config.task, f"{split} example {i}")
                            for i, r in enumerate(records)]
-      config_lib.apply_override(config, f"task.test_files={config.task.validation_files}")
-      examples["test"] = examples["validation"]
+      if evaluation:
+        config_lib.apply_override(config, f"task.test_files={config.task.validation_files}")
+        examples["test"] = examples["validation"]
       config_lib.validate(config)
       log_to_console()
+      if eval_texts is None and evaluation:
+        log.info("held out %d of the %d examples for validation (pass eval_texts and eval_labels "
+                 "to choose them)", len(evaluation), len(train) + len(evaluation))
+      elif eval_texts is None:
+        log.info("no validation: none of the %d examples can be held out (it takes %d or more, "
+                 "each class keeping one); the model is the one after the last step",
+                 len(train), HOLD_OUT_MIN)
       finetune_run.finetune(config, workdir, examples=examples)
-      tuned = LanguageModel.from_pretrained(workdir)
+      loaded = load_lib.load(workdir)
     except BaseException:
       if temporary:
         shutil.rmtree(workdir, ignore_errors=True)
       raise
+    self._use(loaded)
     if temporary:
-      weakref.finalize(tuned, shutil.rmtree, workdir, True)
-    return tuned
+      weakref.finalize(self, shutil.rmtree, workdir, True)
+    return self
 
   def _task_lengths(self, examples: list[dict], kind: str) -> tuple[int, int]:
     """task.max_len and target_len that fit the examples' tokens (with their special tokens),
@@ -438,9 +688,11 @@ class LanguageModel:
     return max_len, target_len
 
   def predict(self, texts: str | Sequence[str]) -> list:
-    """A fine-tuned model's predictions: class names (str), scores (float) or generated texts
-    (greedy, up to task.target_len tokens, as the evaluate driver generates them)."""
+    """A fine-tuned model's predictions: classes as its training labels gave them (str, int or
+    bool), scores (float) or generated texts (greedy, up to task.target_len tokens, as the
+    evaluate driver generates them)."""
     texts, single = as_texts(texts, "texts")
+    self._needs_text()
     if self.task is None:
       raise ConfigError("predict needs a fine-tuned model: call finetune() first, or load a "
                         "fine-tuning run")
@@ -449,7 +701,7 @@ class LanguageModel:
       predictions = [o[0] for o in out]
     elif self.task == "classification":
       probs = self.class_probabilities(texts)
-      predictions = [self.labels.names[i] for i in probs.argmax(-1)]
+      predictions = [self.labels.values[i] for i in probs.argmax(-1)]
     elif self.task == "regression":
       predictions = [float(x) for x in self._head_outputs(texts)]
     else:
@@ -460,6 +712,7 @@ class LanguageModel:
   def class_probabilities(self, texts: Sequence[str]) -> np.ndarray:
     """A fine-tuned classifier's class probabilities [N, C], classes in `labels.names` order."""
     texts, _ = as_texts(texts, "texts")
+    self._needs_text()
     if self.task != "classification":
       raise ConfigError("class_probabilities needs a model fine-tuned for classification")
     logits = self._head_outputs(texts).astype(np.float64)
@@ -494,21 +747,41 @@ def as_texts(value, name: str) -> tuple[list[str], bool]:
 def _examples(texts, labels, kind: str, texts_name: str, labels_name: str) -> list[dict]:
   """Fine-tuning examples as the task files hold them: {"text", "label"}."""
   texts, _ = as_texts(texts, texts_name)
-  if isinstance(labels, np.ndarray):
-    labels = labels.tolist()  # numpy scalars as Python's
+  if labels is not None and not isinstance(labels, str):
+    labels = [l.item() if isinstance(l, np.generic) else l for l in labels]  # numpy as Python's
   if labels is None or isinstance(labels, str) or len(labels) != len(texts):
     got = "none" if labels is None else (1 if isinstance(labels, str) else len(labels))
     raise ConfigError(f"{labels_name} must be a list with one label per text: {len(texts)} "
                       f"{texts_name} but {got} {labels_name}")
   for i, label in enumerate(labels):
-    ok = {"classification": isinstance(label, (str, int)) and not isinstance(label, bool),
+    ok = {"classification": isinstance(label, (str, int)),
           "regression": isinstance(label, (int, float)) and not isinstance(label, bool),
           "seq2seq": isinstance(label, str)}[kind]
     if not ok:
-      want = {"classification": "a class name (str or int)", "regression": "a number",
+      want = {"classification": "a class name (str, int or bool)", "regression": "a number",
               "seq2seq": "a target text"}[kind]
       raise ConfigError(f"{labels_name}[{i}] is {label!r}: a {kind} label is {want}")
   return [{"text": t, "label": l} for t, l in zip(texts, labels)]
+
+
+def _hold_out(examples: list[dict], kind: str) -> tuple[list[dict], list[dict]]:
+  """(train, validation): a HOLD_OUT share of the examples (at least one; none under
+  HOLD_OUT_MIN) drawn by a fixed seed, leaving every class at least one training example."""
+  if len(examples) < HOLD_OUT_MIN:
+    return examples, []
+  want = max(1, int(len(examples) * HOLD_OUT))
+  left = collections.Counter(str(e["label"]) for e in examples)
+  held = []
+  for i in np.random.default_rng(0).permutation(len(examples)):
+    label = str(examples[i]["label"])
+    if kind == "classification" and left[label] < 2:
+      continue
+    left[label] -= 1
+    held.append(int(i))
+    if len(held) == want:
+      break
+  kept = set(range(len(examples))) - set(held)
+  return [examples[i] for i in sorted(kept)], [examples[i] for i in sorted(held)]
 
 
 def _round_up(n: int, multiple: int = WIDTH_MULTIPLE) -> int:

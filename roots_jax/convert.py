@@ -1,24 +1,27 @@
-"""Hugging Face checkpoints <-> roots_jax runs (GPT-2, BERT, T5).
+"""Hugging Face checkpoints <-> roots_jax runs (GPT-2, GPT-NeoX, Llama, BERT, T5).
 
   python -m roots_jax.convert import HF_DIR RUN [--config.SECTION.KEY=VALUE ...]
   python -m roots_jax.convert export RUN HF_DIR [--step N]
 
 import reads a local Hugging Face model directory (config.json and model.safetensors or
 pytorch_model.bin, sharded or not; .bin files need torch: pip install 'roots_jax[hf]') of
-GPT2LMHeadModel / GPT2Model, BertForPreTraining / BertForMaskedLM / BertModel (the heads those
-lack are initialised fresh, and the command says which), T5ForConditionalGeneration (v1.0 and
-v1.1) or MT5ForConditionalGeneration. It writes a new RUN laid out like a pretraining run:
-config.json (the base config with the model section from Hugging Face's; overrides such as
---config.model.scan_layers=false may change run-time fields, not the architecture),
-checkpoints/0 (the parameters only: `restore_params` reads them) and tokenizer/ (the Hugging Face
-tokenizer files, which tokenizer.path names). Fine-tune it (--config.init_from=RUN), evaluate or
-generate from it; `roots_jax.train --workdir RUN` refuses to resume it (there is no optimizer or
-data state to resume): pretrain further from a new workdir.
+GPT2LMHeadModel / GPT2Model, GPTNeoXForCausalLM, LlamaForCausalLM, BertForPreTraining /
+BertForMaskedLM / BertModel (the heads those lack are initialised fresh, and the command says
+which), T5ForConditionalGeneration (v1.0 and v1.1) or MT5ForConditionalGeneration. It writes a
+new RUN laid out like a pretraining run: config.json (the base config with the model section
+from Hugging Face's; overrides such as --config.model.scan_layers=false may change run-time
+fields, not the architecture), checkpoints/0 (the parameters only: `restore_params` reads them)
+and tokenizer/ (the Hugging Face tokenizer files, which tokenizer.path names). Fine-tune it
+(--config.init_from=RUN), evaluate or generate from it; `roots_jax.train --workdir RUN` refuses
+to resume it (there is no optimizer or data state to resume): pretrain further from a new
+workdir.
 
 export writes RUN's newest (or --step) parameters as config.json + model.safetensors that
-transformers' from_pretrained loads (GPT2LMHeadModel, BertForPreTraining,
-T5ForConditionalGeneration), with the run's Hugging Face tokenizer files if it has them. A model
-Hugging Face's class cannot represent (RoPE, grouped-query attention, SwiGLU in GPT-2, ...) is
+transformers' from_pretrained loads (GPT2LMHeadModel for learned positions, GPTNeoXForCausalLM
+for RoPE with LayerNorm, LlamaForCausalLM for RoPE with RMSNorm and a gated MLP,
+BertForPreTraining, T5ForConditionalGeneration), with the run's tokenizer: its Hugging Face files,
+or its sentencepiece model as tokenizer.json that AutoTokenizer loads (not for T5). A model none
+of these classes can represent (GPT-NeoX with SwiGLU, GPT-2 with grouped-query attention, ...) is
 refused with the config field that stands in the way.
 """
 
@@ -47,8 +50,7 @@ def _export(args, overrides) -> None:
   print(f"exported {args.run} step {summary['step']} as {summary['architecture']} into "
         f"{args.hf_dir}")
   if not summary["tokenizer_files"]:
-    print("note: the run's tokenizer is not a Hugging Face tokenizer directory (a sentencepiece "
-          "model trained by roots_jax has no faithful Hugging Face equivalent): not exported")
+    print(f"note: the run's tokenizer is not exported: {summary['tokenizer_note'] or 'none found'}")
 
 
 def parser() -> cli.ArgumentParser:

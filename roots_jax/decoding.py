@@ -115,9 +115,12 @@ def generate(model: nn.Module, params, prompts: dict, *, family: str | Family,
   lm = build(model, params, prompts, family=family, steps=config.max_new_tokens, method=method)
   presence = None
   if config.repetition_penalty != 1.0:
-    seen = jnp.zeros(prompts["encoder_inputs"].shape[:1] + (1,), jnp.int32) if (
-        family.has_encoder) else prompts["inputs"] * prompts["segment_ids"]  # HF: start id 0
-    presence = _presence(seen, model.config.vocab_size)
+    if family.has_encoder:  # HF: the decoder's start id 0 counts as seen
+      seen = jnp.zeros(prompts["encoder_inputs"].shape[:1] + (1,), jnp.int32)
+      presence = _presence(seen, jnp.ones_like(seen, bool), model.config.vocab_size)
+    else:
+      presence = _presence(prompts["inputs"], prompts["segment_ids"] > 0,
+                           model.config.vocab_size)
   if config.num_beams > 1:
     return _beam_search(lm, config, eos_id, pad_id, presence)
   key = jax.random.key(config.seed if seed is None else seed)
@@ -240,10 +243,12 @@ def _recomputing_model(model, params, prompts, *, family, steps, method) -> _Mod
   return _Model(start, advance, reorder)
 
 
-def _presence(tokens: jax.Array, vocab_size: int) -> jax.Array:
-  """[R, V] bool: which ids occur in tokens [R, T] (id 0 of padding included, as HF's)."""
+def _presence(tokens: jax.Array, real: jax.Array, vocab_size: int) -> jax.Array:
+  """[R, V] bool: which ids occur among the real tokens [R, T] (padding is not seen, as in
+  HF's repetition penalty)."""
   rows = jnp.arange(tokens.shape[0])[:, None]
-  return jnp.zeros((tokens.shape[0], vocab_size), bool).at[rows, tokens].set(True)
+  ids = jnp.where(real, tokens, vocab_size)  # out of range: dropped
+  return jnp.zeros((tokens.shape[0], vocab_size), bool).at[rows, ids].set(True, mode="drop")
 
 
 def process_logits(logits: jax.Array, config: GenerationConfig,

@@ -11,8 +11,10 @@ another file with --config.data.source=files --config.data.train_files=X
 --config.data.eval_files=X). A fine-tuning run gets its task's metrics on task.validation_split
 (default) or --split test: accuracy, macro F1 and Matthews correlation (classification), Pearson
 and Spearman (regression), token accuracy and macro F1 (token classification), perplexity and,
-from greedy generations, exact match, BLEU and ROUGE-1/2/L (seq2seq). The scoring itself:
-roots_jax.runs.evaluation and roots_jax.evals.
+from greedy generations, exact match, BLEU and ROUGE-1/2/L (seq2seq). Each result says how
+many examples and tokens it scored; results.json adds each class's precision, recall, F1 and
+support (classification, token classification) or the first generations (seq2seq). The scoring
+itself: roots_jax.runs.evaluation and roots_jax.evals.
 """
 
 import sys

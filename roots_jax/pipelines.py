@@ -3,6 +3,8 @@
   generator = roots_jax.pipeline("text-generation", model="/tmp/run")
   generator("def ", max_length=40, num_return_sequences=2, do_sample=True)
   # [{"generated_text": "def ..."}, {"generated_text": "def ..."}]
+  roots_jax.pipeline("fill-mask", model="/tmp/bert")("The [MASK] sat.", top_k=3)
+  # [{"score": ..., "token": ..., "token_str": "cat", "sequence": "The cat sat."}, ...]
 """
 
 from typing import Sequence
@@ -53,16 +55,28 @@ class TextClassificationPipeline(_Pipeline):
             for p in probs]
 
 
+class FillMaskPipeline(_Pipeline):
+  """pipe("The [MASK] sat.", top_k=5, targets=None) -> [{"score", "token", "token_str",
+  "sequence"}, ...] best first, as Hugging Face's, from a pretrained encoder (BERT): a list of
+  such lists for a text with several masks, one result per text for a list
+  (LanguageModel.fill_mask)."""
+
+  def __call__(self, inputs: str | Sequence[str], *, top_k: int = 5,
+               targets: str | Sequence[str] | None = None):
+    return self.model.fill_mask(inputs, top_k=top_k, targets=targets)
+
+
 PIPELINES = {"text-generation": TextGenerationPipeline,
              "feature-extraction": FeatureExtractionPipeline,
-             "text-classification": TextClassificationPipeline}
+             "text-classification": TextClassificationPipeline,
+             "fill-mask": FillMaskPipeline}
 
 
 def pipeline(task: str, model: "str | LanguageModel | None" = None, *,
              checkpoint: int | str | None = None) -> _Pipeline:
   """A Hugging Face-style pipeline around a LanguageModel (or the run or model directory
-  `model`, loaded with from_pretrained): text-generation, feature-extraction or
-  text-classification."""
+  `model`, loaded with from_pretrained): text-generation, feature-extraction,
+  text-classification or fill-mask."""
   if task not in PIPELINES:
     raise ConfigError(f"unknown pipeline task {task!r}; supported: {', '.join(PIPELINES)}")
   if model is None:
@@ -72,6 +86,8 @@ def pipeline(task: str, model: "str | LanguageModel | None" = None, *,
       model, checkpoint=checkpoint)
   if task == "text-generation":
     lm.check_generates()
+  if task == "fill-mask":
+    lm.check_fills_masks()
   if task == "text-classification" and lm.task != "classification":
     raise ConfigError("text-classification needs a model fine-tuned for classification "
                       "(LanguageModel.finetune(..., kind='classification'))")

@@ -14,9 +14,11 @@ from flax import linen as nn
 
 from roots_jax import evaluate as evaluate_cli
 from roots_jax import finetune as finetune_cli
+from roots_jax import objectives
 from roots_jax.data import load_tokenizer
 from roots_jax.errors import ConfigError
 from roots_jax.runs import finetune as finetune_lib
+from roots_jax.runs import evaluation, workdir as workdir_lib
 from roots_jax.runs.evaluation import evaluate_run
 from roots_jax.training import partitioning
 from tiny_gpt import read_metrics, tiny_finetune_config as _config
@@ -62,6 +64,8 @@ def test_every_head_trains_and_evaluates(family, kind, pretrained, task_files, t
   assert sorted(evaluations) == [2, 4]
   for name in EXPECTED[kind]:
     assert name in evaluations[4], name
+  # Every validation example (12), padding rows left out, and more than one token each.
+  assert evaluations[4]["examples"] == 12 and evaluations[4]["tokens"] > 12
   if kind in ("classification", "token_classification"):
     with open(os.path.join(workdir, "labels.json")) as f:
       names = json.load(f)["names"]
@@ -77,7 +81,20 @@ def test_evaluate_writes_results(family, kind, pretrained, task_files, tmp_path)
   finetune_lib.finetune(_config(kind, pretrained[family], task_files), workdir)
   results = evaluate_run(workdir, split="test")
   with open(os.path.join(workdir, "results.json")) as f:
-    assert json.load(f)["metrics"] == pytest.approx(results["metrics"], nan_ok=True)
+    written = json.load(f)
+  assert written["metrics"] == pytest.approx(results["metrics"], nan_ok=True)
+  test_examples = [json.loads(line) for line in open(task_files[kind][2])]
+  assert results["metrics"]["examples"] == len(test_examples) == 10
+  if kind == "classification":
+    per_class = written["per_class"]
+    assert list(per_class) == ["digits", "none"]
+    assert sum(c["support"] for c in per_class.values()) == 10
+    assert per_class["digits"]["support"] == sum(e["label"] == "digits" for e in test_examples)
+    assert "per class" in evaluation.format_table(results)
+  else:
+    assert [(s["input"], s["reference"]) for s in written["samples"]] == [
+        (e["text"], e["label"]) for e in test_examples[:5]]
+    assert all(isinstance(s["prediction"], str) for s in written["samples"])
   assert results["split"] == "test" and results["checkpoint_step"] in (2, 4)
   assert set(EXPECTED[kind]) <= set(results["metrics"])
   train_file, _, test_file = task_files[kind]
@@ -214,3 +231,12 @@ def test_evaluate_a_pretraining_run(pretrained):
   m = results["metrics"]
   assert results["kind"] == "pretraining" and results["checkpoint_step"] == 3
   assert m["perplexity"] == pytest.approx(np.exp(m["nll"]), rel=1e-5)
+  # The whole held-out split, where training's evaluation read its first train.eval_batches (2)
+  # batches of 16 sequences.
+  config = workdir_lib.read_config(pretrained["decoder"])
+  tokenizer = load_tokenizer(workdir_lib.tokenizer_path(pretrained["decoder"], config))
+  real = [b["segment_ids"] > 0 for b in objectives.dataset(config, tokenizer, "eval")]
+  assert m["examples"] == sum(r.any(-1).sum() for r in real) > 2 * 16
+  assert m["tokens"] == sum(r.sum() for r in real)
+  during = read_metrics(pretrained["decoder"], "eval")[3]
+  assert during["examples"] == 2 * 16 and during["tokens"] == sum(r.sum() for r in real[:2])

@@ -307,7 +307,10 @@ def test_start_costs_profile_and_summary(corpus, tmp_path):
   assert summary["steps"] == summary["steps_this_run"] == 6
   assert summary["tokens_this_run"] == 6 * 16 * 32
   assert summary["tokens_per_sec"] > 0 and 0 < summary["mfu"] < 1 and summary["wall_seconds"] > 0
-  assert any(r.startswith("run summary: step 6 (6 this run, 3.072e+03 tokens) in ") for r in records)
+  line = next(r for r in records
+              if r.startswith("run summary: step 6 (6 this run, 3.072e+03 tokens) in "))
+  # MFU shown as a percentage; the summary row keeps the fraction.
+  assert f", MFU {100 * summary['mfu']:.2f}%" in line, line
 
 
 def test_cli_errors_are_one_line_with_status_2(corpus, tmp_path):

@@ -6,7 +6,11 @@ make of it (tests/data/test_hf_tokenizers.py checks the ids and the decoded text
 
 - spiece.model: T5's sentencepiece model (pad 0, eos 1, unk 2, no bos) with
   tokenizer_config.json's extra_ids (default 100) sentinels appended as T5Tokenizer numbers
-  them: <extra_id_0> is the last id, counting down (32099 .. 32000 for t5-small's 32100).
+  them: <extra_id_0> is the last id, counting down (32099 .. 32000 for t5-small's 32100). With
+  another tokenizer_class (ALBERT's, or the PreTrainedTokenizerFast of a roots_jax export,
+  whose spiece.model is the run's own model) it has no sentinels.
+- tokenizer.model: Llama's sentencepiece model (unk 0, bos 1, eos 2, no pad), read as spiece.model
+  without sentinels: the ids sentencepiece itself gives, as the model was trained with.
 - vocab.json + merges.txt: GPT-2's byte-level BPE (Radford et al. 2019): GPT-2's pattern cuts
   the text into words, a word's UTF-8 bytes become printable characters (bytes_to_unicode) and
   merge by rank. Every string has a spelling (unk_id is -1) and decode restores it exactly.
@@ -38,7 +42,8 @@ from roots_jax.data.tokenizers import BaseTokenizer
 from roots_jax.errors import DataError
 
 CONFIG_FILES = ("tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
-KNOWN_FILES = ("vocab.json", "merges.txt", "vocab.txt", "spiece.model", "tokenizer.json",
+KNOWN_FILES = ("vocab.json", "merges.txt", "vocab.txt", "spiece.model", "tokenizer.model",
+               "tokenizer.json",
                *CONFIG_FILES)
 # The special-token roles of HF's SpecialTokensMixin.
 ROLES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token",
@@ -61,6 +66,8 @@ def load(path: str) -> "HFTokenizer":
         raise DataError(f"cannot read tokenizer file {file}: {e.strerror or e}") from e
   if "spiece.model" in files:
     return T5Tokenizer(files, path)
+  if "tokenizer.model" in files:
+    return LlamaTokenizer(files, path)
   if "vocab.json" in files or "merges.txt" in files:
     return ByteLevelBPETokenizer(files, path)
   if "vocab.txt" in files:
@@ -68,8 +75,8 @@ def load(path: str) -> "HFTokenizer":
   alone = (" (tokenizer.json alone is not read: save the tokenizer with its vocabulary files, "
            "e.g. from its slow class)") if "tokenizer.json" in files else ""
   raise DataError(f"tokenizer directory {path} has none of vocab.json + merges.txt (GPT-2), "
-                  f"vocab.txt (BERT) or spiece.model (T5){alone}; copy the checkpoint's "
-                  "tokenizer files there or fix tokenizer.path")
+                  f"vocab.txt (BERT), spiece.model (T5) or tokenizer.model (Llama){alone}; copy "
+                  "the checkpoint's tokenizer files there or fix tokenizer.path")
 
 
 class HFTokenizer(BaseTokenizer):
@@ -533,13 +540,14 @@ class T5Tokenizer(SentencePieceIds, HFTokenizer):
 
   FILES = ("spiece.model",)
   DEFAULTS = {"eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}
+  CLASS = "T5Tokenizer"  # the tokenizer_class assumed where tokenizer_config.json names none
 
   def _read_vocab(self) -> dict[str, int]:
-    self._sp = processor(self._files["spiece.model"], self._file("spiece.model"),
-                         "copy the checkpoint's spiece.model")
+    name = self.FILES[0]
+    self._sp = processor(self._files[name], self._file(name), f"copy the checkpoint's {name}")
     size = self._sp.vocab_size()
     # T5Tokenizer's default; other sentencepiece tokenizers (ALBERT, XLNet) have no sentinels.
-    t5 = "T5" in str(self.config.get("tokenizer_class") or "T5")
+    t5 = "T5" in str(self.config.get("tokenizer_class") or self.CLASS)
     self.extra_ids = extra = self.config.get("extra_ids", 100 if t5 else 0)
     if not isinstance(extra, int) or isinstance(extra, bool) or extra < 0:
       raise DataError(f"{self._file('tokenizer_config.json')}: extra_ids is {self.extra_ids!r}, "
@@ -559,3 +567,12 @@ class T5Tokenizer(SentencePieceIds, HFTokenizer):
 
   def _decode(self, ids: list[int]) -> str:
     return self._sp.decode(ids)
+
+
+class LlamaTokenizer(T5Tokenizer):
+  """Llama's sentencepiece model (tokenizer.model), without sentinels; see the module
+  docstring."""
+
+  FILES = ("tokenizer.model",)
+  DEFAULTS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+  CLASS = "LlamaTokenizer"

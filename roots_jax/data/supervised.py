@@ -243,10 +243,13 @@ class LabelVocab:
   """Class (or tag) names in id order, and the map from raw labels to ids.
 
   A raw label is looked up by its text, so a JSON 1, a CSV "1" and a name "1" are one class.
+  `values` are the classes as the train split gave them (ints, bools, ... : what a prediction
+  returns); the names by default.
   """
 
-  def __init__(self, names: Sequence[str]):
+  def __init__(self, names: Sequence[str], values: Sequence | None = None):
     self.names = tuple(str(n) for n in names)
+    self.values = tuple(self.names if values is None else values)
     self._ids = {name: i for i, name in enumerate(self.names)}
     if len(self._ids) != len(self.names):
       raise ConfigError(f"the class names repeat a name: {', '.join(self.names)}; fix task.labels")
@@ -263,10 +266,14 @@ class LabelVocab:
       return cls(train_examples.label_names)
     if task.source == "builtin":
       return cls(builtin_tasks.package_names())
-    raw = {str(l) for e in train_examples for l in labels_of(e)}
+    raw = {}
+    for e in train_examples:
+      for label in labels_of(e):
+        raw.setdefault(str(label), label)
     if not raw:
       raise DataError("the train split has no labels; give examples or set task.labels")
-    return cls(sorted(raw, key=_sort_key))
+    names = sorted(raw, key=_sort_key)
+    return cls(names, [raw[n] for n in names])
 
   def __len__(self) -> int:
     return len(self.names)
@@ -284,13 +291,17 @@ class LabelVocab:
     return self.names[i]
 
   def save(self, path: str) -> None:
-    write_atomically(path, json.dumps({"names": list(self.names)}, indent=1).encode())
+    contents = {"names": list(self.names)}
+    if self.values != self.names:
+      contents["values"] = list(self.values)
+    write_atomically(path, json.dumps(contents, indent=1).encode())
 
   @classmethod
   def load(cls, path: str) -> "LabelVocab":
     try:
       with open(path, encoding="utf-8") as f:
-        return cls(json.load(f)["names"])
+        contents = json.load(f)
+      return cls(contents["names"], contents.get("values"))
     except (OSError, ValueError, KeyError, TypeError) as e:
       raise DataError(f"cannot read the label vocabulary {path}: {e}; it is written by the "
                       "fine-tune run (labels.json in its workdir)") from e

@@ -2,7 +2,8 @@
 scores and the split it reads (evals.base), called with parameters for a dict of metrics.
 
   evaluator = evals.get("classification")(scorer, split, tokenizer=..., family=...)
-  metrics = evaluator(params)
+  metrics = evaluator(params)                   # with the "examples" and "tokens" scored
+  metrics, details = evaluator.report(params)   # details: what results.json adds (per class, ...)
 
 perplexity scores a pretraining objective's held-out split; the others a fine-tuning task's
 labelled split (each task kind names its evaluator). A new evaluator is a module here, added to

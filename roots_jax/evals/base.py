@@ -1,11 +1,14 @@
 """What every evaluator shares: the model it scores (a Scorer), the split it reads (a Split),
-the fold of loss-term sums over batches, and which way a metric is better."""
+the fold of loss-term sums over batches with how much was scored, and which way a metric is
+better."""
 
 import dataclasses
+import functools
 import math
 from typing import Any, Callable, Iterable, Sequence
 
 import jax
+import jax.numpy as jnp
 from flax import linen as nn
 
 from roots_jax.training.losses import Loss
@@ -45,19 +48,34 @@ class Split:
   max_batches: int | None = None     # read at most this many batches; None: all of them
 
 
+def scored(batch: dict) -> dict:
+  """How much of a batch is scored (traced): "examples", the rows holding a real token (padding
+  and filler rows hold none), and "tokens", the real tokens (segment id > 0) the model reads in
+  them (an encoder-decoder's input and output both)."""
+  real = [batch[k] > 0 for k in batch if k.endswith("segment_ids")]  # each [B, T]
+  rows = functools.reduce(jnp.logical_or, [r.any(-1) for r in real])  # [B]
+  return {"examples": rows.sum(), "tokens": sum(r.sum() for r in real)}
+
+
 class TermSums:
-  """Loss-term sums and counts folded over batches; a term's value is sum / count."""
+  """Loss-term sums and counts folded over batches; a term's value is sum / count. Also counts
+  the examples and tokens scored (`scored`), so every result says how much it rests on."""
 
   def __init__(self):
     self.sums, self.counts = {}, {}
+    self.examples = self.tokens = 0
 
-  def add(self, sums: dict, counts: dict) -> None:
+  def add(self, sums: dict, counts: dict, size: dict) -> None:
     for term in sums:
       self.sums[term] = self.sums.get(term, 0.0) + float(sums[term])
       self.counts[term] = self.counts.get(term, 0.0) + float(counts[term])
+    self.examples += int(size["examples"])
+    self.tokens += int(size["tokens"])
 
   def metrics(self, loss: Loss) -> dict:
-    """{"loss": the sum of the loss terms, term: value, ...}, z-losses left out."""
+    """{"loss": the sum of the loss terms, term: value, ..., "examples", "tokens"}, z-losses
+    left out."""
     values = {t: self.sums[t] / max(self.counts[t], 1.0) for t in self.sums
               if not t.endswith("z_loss")}
-    return {"loss": sum(values[t] for t in loss.loss_terms if t in values), **values}
+    return {"loss": sum(values[t] for t in loss.loss_terms if t in values), **values,
+            "examples": self.examples, "tokens": self.tokens}

@@ -1,7 +1,8 @@
-"""Classification: accuracy, macro F1 and Matthews correlation of the argmax class."""
+"""Classification: accuracy, macro F1 and Matthews correlation of the argmax class; results.json
+adds each class's precision, recall, F1 and support."""
 
 from roots_jax import metrics
-from roots_jax.evals.labelled import Labelled, flat
+from roots_jax.evals.labelled import Labelled, flat, per_class
 
 
 class Classification(Labelled):
@@ -11,3 +12,6 @@ class Classification(Labelled):
     return {"accuracy": metrics.accuracy(predictions, targets),
             "macro_f1": metrics.macro_f1(predictions, targets),
             "mcc": metrics.matthews_corrcoef(predictions, targets)}
+
+  def details(self, rows):
+    return {"per_class": per_class(rows, "label", "label_weight", self.labels.names)}

@@ -1,5 +1,6 @@
 """Sequence to sequence: perplexity of the targets and, from greedy generations, exact match,
-BLEU and ROUGE-1/2/L against the examples' target texts."""
+BLEU and ROUGE-1/2/L against the examples' target texts; results.json adds the first few
+generations beside their inputs and references."""
 
 import jax
 import jax.numpy as jnp
@@ -9,6 +10,8 @@ from roots_jax.evals.labelled import Labelled
 
 # The metrics that need generations (expensive): without them only perplexity is computed.
 METRICS = ("exact_match", "bleu", "rouge1", "rouge2", "rougeL")
+# Generations results.json shows.
+SAMPLES = 5
 
 
 class Generation(Labelled):
@@ -43,11 +46,20 @@ class Generation(Labelled):
     return result
 
 
-def generation_metrics(rows, examples, tokenizer, process_count: int) -> dict:
-  """Decodes each generation up to eos and scores it against its example's target text.
-  Batch b's global row r is row j = r % local of process p = r // local, which holds shard
-  example b * local + j of examples[p::process_count]."""
-  predictions, references = [], []
+  def details(self, rows):
+    if not self.generate:
+      return {}
+    examples = self.split.examples
+    shown = sorted(generations(rows, examples, self.tokenizer, jax.process_count()))[:SAMPLES]
+    return {"samples": [{"input": examples[i]["text"], "reference": examples[i]["target"],
+                         "prediction": prediction} for i, prediction in shown]}
+
+
+def generations(rows, examples, tokenizer, process_count: int) -> list[tuple[int, str]]:
+  """(example index, generated text up to eos) of each example. Batch b's global row r is row
+  j = r % local of process p = r // local, which holds shard example b * local + j of
+  examples[p::process_count]."""
+  texts = []
   for b, (generated, batch) in enumerate(rows):
     local = len(generated) // process_count
     for r, ids in enumerate(generated):
@@ -58,8 +70,15 @@ def generation_metrics(rows, examples, tokenizer, process_count: int) -> dict:
       ids = list(ids)
       ids = ids[:ids.index(tokenizer.eos_id)] if tokenizer.eos_id in ids else ids
       # Generated pad is no text; it is 0 but for GPT-2, whose 0 is "!" and whose pad is eos.
-      predictions.append(tokenizer.decode([i for i in ids if i != tokenizer.pad_id]))
-      references.append(examples[index]["target"])
+      texts.append((index, tokenizer.decode([i for i in ids if i != tokenizer.pad_id])))
+  return texts
+
+
+def generation_metrics(rows, examples, tokenizer, process_count: int) -> dict:
+  """Each generation (see `generations`) scored against its example's target text."""
+  texts = generations(rows, examples, tokenizer, process_count)
+  predictions = [text for _, text in texts]
+  references = [examples[index]["target"] for index, _ in texts]
   bleu = metrics.corpus_bleu(predictions, references)["bleu"]
   return {"exact_match": metrics.exact_match(predictions, references), "bleu": bleu,
           **metrics.rouge(predictions, references)}

@@ -1,26 +1,30 @@
 """The loop every evaluator of a labelled split shares: one jitted forward pass per batch gives
-the loss terms' sums and counts and the predictions, which the subclass scores on the host."""
+the loss terms' sums and counts, how much was scored and the predictions, which the subclass
+scores on the host."""
 
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from roots_jax import progress
+from roots_jax import metrics as metrics_lib, progress
+from roots_jax.data.supervised import LabelVocab
 from roots_jax.data.tokenizers import BaseTokenizer
-from roots_jax.evals.base import Scorer, Split, TermSums
+from roots_jax.evals.base import Scorer, Split, TermSums, scored
 from roots_jax.models.families import Family
 from roots_jax.training import partitioning
 
 
 class Labelled:
-  """evaluate(params) -> {"loss", term: value, metric: value} over every row of the split;
-  subclasses say how to predict (`predict`, traced) and how to score (`metrics`)."""
+  """evaluate(params) -> {"loss", term: value, metric: value, "examples", "tokens"} over every
+  row of the split; subclasses say how to predict (`predict`, traced), how to score (`metrics`)
+  and what results.json adds (`details`). `labels` names a classifier's classes."""
   predicts = True   # whether `metrics` needs predictions
 
   def __init__(self, scorer: Scorer, split: Split, *, tokenizer: BaseTokenizer,
-               family: Family, target_len: int = 0, generate: bool = True):
+               family: Family, labels: LabelVocab | None = None, target_len: int = 0,
+               generate: bool = True):
     self.scorer, self.split, self.tokenizer, self.family = scorer, split, tokenizer, family
-    self.target_len, self.generate = target_len, generate
+    self.labels, self.target_len, self.generate = labels, target_len, generate
     replicated = partitioning.replicated(scorer.batch_sharding.mesh)
     self.score = jax.jit(self._score, in_shardings=(scorer.param_sharding, scorer.batch_sharding),
                          out_shardings=replicated)
@@ -29,7 +33,7 @@ class Labelled:
     outputs = self.scorer.model.apply({"params": params}, batch)
     loss = self.scorer.loss
     predictions = self.predict(params, batch, outputs) if self.predicts else None
-    return loss.terms(outputs, batch, 0.0), loss.counts(batch), predictions
+    return loss.terms(outputs, batch, 0.0), loss.counts(batch), scored(batch), predictions
 
   def predict(self, params, batch: dict, outputs):
     """The predictions of one batch (traced): class ids by default."""
@@ -41,15 +45,25 @@ class Labelled:
     terms' `sums`."""
     raise NotImplementedError
 
-  def __call__(self, params) -> dict:
+  def details(self, rows: list) -> dict:
+    """What results.json shows besides the metrics (per-class figures, sample generations)."""
+    del rows
+    return {}
+
+  def report(self, params) -> tuple[dict, dict]:
+    """(the metrics, the details) of one pass over the split."""
     folded, rows = TermSums(), []
     for batch in progress.track(self.split.batches(), "eval", unit="batch"):
-      sums, counts, predictions = jax.device_get(
+      sums, counts, size, predictions = jax.device_get(
           self.score(params, self.scorer.global_batch(batch)))
-      folded.add(sums, counts)
+      folded.add(sums, counts, size)
       if self.predicts:
         rows.append((np.asarray(predictions), _gather(batch)))
-    return {**folded.metrics(self.scorer.loss), **self.metrics(rows, folded)}
+    return ({**folded.metrics(self.scorer.loss), **self.metrics(rows, folded)},
+            self.details(rows))
+
+  def __call__(self, params) -> dict:
+    return self.report(params)[0]
 
 
 def _gather(local_batch: dict) -> dict:
@@ -63,3 +77,11 @@ def flat(rows, label_key: str, weight_key: str):
   """(predictions, targets) of the real rows (or tagged tokens) of every batch."""
   keep = [(p[b[weight_key] > 0], b[label_key][b[weight_key] > 0]) for p, b in rows]
   return np.concatenate([k[0] for k in keep]), np.concatenate([k[1] for k in keep])
+
+
+def per_class(rows, label_key: str, weight_key: str, names) -> dict:
+  """{name: {"precision", "recall", "f1", "support"}} of each class (tag) over the real rows
+  (tagged tokens) of every batch."""
+  figures = metrics_lib.per_class(*flat(rows, label_key, weight_key), range(len(names)))
+  return {name: {k: int(v[i]) if k == "support" else float(v[i]) for k, v in figures.items()}
+          for i, name in enumerate(names)}

@@ -5,18 +5,20 @@ import numpy as np
 
 from roots_jax import progress
 from roots_jax.errors import ConfigError
-from roots_jax.evals.base import Scorer, Split, TermSums
+from roots_jax.evals.base import Scorer, Split, TermSums, scored
 from roots_jax.training import distributed, steps
 
 
 class Perplexity:
-  """evaluate(params) -> {"loss", "perplexity", term: value}: token-weighted over the split's
-  first `max_batches` batches (None: all of them). Every process runs the same number of
+  """evaluate(params) -> {"loss", "perplexity", term: value, "examples", "tokens"}: token-weighted
+  over the split's first `max_batches` batches (None: all of them), and how many sequences and
+  tokens that was. Every process runs the same number of
   steps: a process whose share runs out feeds zero-weight batches."""
 
   def __init__(self, scorer: Scorer, split: Split):
     self.scorer, self.split = scorer, split
-    self.step = jax.jit(steps.make_eval_step(scorer.model, scorer.loss),
+    eval_step = steps.make_eval_step(scorer.model, scorer.loss)
+    self.step = jax.jit(lambda params, batch: (*eval_step(params, batch), scored(batch)),
                         in_shardings=(scorer.param_sharding, scorer.batch_sharding))
 
   def __call__(self, params) -> dict:
@@ -40,3 +42,7 @@ class Perplexity:
     result = folded.metrics(self.scorer.loss)
     nll = result[self.scorer.loss.nll_term]
     return {"loss": result.pop("loss"), "perplexity": float(np.exp(min(nll, 100.0))), **result}
+
+  def report(self, params) -> tuple[dict, dict]:
+    """(the metrics, no details: see evals.labelled.Labelled.report)."""
+    return self(params), {}

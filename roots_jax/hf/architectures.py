@@ -3,9 +3,10 @@
 from types import ModuleType
 
 from roots_jax.errors import ConfigError
-from roots_jax.hf import bert, gpt2, t5
+from roots_jax.hf import bert, gpt2, gpt_neox, llama, t5
+from roots_jax.models.config import ModelConfig
 
-MODULES = (gpt2, bert, t5)
+MODULES = (gpt2, gpt_neox, llama, bert, t5)
 
 
 def for_hf_config(config: dict, path: str) -> tuple[ModuleType, str]:
@@ -25,9 +26,18 @@ def for_hf_config(config: dict, path: str) -> tuple[ModuleType, str]:
   return module, architecture
 
 
-def for_family(family: str) -> ModuleType:
-  """The module that writes a roots_jax model.family as Hugging Face's format."""
-  for module in MODULES:
-    if module.FAMILY == family:
+def for_model(m: ModelConfig) -> ModuleType:
+  """The module that writes model section `m` as Hugging Face's format: the one of its family
+  whose WRITES fields `m` has (a decoder: GPT-2, GPT-NeoX or Llama by position and norm)."""
+  candidates = [module for module in MODULES if module.FAMILY == m.family]
+  if not candidates:
+    raise ConfigError(f"model.family={m.family!r} has no Hugging Face format here")
+  for module in candidates:
+    if all(getattr(m, field) == value for field, value in module.WRITES.items()):
       return module
-  raise ConfigError(f"model.family={family!r} has no Hugging Face format here")
+  keys = list(dict.fromkeys(field for module in candidates for field in module.WRITES))
+  have = ", ".join(f"model.{field}={getattr(m, field)!r}" for field in keys)
+  needs = "; ".join(f"{module.NAME} needs " + ", ".join(f"{field}={value!r}" for field, value
+                                                         in module.WRITES.items())
+                    for module in candidates)
+  raise ConfigError(f"{have} has no Hugging Face architecture here: {needs}")

@@ -20,6 +20,7 @@ NAME = "BERT"
 MODEL_TYPES = ("bert",)
 ARCHITECTURES = ("BertForPreTraining", "BertForMaskedLM", "BertModel")
 FAMILY = "encoder"
+WRITES = {}  # the one encoder architecture
 # Our modules a checkpoint may lack (the heads of BertForPreTraining that the others drop).
 FRESH = ("pooler", "nsp_classifier", "mlm_transform", "mlm_norm", "mlm_output")
 

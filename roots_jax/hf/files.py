@@ -15,10 +15,11 @@ from roots_jax.errors import CheckpointError, ConfigError
 from roots_jax.hf import safetensors
 
 WEIGHTS = ("model.safetensors", "pytorch_model.bin")
-# What Hugging Face tokenizers are saved as: GPT-2's byte-level BPE, BERT's WordPiece, T5's
-# sentencepiece, the fast tokenizers' tokenizer.json, and their settings.
-TOKENIZER_FILES = ("vocab.json", "merges.txt", "vocab.txt", "spiece.model", "tokenizer.json",
-                   "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
+# What Hugging Face tokenizers are saved as: GPT-2's byte-level BPE, BERT's WordPiece, T5's and
+# Llama's sentencepiece, the fast tokenizers' tokenizer.json, and their settings.
+TOKENIZER_FILES = ("vocab.json", "merges.txt", "vocab.txt", "spiece.model", "tokenizer.model",
+                   "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "added_tokens.json")
 
 
 def read_config(hf_dir: str) -> dict:
@@ -101,3 +102,11 @@ def write_model(hf_dir: str, config: dict, tensors: dict[str, np.ndarray]) -> No
                     metadata={"format": "pt"})
   with open(os.path.join(hf_dir, "config.json"), "w") as f:
     json.dump(config, f, indent=2, sort_keys=True)
+
+
+def write_tokenizer(hf_dir: str, contents: dict[str, bytes]) -> list[str]:
+  """Writes the tokenizer files `contents` ({name: bytes}) into `hf_dir`; returns their names."""
+  for name, data in contents.items():
+    with open(os.path.join(hf_dir, name), "wb") as f:
+      f.write(data)
+  return sorted(contents)

@@ -9,13 +9,15 @@ import numpy as np
 
 from roots_jax.errors import CheckpointError
 from roots_jax.hf import fields
-from roots_jax.hf.mapping import Layout, Rule, Stack
+from roots_jax.hf.mapping import Layout, Rule, decoder_layout
 from roots_jax.models.config import ModelConfig
 
 NAME = "GPT-2"
 MODEL_TYPES = ("gpt2",)
 ARCHITECTURES = ("GPT2LMHeadModel", "GPT2Model")
 FAMILY = "decoder"
+# The model fields that make a decoder GPT-2 rather than GPT-NeoX or Llama on export.
+WRITES = dict(position="learned")
 FRESH = ()  # every parameter must be in the checkpoint
 _QKV = ("q", "k", "v")
 
@@ -80,11 +82,7 @@ def layout(m: ModelConfig) -> Layout:
          Rule("transformer.ln_f.weight", "final_norm/scale"),
          Rule("transformer.ln_f.bias", "final_norm/bias")]
   ignored = [r"transformer\.h\.\d+\.attn\.(masked_)?bias"]  # causal-mask buffers of old files
-  if m.tie_embeddings:
-    ignored.append(r"lm_head\.weight")  # a copy of wte in .bin files
-  else:
-    top.append(Rule("lm_head.weight", "lm_head/kernel", "linear"))
-  return Layout(tuple(top), (Stack("", m.num_layers, tuple(layer)),), tuple(ignored))
+  return decoder_layout(m, top, layer, ignored, "lm_head.weight")
 
 
 def canonical(tensors: dict[str, np.ndarray], m: ModelConfig) -> dict[str, np.ndarray]:

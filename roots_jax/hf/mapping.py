@@ -20,6 +20,7 @@ import re
 import numpy as np
 
 from roots_jax.errors import CheckpointError
+from roots_jax.models.config import ModelConfig
 
 KINDS = ("copy", "flat", "linear", "linear2", "conv1d", "conv1d2")
 
@@ -44,6 +45,18 @@ class Layout:
   stacks: tuple[Stack, ...]
   # Regexes of Hugging Face tensors that carry nothing of ours: buffers, copies of tied weights.
   ignored: tuple[str, ...] = ()
+
+
+def decoder_layout(m: ModelConfig, top: list[Rule], layer: list[Rule], ignored: list[str],
+                   head: str) -> Layout:
+  """A decoder's layout: `top` and one stack of `layer` rules, and its LM head, the Hugging
+  Face weight `head`: our lm_head when untied, else a copy of the token table (in .bin files)
+  that is ignored."""
+  if m.tie_embeddings:
+    ignored = [*ignored, re.escape(head)]
+  else:
+    top = [*top, Rule(head, "lm_head/kernel", "linear")]
+  return Layout(tuple(top), (Stack("", m.num_layers, tuple(layer)),), tuple(ignored))
 
 
 def _split(path: str) -> tuple[str, ...]:

@@ -20,6 +20,7 @@ NAME = "T5"
 MODEL_TYPES = ("t5", "mt5")
 ARCHITECTURES = ("T5ForConditionalGeneration", "MT5ForConditionalGeneration")
 FAMILY = "encoder_decoder"
+WRITES = {}  # the one encoder-decoder architecture
 FRESH = ()
 # Relative positions have no table: 512 is what T5 was pretrained on (its inputs), a default for
 # the data pipeline rather than a limit of the model.

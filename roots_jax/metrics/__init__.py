@@ -7,5 +7,5 @@ at evaluation time (the tests check parity against them).
 
 from roots_jax.metrics.bleu import corpus_bleu
 from roots_jax.metrics.rouge import rouge
-from roots_jax.metrics.scores import (accuracy, exact_match, macro_f1, matthews_corrcoef, pearson,
-                                      perplexity, spearman)
+from roots_jax.metrics.scores import (accuracy, exact_match, macro_f1, matthews_corrcoef,
+                                      per_class, pearson, perplexity, spearman)

@@ -62,6 +62,20 @@ def macro_f1(predictions, labels, num_classes: int | None = None) -> float:
   return float(np.mean(2 * true_positives / denominator))
 
 
+def per_class(predictions, labels, classes) -> dict[str, np.ndarray]:
+  """Precision, recall, F1 and support of each of `classes`, in their order, as
+  sklearn.metrics.precision_recall_fscore_support(labels, predictions, labels=classes,
+  zero_division=0): a class never predicted has precision 0, one never true recall 0."""
+  predictions, labels = _as_pair(predictions, labels)
+  classes = np.asarray(classes)[:, None]                                      # [C, 1]
+  predicted, true = predictions[None] == classes, labels[None] == classes     # [C, N]
+  hits = (predicted & true).sum(axis=1).astype(np.float64)
+  predicted, support = predicted.sum(axis=1), true.sum(axis=1)
+  ratio = lambda a, b: np.divide(a, b, out=np.zeros_like(a), where=b > 0)
+  return {"precision": ratio(hits, predicted), "recall": ratio(hits, support),
+          "f1": ratio(2 * hits, predicted + support), "support": support}
+
+
 def matthews_corrcoef(predictions, labels) -> float:
   """Multiclass Matthews correlation (Gorodkin 2004), as sklearn; 0.0 when undefined.
 

@@ -15,9 +15,11 @@ def build_model(config: ModelConfig) -> nn.Module:
   return families.get(config.family).build(config)
 
 
-def flops_per_token(config: ModelConfig, seq_len: int, target_len: int | None = None) -> float:
-  """Training FLOPs per token of config.family's model (see Family.flops_per_token)."""
-  return families.get(config.family).flops_per_token(config, seq_len, target_len)
+def flops_per_token(config: ModelConfig, seq_len: int, target_len: int | None = None,
+                    **head) -> float:
+  """Training FLOPs per token of config.family's model, or of a fine-tuning `head` on it (see
+  Family.flops_per_token, Family.matmuls)."""
+  return families.get(config.family).flops_per_token(config, seq_len, target_len, **head)
 
 
 __all__ = ["Decoder", "Encoder", "EncoderDecoder", "ModelConfig", "build_model",

@@ -8,9 +8,11 @@ next-token logits for generation, its FLOPs and which of its layers a frozen fin
 
 Fine-tuning heads read `reads`: "pooled" ([B, D], one vector per sequence: classification,
 regression), "tokens" ([B, T, D] per input token: tagging) or "lm" ([B, T, D] the hidden states
-an LM head reads: seq2seq). The Hugging Face rule table of a family is its module in
-roots_jax.hf (`hf.architectures.for_family`).
+an LM head reads: seq2seq). The Hugging Face rule tables of a family are its modules in
+roots_jax.hf (`hf.architectures.for_model`).
 """
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -51,6 +53,89 @@ def sequence_row(ids, length: int, prefix: str = "") -> dict[str, np.ndarray]:
 
 def sequence_spec(length: int, prefix: str = "") -> Spec:
   return {f"{prefix}{k}": ((length,), np.int32) for k in ("inputs", "segment_ids", "positions")}
+
+
+class Matmul(NamedTuple):
+  """Forward FLOPs of one example in matmuls of one kind, and which gradients its backward pass
+  computes: each one more matmul of the forward's size."""
+  forward: float
+  trains: bool = True   # its weights get gradients (False for attention's QK^T and PV)
+  passes: bool = True   # gradients flow through it to its activation operands
+  operands: int = 1     # activation operands: 1 (activations x weights), 2 (QK^T, PV)
+
+
+def step_flops(matmuls: list[Matmul]) -> float:
+  """Model FLOPs of one train step on one example, as counted for MFU (PaLM, Chowdhery et al.
+  2022, appendix B; MaxText): the matmuls only (2 m n k each; embedding lookups, norms, softmax
+  and other elementwise work are left out), forward plus one matmul per gradient computed;
+  remat's recomputation is not counted, nor the causal mask's skipped half subtracted.
+
+  Everything trained: 3x forward (6 FLOPs per weight and token, 12 L T N H of attention).
+  A frozen part runs forward only; a frozen part that gradients pass through (LoRA's base
+  weights) costs 2x; a model run forward alone (a distillation teacher) is
+  trains=passes=False.
+  """
+  return sum(m.forward * (1 + m.trains + m.passes * m.operands) for m in matmuls)
+
+
+class _Layer(NamedTuple):
+  """Forward FLOPs of one layer on one example."""
+  inputs: float          # the q, k, v projections of the layer's input
+  attention: float       # QK^T and PV, of self- and cross-attention
+  rest: float            # output projections, MLP, cross-attention queries
+  encoded: float = 0.0   # cross-attention keys and values of the encoder output
+
+
+def _layer(config: ModelConfig, length: int, encoded_length: int = 0) -> _Layer:
+  """A layer on `length` tokens, cross-attending to `encoded_length` encoder tokens (if any).
+  Attention counts every query-key pair, the causal mask's skipped half too."""
+  d, n, k, h = config.embed_dim, config.num_heads, config.kv_heads, config.head_size
+  q_out, k_v = _projections(config)
+  mlp = _layer_params(config) - q_out - k_v
+  layer = _Layer(inputs=2.0 * length * d * (n + 2 * k) * h,
+                 attention=4.0 * length * length * n * h,
+                 rest=2.0 * length * (d * n * h + mlp))
+  if not encoded_length:
+    return layer
+  return layer._replace(attention=layer.attention + 4.0 * length * encoded_length * n * h,
+                        rest=layer.rest + 2.0 * length * q_out,
+                        encoded=2.0 * encoded_length * k_v)
+
+
+def _stack(config: ModelConfig, layer: _Layer, layers: int, trained: int, *,
+           fed: bool) -> list[Matmul]:
+  """A stack's matmuls with its top `trained` layers trained; `fed`: what lies below the stack
+  (its embeddings, the encoder a decoder reads) trains too. The lowest trained layer's input
+  projections pass gradients only to what trains below them: the stack's input when fed, or
+  the layer's own norm before them (pre-LN)."""
+  frozen = layers - trained
+  pre_norm = config.norm_placement == "pre"
+  return [Matmul(frozen * sum(layer), trains=False, passes=False),
+          Matmul(trained * layer.rest),
+          Matmul(trained * layer.attention, trains=False, operands=2),
+          Matmul(trained * layer.encoded, passes=fed),
+          Matmul((trained - 1) * layer.inputs if trained else 0.0),
+          Matmul(layer.inputs if trained else 0.0, passes=fed or pre_norm)]
+
+
+def _task_head(config: ModelConfig, length: int, reads: str, outputs: int) -> float:
+  """Forward FLOPs of a fine-tuning head on one example: once on the pooled vector, else on
+  every token; an "lm" head has the vocabulary."""
+  width = 2.0 * config.embed_dim * (config.vocab_size if reads == "lm" else outputs)
+  return width if reads == "pooled" else width * length
+
+
+def _projections(config: ModelConfig) -> tuple[int, int]:
+  """Weights of the query + output and of the key + value projections of one attention."""
+  d, n, k, h = config.embed_dim, config.num_heads, config.kv_heads, config.head_size
+  return 2 * d * n * h, 2 * d * k * h
+
+
+def _layer_params(config: ModelConfig) -> int:
+  """Matmul weights of one block: attention and MLP."""
+  q_out, k_v = _projections(config)
+  gates = 3 if config.mlp_activation in ("swiglu", "geglu") else 2
+  return q_out + k_v + gates * config.embed_dim * config.mlp_dim
 
 
 class Family:
@@ -128,38 +213,46 @@ class Family:
 
   # FLOPs: the numerator of MFU.
 
-  def flops_per_token(self, config: ModelConfig, seq_len: int,
-                      target_len: int | None = None) -> float:
-    """Training (forward + backward) FLOPs per token: 6 P + 12 L T N H.
+  def flops_per_token(self, config: ModelConfig, seq_len: int, target_len: int | None = None,
+                      **head) -> float:
+    """Training FLOPs of one step per token of a `seq_len`-token row (an encoder-decoder's
+    encoder tokens, what the train loop counts): step_flops of `matmuls`, over seq_len."""
+    return step_flops(self.matmuls(config, seq_len, target_len, **head)) / seq_len
 
-    As in PaLM (Chowdhery et al. 2022, appendix B) and MaxText. P counts the weights of every
-    matmul: the q, k, v and output projections, the MLP and the LM head (tied or not, the logits
-    are a matmul), but not embedding lookups, norms or biases; each weight costs 2 FLOPs forward
-    and 4 backward. 12 L T N H is attention itself: QK^T and PV, 2 T N H FLOPs each per token
-    forward, tripled for backward; the causal mask's skipped half is counted, as in PaLM.
-    """
-    del target_len
-    return self._stack_flops(config, seq_len, config.num_layers * _layer_params(config)
-                             + config.embed_dim * config.vocab_size, 0)
+  def matmuls(self, config: ModelConfig, seq_len: int, target_len: int | None = None, *,
+              reads: str = "", outputs: int = 0, pooling: str = "",
+              trained_layers: int | None = None) -> list[Matmul]:
+    """The matmuls of one train step on one example. reads="": the pretraining model with its
+    objective's outputs, everything trained. Else a fine-tuning head that `reads` (with
+    `outputs` classes; an "lm" head has the vocabulary) on the features alone; everything trains
+    (trained_layers None: full fine-tuning) or only the head and the top `trained_layers`
+    layers of the stack it reads with what lies between them and the head (a frozen backbone,
+    runs.finetune.training_plan); encoder-decoder decoders run on target_len tokens."""
+    full = trained_layers is None
+    parts = []
+    for layers, layer, read in self._stacks(config, seq_len, target_len, reads, pooling):
+      trained = layers if full else min(trained_layers, layers) if read else 0
+      parts += _stack(config, layer, layers, trained, fed=full)
+    tuned = full or trained_layers > 0  # gradients flow below the head
+    between, head = self._outputs(config, seq_len, target_len, reads, outputs, pooling)
+    return parts + [Matmul(between, trains=tuned, passes=tuned),
+                    Matmul(head, passes=tuned)]
 
-  def _stack_flops(self, config: ModelConfig, seq_len: int, matmul_params: int,
-                   per_sequence: int) -> float:
-    n, h = config.num_heads, config.head_size
-    return (6.0 * matmul_params + 6.0 * per_sequence / seq_len
-            + 12.0 * config.num_layers * seq_len * n * h)
+  def _stacks(self, config: ModelConfig, seq_len: int, target_len: int | None, reads: str,
+              pooling: str) -> list[tuple[int, _Layer, bool]]:
+    """(layers, one layer's forward, whether a head reads it (head_stack)) of each stack run, in
+    the order the data passes them."""
+    del target_len, reads, pooling
+    return [(config.num_layers, _layer(config, seq_len), True)]
 
-
-def _projections(config: ModelConfig) -> tuple[int, int]:
-  """Weights of the query + output and of the key + value projections of one attention."""
-  d, n, k, h = config.embed_dim, config.num_heads, config.kv_heads, config.head_size
-  return 2 * d * n * h, 2 * d * k * h
-
-
-def _layer_params(config: ModelConfig) -> int:
-  """Matmul weights of one block: attention and MLP."""
-  q_out, k_v = _projections(config)
-  gates = 3 if config.mlp_activation in ("swiglu", "geglu") else 2
-  return q_out + k_v + gates * config.embed_dim * config.mlp_dim
+  def _outputs(self, config: ModelConfig, seq_len: int, target_len: int | None, reads: str,
+               outputs: int, pooling: str) -> tuple[float, float]:
+    """Forward FLOPs of one example (between the stack and the head, the head): the LM head on
+    every token for pretraining, else the task head."""
+    del target_len, pooling
+    if not reads:
+      return 0.0, 2.0 * seq_len * config.embed_dim * config.vocab_size
+    return 0.0, _task_head(config, seq_len, reads, outputs)
 
 
 class EncoderFamily(Family):
@@ -197,15 +290,15 @@ class EncoderFamily(Family):
   def head_stack(self, config, reads):
     return (), config.num_layers, ("pooler",)
 
-  def flops_per_token(self, config, seq_len, target_len=None):
-    """The decoder's count over seq_len tokens (bidirectional attention, counted fully), plus
-    the MLM head (transform D x D and the V x D output) on every token and the NSP pooler and
-    classifier once per sequence (their weights / seq_len)."""
-    del target_len
+  def _outputs(self, config, seq_len, target_len, reads, outputs, pooling):
+    """Pretraining: the MLM head (transform D x D, output V x D) on every token, the NSP pooler
+    and classifier once. A pooled head on "first" reads the pooler, which lies between the
+    stack and the head (a frozen backbone trains it with its top layers)."""
     d = config.embed_dim
-    matmul_params = (config.num_layers * _layer_params(config) + d * config.vocab_size
-                     + d * d)  # mlm_transform
-    return self._stack_flops(config, seq_len, matmul_params, d * d + 2 * d)  # pooler, nsp
+    if not reads:
+      return 0.0, 2.0 * (seq_len * d * (d + config.vocab_size) + d * d + 2 * d)
+    first = reads == "pooled" and (pooling or self.default_pooling) == "first"
+    return 2.0 * d * d * first, _task_head(config, seq_len, reads, outputs)
 
 
 class EncoderDecoderFamily(Family):
@@ -269,21 +362,26 @@ class EncoderDecoderFamily(Family):
       return ("encoder",), config.num_layers, ()
     return ("decoder",), config.decoder_layers, ()
 
-  def flops_per_token(self, config, seq_len, target_len=None):
-    """Per *encoder* token (what the train loop counts: batch x seq_len), for one example of
-    seq_len encoder tokens and target_len (default seq_len) decoder tokens: the encoder on
-    seq_len tokens, the decoder's self-attention, MLP, cross-attention query/output and LM head
-    on target_len tokens, its cross-attention key/value projections on seq_len tokens, and
-    attention 12 N H (L_enc S^2 + L_dec (T^2 + T S)); the total divided by seq_len."""
-    s, t = seq_len, target_len or seq_len
-    enc_layers, dec_layers = config.num_layers, config.decoder_layers
-    q_out, k_v = _projections(config)
-    layer = _layer_params(config)
-    weight_flops = (s * (enc_layers * layer + dec_layers * k_v)
-                    + t * (dec_layers * (layer + q_out) + config.embed_dim * config.vocab_size))
-    attention = config.num_heads * config.head_size * (enc_layers * s * s
-                                                       + dec_layers * (t * t + t * s))
-    return (6.0 * weight_flops + 12.0 * attention) / s
+  def _stacks(self, config, seq_len, target_len, reads, pooling):
+    """The encoder on seq_len tokens; the decoder (on target_len tokens, default seq_len; a
+    pooled head's on the input shifted, seq_len) unless the head reads the encoder."""
+    encoder = (config.num_layers, _layer(config, seq_len), reads == "tokens")
+    if reads == "tokens" or (reads == "pooled" and pooling == "mean"):
+      return [encoder]
+    t = _decoder_length(seq_len, target_len, reads)
+    return [encoder, (config.decoder_layers, _layer(config, t, seq_len), True)]
+
+  def _outputs(self, config, seq_len, target_len, reads, outputs, pooling):
+    t = _decoder_length(seq_len, target_len, reads)
+    if not reads:
+      return 0.0, 2.0 * t * config.embed_dim * config.vocab_size
+    return 0.0, _task_head(config, seq_len if reads == "tokens" else t, reads, outputs)
+
+
+def _decoder_length(seq_len: int, target_len: int | None, reads: str) -> int:
+  """An encoder-decoder's decoder tokens: the target's (default seq_len), or for a pooled head
+  the input's, shifted."""
+  return (target_len or seq_len) if reads in ("", "lm") else seq_len
 
 
 DECODER, ENCODER, ENCODER_DECODER = Family(), EncoderFamily(), EncoderDecoderFamily()

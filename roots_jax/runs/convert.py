@@ -1,5 +1,5 @@
-"""Hugging Face checkpoints <-> roots_jax runs (GPT-2, BERT, T5): converted runs (kind
-"converted") and the export of pretraining ones (`python -m roots_jax.convert`).
+"""Hugging Face checkpoints <-> roots_jax runs (GPT-2, GPT-NeoX, Llama, BERT, T5): converted
+runs (kind "converted") and the export of pretraining ones (`python -m roots_jax.convert`).
 
 A converted run is laid out like a pretraining run: config.json (the pretraining keys with the
 model section from Hugging Face's, kind "converted"), checkpoints/0 (the parameters only:
@@ -22,7 +22,7 @@ from flax import traverse_util
 
 from roots_jax import config as config_lib, progress
 from roots_jax.errors import CheckpointError, ConfigError
-from roots_jax.hf import architectures, files, mapping
+from roots_jax.hf import architectures, files, mapping, tokenizer_json
 from roots_jax.models import families
 from roots_jax.models.config import RUNTIME_FIELDS, ModelConfig
 from roots_jax.models.layers import INIT_STD
@@ -124,12 +124,13 @@ def fresh_param(path: tuple[str, ...], shape: tuple[int, ...], rng: np.random.Ge
   raise CheckpointError(f"internal: no initialiser for the missing parameter {'/'.join(path)}")
 
 
-def write_params(run_dir: str, params) -> None:
-  """checkpoints/0 of `run_dir` holding the state {"params": params} (no optimizer, no data
+def write_params(run_dir: str, params, step: int = 0) -> None:
+  """checkpoints/<step> of `run_dir` holding the state {"params": params} (no optimizer, no data
   iterator): what restore_params reads from a pretraining run's checkpoint."""
   manager = checkpoints.make_manager(run_dir, keep=1, items=("state",))
   try:
-    checkpoints.save(manager, 0, {"params": jax.tree.map(jnp.asarray, params)}, None, force=True)
+    checkpoints.save(manager, step, {"params": jax.tree.map(jnp.asarray, params)}, None,
+                     force=True)
     manager.wait_until_finished()
   finally:
     manager.close()
@@ -137,13 +138,15 @@ def write_params(run_dir: str, params) -> None:
 
 def export_hf(run_dir: str, hf_dir: str, *, step: int | None = None) -> dict:
   """Writes the run's parameters at `step` (default: the newest) as a Hugging Face model in
-  `hf_dir`. Returns a summary: architecture, step, tokenizer_files (empty: not exported)."""
+  `hf_dir`, with its tokenizer: a Hugging Face one's files copied, a sentencepiece model's
+  written as a fast tokenizer (hf.tokenizer_json). Returns a summary: architecture, step,
+  tokenizer_files (empty: not exported) and tokenizer_note (why not, where that is known)."""
   run_dir, hf_dir = os.path.abspath(run_dir), os.path.abspath(hf_dir)
   config = workdir_lib.read_config(run_dir)
   if config.kind == "finetune":
     raise ConfigError(f"{run_dir} is a fine-tuning run; export a pretraining (or converted) run")
   model_config = ModelConfig.from_config(config.model)
-  module = architectures.for_family(model_config.family)
+  module = architectures.for_model(model_config)
   hf_config = module.hf_config(model_config)
   if os.path.exists(hf_dir) and (not os.path.isdir(hf_dir) or os.listdir(hf_dir)):
     raise ConfigError(f"{hf_dir} already exists; give a new directory for the Hugging Face model")
@@ -166,15 +169,34 @@ def export_hf(run_dir: str, hf_dir: str, *, step: int | None = None) -> dict:
     tensors = module.finish(mapping.export_params(module.layout(model_config), flat,
                                                   scan=model_config.scan_layers), model_config)
     stages.update(postfix="mapped")
+    tokenizer = config.tokenizer.path
+    if not os.path.exists(tokenizer):  # a moved run: its own copy
+      tokenizer = workdir_lib.run_copy(run_dir) or ""
+    written, note = {}, ""
+    if os.path.isfile(tokenizer):  # a sentencepiece model: written as a fast tokenizer
+      try:
+        written, ids = tokenizer_json.hf_files(_read(tokenizer), tokenizer, model_config.family,
+                                               model_config.max_len)
+        hf_config.update(ids)
+      except ConfigError as e:
+        note = str(e)
     files.write_model(hf_dir, hf_config, tensors)
+    if os.path.isdir(tokenizer):
+      tokenizer_files = files.copy_tokenizer(tokenizer, hf_dir)
+    else:
+      tokenizer_files = files.write_tokenizer(hf_dir, written)
     stages.update(postfix="written")
   log.info("exported %s step %d in %.1f s", run_dir, step, stages.elapsed())
-  tokenizer = config.tokenizer.path
-  if not os.path.exists(tokenizer):  # a moved run: its own copy
-    tokenizer = os.path.join(run_dir, "tokenizer")
-  tokenizer_files = files.copy_tokenizer(tokenizer, hf_dir) if os.path.isdir(tokenizer) else []
   return dict(architecture=hf_config["architectures"][0], step=step,
-              tokenizer_files=tokenizer_files)
+              tokenizer_files=tokenizer_files, tokenizer_note=note)
+
+
+def _read(path: str) -> bytes:
+  try:
+    with open(path, "rb") as f:
+      return f.read()
+  except OSError as e:
+    raise ConfigError(f"cannot read the run's tokenizer {path}: {e.strerror or e}") from e
 
 
 def is_hf_model(directory: str) -> bool:

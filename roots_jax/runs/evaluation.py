@@ -1,6 +1,7 @@
 """Scoring a run's checkpoint into WORKDIR/results.json: a pretraining (or converted) run's
 token-weighted perplexity and loss terms on its held-out split, a fine-tuning run's task metrics
-on a split of its task (roots_jax.evals)."""
+on a split of its task (roots_jax.evals), each with the examples and tokens scored; a classifier's
+per-class figures ("per_class") and a seq2seq model's first generations ("samples") besides."""
 
 import json
 import logging
@@ -43,10 +44,11 @@ def evaluate_run(workdir: str, overrides=(), *, split: str = "", checkpoint: str
   log.info("evaluating %s at step %d on %s", workdir, loaded.step, split)
   began = time.perf_counter()
   with loaded.context():
-    values = kind.evaluate(loaded, split)
+    values, details = kind.evaluate(loaded, split)
   log.info("evaluated in %.1f s", time.perf_counter() - began)
   results = {"workdir": os.path.abspath(workdir), "kind": what, "split": split,
-             "checkpoint_step": loaded.step, "metrics": values, "config": config.to_dict()}
+             "checkpoint_step": loaded.step, "metrics": values, **details,
+             "config": config.to_dict()}
   if jax.process_index() == 0:
     path = os.path.join(workdir, "results.json")
     with open(path + ".tmp", "w") as f:
@@ -56,8 +58,16 @@ def evaluate_run(workdir: str, overrides=(), *, split: str = "", checkpoint: str
 
 
 def format_table(results: dict) -> str:
+  """The results as the evaluate command prints them: the metrics (counts as integers), then
+  each class's precision, recall, F1 and support; the sample generations stay in results.json."""
   rows = [("run", results["workdir"]), ("kind", results["kind"]), ("split", results["split"]),
           ("checkpoint step", str(results["checkpoint_step"]))]
-  rows += [(name, f"{value:.4f}") for name, value in results["metrics"].items()]
+  rows += [(name, f"{value:.4f}" if isinstance(value, float) else str(value))
+           for name, value in results["metrics"].items()]
+  per_class = results.get("per_class", {})
+  if per_class:
+    rows.append(("per class", "precision  recall      f1  support"))
+    rows += [(f"  {name}", f"{c['precision']:9.4f}  {c['recall']:6.4f}  {c['f1']:6.4f}  "
+                           f"{c['support']:7d}") for name, c in per_class.items()]
   width = max(len(name) for name, _ in rows)
   return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)

@@ -5,7 +5,8 @@ The model (architecture and tokenizer) comes from init_from; fields set in the f
 must match it. finetune.mode=full trains everything; frozen uses the backbone as a fixed feature
 extractor (no backbone gradients) with finetune.trainable_layers top layers trained as well.
 The validation split is scored every train.eval_every steps; the best score of finetune.metric
-is kept in WORKDIR/best, and finetune.patience evaluations without improvement stop the run.
+is kept in WORKDIR/best, and finetune.patience evaluations without improvement stop the run;
+without validation examples the run trains unscored and is used at its last checkpoint.
 Running it again resumes.
 """
 
@@ -140,15 +141,17 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
 
     # Loop, keeping the best checkpoint by the validation metric.
     metric = f.metric or kind.default_metric
-    evaluate = evaluator(config, run, parts.scorer, "validation",
-                         generate=metric in evals.generation.METRICS)
+    evaluate = None
+    if run.examples("validation"):
+      evaluate = evaluator(config, run, parts.scorer, "validation",
+                           generate=metric in evals.generation.METRICS)
     best = checkpoints.make_manager(
         workdir, keep=1, subdir="best", items=("state",), best_fn=lambda m: m[metric],
         best_mode="min" if metric in evals.LOWER_IS_BETTER else "max")
     tracker = _BestTracker(best, metric, config.train.eval_every, f.patience)
     length = kind.row_length(family, config.task.max_len, config.task.target_len)
     try:
-      if tracker.exhausted(int(state.step)):
+      if evaluate is not None and tracker.exhausted(int(state.step)):
         log.info("the run stopped early at step %d (finetune.patience=%d); raise it to train on",
                  int(state.step), f.patience)
         manager.close()
@@ -156,14 +159,24 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
       else:
         loop.run_loop(config, workdir, parts, state, manager, train_iter, evaluate,
                       tokens_per_step=t.batch_size * length,
-                      flops_per_token=models.flops_per_token(parts.model_config, length),
-                      after_eval=tracker)
+                      flops_per_token=flops_per_token(config, parts.model, length),
+                      after_eval=None if evaluate is None else tracker)
     finally:
       best.wait_until_finished()
       best.close()
     if tracker.best_step is not None:
       log.info("best validation %s %.4f at step %d", metric, tracker.best_value, tracker.best_step)
     return tracker.best_metrics
+
+
+def flops_per_token(config: ml_collections.ConfigDict, model: FinetuneModel, length: int) -> float:
+  """Training FLOPs per token of `length`-token rows of what the step runs: the backbone's
+  features and the head, all of it trained (full) or the head and the top trainable_layers
+  forward and backward over a backbone run forward only (frozen)."""
+  f = config.finetune
+  return models.flops_per_token(
+      model.config, length, config.task.target_len, reads=model.reads, outputs=model.num_outputs,
+      pooling=model.pooling, trained_layers=None if f.mode == "full" else f.trainable_layers)
 
 
 class Setup(NamedTuple):
@@ -232,9 +245,11 @@ def eval_split(config: ml_collections.ConfigDict, split: str) -> tuple[str, str]
   return split, config.task.kind
 
 
-def evaluate(loaded, split: str) -> dict:
-  """A loaded run's task metrics on `split`, generations included."""
-  return evaluator(loaded.config, loaded, loaded.scorer, split, generate=True)(loaded.params)
+def evaluate(loaded, split: str) -> tuple[dict, dict]:
+  """A loaded run's task metrics on `split`, generations included, and their details (per-class
+  figures, sample generations)."""
+  return evaluator(loaded.config, loaded, loaded.scorer, split, generate=True).report(
+      loaded.params)
 
 
 def evaluator(config: ml_collections.ConfigDict, run, scorer: evals.Scorer, split: str, *,
@@ -248,7 +263,7 @@ def evaluator(config: ml_collections.ConfigDict, run, scorer: evals.Scorer, spli
   batches = lambda: kind.dataset(config, run.tokenizer, run.labels, examples, family=family,
                                  split=split, **shard)
   return evals.get(kind.evaluator)(scorer, evals.Split(split, batches, examples),
-                                   tokenizer=run.tokenizer, family=family,
+                                   tokenizer=run.tokenizer, family=family, labels=run.labels,
                                    target_len=config.task.target_len, generate=generate)
 
 

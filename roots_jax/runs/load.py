@@ -4,6 +4,7 @@ optimizer state, no train step), on a mesh of this machine's devices.
   loaded = load("/tmp/run")                  # a run, one of its checkpoints/<step>, an HF dir
   with loaded.context():
     logits = loaded.model.apply({"params": loaded.params}, tokens)
+  save(loaded, loaded.params, "/tmp/copy")   # a run of its own that load reads
 
 What a run's model is depends on its kind, which its config.json records: KINDS maps each to the
 module of that kind of run, which gives `model_for(config, workdir)` and `DEFAULT_CHECKPOINT`
@@ -13,6 +14,7 @@ module of that kind of run, which gives `model_for(config, workdir)` and `DEFAUL
 import contextlib
 import dataclasses
 import os
+import shutil
 from typing import Any, Callable
 
 import jax
@@ -21,9 +23,9 @@ from flax import linen as nn
 
 from roots_jax import evals, tasks
 from roots_jax.data import load_tokenizer
-from roots_jax.data.supervised import LabelVocab
+from roots_jax.data.supervised import SPLITS, LabelVocab
 from roots_jax.data.tokenizers import BaseTokenizer
-from roots_jax.errors import ConfigError
+from roots_jax.errors import ConfigError, DataError
 from roots_jax.models import families
 from roots_jax.models.config import ModelConfig
 from roots_jax.runs import assemble, convert, finetune, pretrain, workdir as workdir_lib
@@ -40,7 +42,7 @@ class Loaded:
   workdir: str
   step: int
   config: ml_collections.ConfigDict
-  tokenizer: BaseTokenizer
+  tokenizer: BaseTokenizer | None    # None: the run has none (a Hugging Face model without one)
   model_config: ModelConfig
   model: nn.Module
   loss: Loss
@@ -51,6 +53,7 @@ class Loaded:
   rules: tuple
   param_sharding: Any
   batch_sharding: jax.sharding.NamedSharding
+  no_tokenizer: str = ""             # why there is no tokenizer
 
   @property
   def family(self) -> families.Family:
@@ -98,7 +101,8 @@ def resolve(path: str, checkpoint: int | str | None = None) -> tuple[str, str | 
 
 def load(path: str, *, checkpoint: int | str | None = None) -> Loaded:
   """The run (or checkpoint, or Hugging Face model) at `path`, ready to use; `checkpoint`:
-  "best", "latest" or a step number (default: the run kind's)."""
+  "best", "latest" or a step number (default: the run kind's). A run without a tokenizer loads
+  with none (Loaded.no_tokenizer says why): its model still reads token ids."""
   workdir, which = resolve(path, checkpoint)
   config = workdir_lib.read_config(workdir)
   with config.unlocked():
@@ -106,15 +110,29 @@ def load(path: str, *, checkpoint: int | str | None = None) -> Loaded:
       partitioning.mesh_shape(config, jax.device_count())
     except ConfigError:  # the run's mesh needs other devices: data-parallel over these
       config.mesh.shape = (-1, 1, 1)
-  return load_run(workdir, config, which)
+  loaded = load_run(workdir, config, which, needs_tokenizer=False)
+  path = os.fspath(path)
+  if loaded.no_tokenizer and workdir != workdir_lib.split_checkpoint(path)[0]:  # a Hugging Face
+    loaded.no_tokenizer = (f"{os.path.abspath(os.path.expanduser(path))} has no tokenizer files: "
+                           "add the model's (vocab.txt for BERT, vocab.json and merges.txt "
+                           "for GPT-2, spiece.model for T5)")
+  return loaded
 
 
-def load_run(workdir: str, config: ml_collections.ConfigDict, which: str | None = None) -> Loaded:
+def load_run(workdir: str, config: ml_collections.ConfigDict, which: str | None = None, *,
+             needs_tokenizer: bool = True) -> Loaded:
   """The run in `workdir` as `config` describes it (its own, or one with other data), from
-  checkpoint `which` (None: the kind's default)."""
+  checkpoint `which` (None: the kind's default); without its tokenizer an error unless not
+  `needs_tokenizer`."""
   kind = KINDS[config.kind]
   mesh, rules = partitioning.make_mesh(config), partitioning.logical_rules(config)
-  tokenizer = load_tokenizer(workdir_lib.tokenizer_path(workdir, config))
+  tokenizer, no_tokenizer = None, ""
+  try:
+    tokenizer = load_tokenizer(workdir_lib.tokenizer_path(workdir, config))
+  except (ConfigError, DataError) as e:
+    if needs_tokenizer:
+      raise
+    no_tokenizer = str(e)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     m = kind.model_for(config, workdir)
     boxed = assemble.abstract_params(m.model, m.loss, m.init_batch, config.seed)
@@ -129,4 +147,67 @@ def load_run(workdir: str, config: ml_collections.ConfigDict, which: str | None 
                 model_config=m.model_config, model=m.model, loss=m.loss, params=params,
                 labels=m.labels, examples=m.examples, mesh=mesh, rules=rules,
                 param_sharding=param_sharding,
-                batch_sharding=partitioning.data_sharding(mesh, rules))
+                batch_sharding=partitioning.data_sharding(mesh, rules), no_tokenizer=no_tokenizer)
+
+
+def save(loaded: Loaded, params, directory: str) -> None:
+  """Writes `params` of the loaded run's model as a run in `directory` that `load` and the
+  commands read: config.json (a pretrained model's as kind "converted", parameters only; a
+  fine-tuned one's as "finetune", with labels.json and the task files kept inside its run),
+  tokenizer/ and checkpoints/<step>. An earlier run there is replaced (only once the new one is
+  written); any other non-empty directory is an error."""
+  directory = os.path.abspath(os.path.expanduser(os.fspath(directory)))
+  if os.path.realpath(directory) == os.path.realpath(loaded.workdir):
+    raise ConfigError(f"{directory} is this model's own run: save it to another directory")
+  if os.path.exists(directory) and not (os.path.isdir(directory) and (
+      not os.listdir(directory) or _is_run(directory))):
+    raise ConfigError(f"{directory} exists and is not a roots_jax run: give a new or empty "
+                      "directory (an earlier save is replaced)")
+  config = workdir_lib.read_config(loaded.workdir)  # as written: load may have changed the mesh
+  tmp = f"{directory}.tmp-save"
+  shutil.rmtree(tmp, ignore_errors=True)
+  try:
+    os.makedirs(tmp)
+    with config.unlocked():
+      if config.kind == "pretrain":  # no optimizer or data state: it cannot be resumed
+        config.kind = "converted"
+      config.tokenizer.path = os.path.join(directory, "tokenizer")
+      if loaded.tokenizer is None:
+        os.makedirs(os.path.join(tmp, "tokenizer"))
+      else:
+        config.tokenizer.path = workdir_lib.run_copy_path(loaded.tokenizer, directory)
+        workdir_lib.save_run_copy(loaded.tokenizer, tmp)
+      if config.kind == "finetune":
+        _keep_task_files(config, loaded.workdir, directory, tmp)
+    if loaded.labels is not None:
+      loaded.labels.save(os.path.join(tmp, "labels.json"))
+    workdir_lib.write_config(config, tmp)
+    convert.write_params(tmp, params, loaded.step)
+    if os.path.isdir(directory):
+      old = f"{directory}.old-save"
+      shutil.rmtree(old, ignore_errors=True)
+      os.replace(directory, old)
+      os.replace(tmp, directory)
+      shutil.rmtree(old)
+    else:
+      os.replace(tmp, directory)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _is_run(directory: str) -> bool:
+  return (os.path.isfile(workdir_lib.config_path(directory))
+          and not convert.is_hf_model(directory))
+
+
+def _keep_task_files(config: ml_collections.ConfigDict, workdir: str, directory: str,
+                     tmp: str) -> None:
+  """Copies the task files a run keeps inside itself (LanguageModel.finetune's examples) into
+  `tmp`, and points the config at their place in `directory`."""
+  for split in SPLITS:
+    path = config.task[f"{split}_files"]
+    if path and os.path.isfile(path) and path.startswith(os.path.join(workdir, "")):
+      relative = os.path.relpath(path, workdir)
+      os.makedirs(os.path.dirname(os.path.join(tmp, relative)), exist_ok=True)
+      shutil.copyfile(path, os.path.join(tmp, relative))
+      config.task[f"{split}_files"] = os.path.join(directory, relative)

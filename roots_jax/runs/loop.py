@@ -18,12 +18,12 @@ from roots_jax.training import checkpoints, distributed, metric_writer, profilin
 log = logging.getLogger("roots_jax")
 
 
-def run_loop(config, workdir: str, parts: Parts, state, manager, train_iter, evaluate: Callable,
-             *, tokens_per_step: int, flops_per_token: float,
+def run_loop(config, workdir: str, parts: Parts, state, manager, train_iter,
+             evaluate: Callable | None, *, tokens_per_step: int, flops_per_token: float,
              after_eval: Callable | None = None) -> dict:
   """Steps from state.step to train.steps: logs, evaluates (`evaluate(params) -> metrics`, then
-  `after_eval(step, state, metrics) -> stop early?`), checkpoints with the iterator, and saves
-  and exits on SIGTERM. Logs the compiled step's costs first and a run summary last. Closes the
+  `after_eval(step, state, metrics) -> stop early?`; None: no evaluation), checkpoints with the
+  iterator, and saves and exits on SIGTERM. Logs the compiled step's costs first and a run summary last. Closes the
   manager and the iterator. Returns the last eval metrics."""
   t, is_main = config.train, jax.process_index() == 0
   writer = metric_writer.MetricWriter(workdir, enabled=is_main, loggers=t.loggers,
@@ -63,7 +63,7 @@ def run_loop(config, workdir: str, parts: Parts, state, manager, train_iter, eva
         postfix, pending = f"loss {row['loss']:.4f}", []
       bar.update(postfix=postfix)
       early_stop = False
-      if step % t.eval_every == 0 or last:
+      if evaluate is not None and (step % t.eval_every == 0 or last):
         eval_metrics = evaluate(state.params)
         writer.write(step, "eval", eval_metrics)
         if after_eval is not None:
@@ -164,9 +164,9 @@ def _summarize(writer, state, first_step: int, step: int, throughput: _Throughpu
   if best is not None:
     summary.update(best_eval_step=best[0], best_eval_loss=best[1])
   writer.write(step, "summary", summary, echo=False)
-  log.info("run summary: step %d (%d this run, %.3e tokens) in %.1f s, %.0f tokens/s, MFU %.2f%%%s%s",
+  log.info("run summary: step %d (%d this run, %.3e tokens) in %.1f s, %.0f tokens/s, MFU %s%s%s",
            step, summary["steps_this_run"], summary["tokens_this_run"], summary["wall_seconds"],
-           tps, 100 * summary["mfu"],
+           tps, profiling.format_mfu(summary["mfu"]),
            f", {summary['skipped_steps']} skipped steps" if skipped else "",
            f", best eval loss {best[1]:.4f} at step {best[0]}" if best else "")
 

@@ -80,12 +80,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
       workdir_lib.save_run_copy(tokenizer, workdir)
 
     # Loop.
-    flops_per_token = models.flops_per_token(parts.model_config, config.data.seq_len,
-                                             objectives.target_len(config.data) or None)
     evaluate = evaluator(config, tokenizer, parts.scorer, max_batches=t.eval_batches)
     return loop.run_loop(config, workdir, parts, state, manager, train_iter, evaluate,
                          tokens_per_step=t.batch_size * config.data.seq_len,
-                         flops_per_token=flops_per_token)
+                         flops_per_token=flops_per_token(config, parts.model_config))
 
 
 def build(config: ml_collections.ConfigDict, mesh) -> assemble.Parts:
@@ -94,6 +92,12 @@ def build(config: ml_collections.ConfigDict, mesh) -> assemble.Parts:
   m = model_for(config)
   return assemble.assemble(config, mesh, m.model_config, m.model, m.loss, m.init_batch,
                            optimizers.make_optimizer(config.optimizer, config.train.steps))
+
+
+def flops_per_token(config: ml_collections.ConfigDict, model_config: ModelConfig) -> float:
+  """Training FLOPs per token (an encoder-decoder's encoder token) of the objective's rows."""
+  return models.flops_per_token(model_config, config.data.seq_len,
+                                objectives.target_len(config.data) or None)
 
 
 def model_for(config: ml_collections.ConfigDict, workdir: str = "") -> assemble.RunModel:
@@ -115,10 +119,10 @@ def eval_split(config: ml_collections.ConfigDict, split: str) -> tuple[str, str]
   return config.data.eval_files or "eval", "pretraining"
 
 
-def evaluate(loaded, split: str) -> dict:
-  """A loaded run's metrics on its held-out split, all of it."""
+def evaluate(loaded, split: str) -> tuple[dict, dict]:
+  """A loaded run's metrics on its held-out split, all of it (and no details)."""
   del split
-  return evaluator(loaded.config, loaded.tokenizer, loaded.scorer, max_batches=None)(
+  return evaluator(loaded.config, loaded.tokenizer, loaded.scorer, max_batches=None).report(
       loaded.params)
 
 

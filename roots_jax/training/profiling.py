@@ -31,7 +31,8 @@ PEAK_FLOPS = {
 def compiled_stats(compiled, state, num_params: int) -> dict:
   """The numbers worth knowing before a long run: parameters, bytes per parameter of the whole
   training state (AdamW in float32: 12), and XLA's per-device memory plan and FLOP count of one
-  step (what the device runs: with fsdp or tensor sharding, its share)."""
+  step (what the device runs: with fsdp or tensor sharding, its share). XLA counts a loop's body
+  once, so with scanned layers (model.scan_layers) the count holds one layer of the stack."""
   state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves((state.params, state.opt_state)))
   stats = {"params": num_params, "state_bytes_per_param": state_bytes / max(num_params, 1)}
   memory = compiled.memory_analysis()
@@ -147,6 +148,12 @@ def peak_flops_per_device(configured: float) -> float:
 
 
 def mfu(tokens_per_sec: float, flops_per_token: float, peak_per_device: float) -> float:
-  """Model FLOPs utilisation: achieved training FLOP/s over the peak of all devices."""
+  """Model FLOPs utilisation, a fraction: the model FLOP/s of training (the step's matmuls,
+  without remat's recomputation: models.families.step_flops) over the peak of all devices."""
   peak = peak_per_device * jax.device_count()
   return tokens_per_sec * flops_per_token / peak if peak > 0 else 0.0
+
+
+def format_mfu(fraction: float) -> str:
+  """MFU as it is shown to people: a percentage (metrics.jsonl keeps the fraction)."""
+  return f"{100 * fraction:.2f}%"

@@ -38,6 +38,19 @@ def write_jsonl(path, records):
   return write(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
+def test_label_values_keep_the_train_splits_types(tmp_path):
+  """JSON ints and bools stay what they were (predictions give them back), through labels.json;
+  string names need no values there."""
+  for raw, names in (([10, 2, 2], ("2", "10")), ([True, False], ("False", "True"))):
+    labels = build_labels(make_task(), [{"text": "x", "label": r} for r in raw])
+    assert labels.names == names and labels.values == tuple(sorted(set(raw)))
+    labels.save(str(tmp_path / "labels.json"))
+    restored = LabelVocab.load(str(tmp_path / "labels.json"))
+    assert restored.values == labels.values and [type(v) for v in restored.values] == [
+        type(v) for v in labels.values]
+  assert build_labels(make_task(), [{"text": "x", "label": "pos"}]).values == ("pos",)
+
+
 def test_csv_classification_with_string_labels(tmp_path):
   train = write(tmp_path / "train.csv",
                 'text,label\n"Hello, world",pos\nbad film,neg\n"multi\nline ""quoted""",pos\n')

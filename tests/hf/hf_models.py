@@ -35,6 +35,19 @@ BERT = dict(model_type="bert", architectures=["BertForPreTraining"], num_hidden_
 T5 = dict(model_type="t5", architectures=["T5ForConditionalGeneration"], vocab_size=99, d_model=32,
           d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=3, num_heads=4,
           feed_forward_proj="relu", tie_word_embeddings=True)
+# GPT-NeoX as the quickstart GPT is (RoPE, LayerNorm, tanh GELU, tied head) and untied with the
+# exact GELU; Llama with grouped-query attention, and with biases, a larger head_dim and GeGLU.
+NEOX = dict(model_type="gpt_neox", architectures=["GPTNeoXForCausalLM"], num_hidden_layers=2,
+            hidden_size=32, num_attention_heads=4, intermediate_size=64, vocab_size=99,
+            max_position_embeddings=64, hidden_act="gelu_new", use_parallel_residual=False,
+            rotary_pct=1.0, tie_word_embeddings=True)
+NEOX_UNTIED = {**NEOX, "hidden_act": "gelu", "rotary_emb_base": 500.0,
+               "tie_word_embeddings": False}
+LLAMA = dict(model_type="llama", architectures=["LlamaForCausalLM"], num_hidden_layers=2,
+             hidden_size=32, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64,
+             vocab_size=99, max_position_embeddings=64, rms_norm_eps=1e-5, rope_theta=500.0)
+LLAMA_BIAS = {**LLAMA, "num_key_value_heads": 4, "head_dim": 16, "attention_bias": True,
+              "mlp_bias": True, "tie_word_embeddings": True, "hidden_act": "gelu_pytorch_tanh"}
 T5_V11 = {**T5, "num_decoder_layers": 2, "feed_forward_proj": "gated-gelu",
           "tie_word_embeddings": False}
 
@@ -147,9 +160,15 @@ def make_run(run_dir: str, hf_config: dict, *, overrides=(), seed: int = 0) -> s
   """A roots_jax run of the model the converter makes of `hf_config`, with random parameters
   (what a pretraining run of that architecture would hold)."""
   module, _ = architectures.for_hf_config(hf_config, "config.json")
-  config = convert.run_config(module.model_fields(hf_config), os.path.join(run_dir, "tokenizer"),
-                              overrides)
-  add_tokenizer_file(config.tokenizer.path)
+  return make_run_of(run_dir, module.model_fields(hf_config), overrides=overrides, seed=seed)
+
+
+def make_run_of(run_dir: str, model_fields: dict, *, overrides=(), seed: int = 0) -> str:
+  """A roots_jax run with the model section `model_fields` and random parameters; its tokenizer
+is a stand-in unless an override names a sentencepiece model (tokenizer.path=...)."""
+  config = convert.run_config(model_fields, os.path.join(run_dir, "tokenizer"), overrides)
+  if not os.path.isfile(config.tokenizer.path):
+    add_tokenizer_file(config.tokenizer.path)
   convert.write_params(run_dir, random_params(ModelConfig.from_config(config.model), seed))
   config_lib.save_config(config, os.path.join(run_dir, "config.json"))
   return run_dir

@@ -18,9 +18,11 @@ from roots_jax.hf import safetensors
 from roots_jax.runs import convert
 
 import hf_models
-from hf_models import BERT, GPT2, T5, T5_V11
+from hf_models import BERT, GPT2, LLAMA, LLAMA_BIAS, NEOX, NEOX_UNTIED, T5, T5_V11
 
 ARCHITECTURES = {"gpt2": GPT2, "gpt2_untied": {**GPT2, "tie_word_embeddings": False},
+                 "neox": NEOX, "neox_untied": NEOX_UNTIED, "llama": LLAMA,
+                 "llama_bias": LLAMA_BIAS,
                  "bert": BERT, "bert_untied": {**BERT, "tie_word_embeddings": False},
                  "t5": T5, "t5_v11": T5_V11}
 
@@ -138,14 +140,25 @@ def write_hf_dir(path, config: dict, weights: bool = True):
 
 
 @pytest.mark.parametrize("config, weights, message", [
-    (dict(model_type="llama", architectures=["LlamaForCausalLM"]), True,
-     "LlamaForCausalLM is not supported; roots_jax converts GPT2LMHeadModel"),
+    (dict(model_type="opt", architectures=["OPTForCausalLM"]), True,
+     "OPTForCausalLM is not supported; roots_jax converts GPT2LMHeadModel"),
     ({**BERT, "architectures": ["BertForSequenceClassification"]}, True,
      "BertForSequenceClassification is not supported; for BERT roots_jax converts"),
     ({**T5, "feed_forward_proj": "gated-tanh"}, True, "feed_forward_proj='gated-tanh'"),
     ({**GPT2, "activation_function": "silu"}, True, "activation_function='silu'"),
     ({**GPT2, "scale_attn_by_inverse_layer_idx": True}, True, "scale_attn_by_inverse_layer_idx"),
     ({**BERT, "position_embedding_type": "relative_key"}, True, "position_embedding_type"),
+    ({**NEOX, "use_parallel_residual": True}, True, "use_parallel_residual=True: roots_jax "
+     "implements GPT-NeoX only with use_parallel_residual=False"),
+    ({k: v for k, v in NEOX.items() if k != "rotary_pct"}, True, "rotary_pct=0.25: roots_jax "
+     "implements GPT-NeoX only with RoPE on the whole head"),
+    ({**NEOX, "rope_parameters": {"rope_theta": 1e4, "partial_rotary_factor": 0.5}}, True,
+     "rope_parameters.partial_rotary_factor=0.5"),
+    ({**LLAMA, "rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, True,
+     "rope_type='llama3': roots_jax implements Llama only with unscaled RoPE"),
+    ({**LLAMA, "attention_bias": True}, True, "mlp_bias=False: roots_jax implements Llama with "
+     "attention_bias=True only with mlp_bias=True"),
+    ({**LLAMA, "hidden_act": "relu"}, True, "hidden_act='relu': Llama supports silu"),
     (GPT2, False, "has no weights: expected model.safetensors or pytorch_model.bin"),
     (GPT2, True, "lacks 36 of the weights of GPT2LMHeadModel: transformer.wte.weight"),
 ])
@@ -184,10 +197,19 @@ def test_import_argument_errors(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("config, model, message", [
-    (GPT2, dict(position="rope"), "model.position='rope' cannot be written as GPT-2"),
+    (GPT2, dict(position="sinusoidal"), "model.position='sinusoidal', model.norm='layernorm' has "
+     "no Hugging Face architecture here: GPT-2 needs position='learned'; GPT-NeoX needs "
+     "position='rope', norm='layernorm'; Llama needs position='rope', norm='rmsnorm'"),
     (GPT2, dict(num_kv_heads=2), "model.num_kv_heads=2 cannot be written as GPT-2"),
     (GPT2, dict(mlp_activation="swiglu"), "model.mlp_activation='swiglu' cannot be written"),
     (GPT2, dict(norm_placement="post"), "model.norm_placement='post' cannot be written"),
+    (NEOX, dict(mlp_activation="swiglu"), "model.mlp_activation='swiglu' cannot be written as "
+     "GPT-NeoX, which needs 'gelu' or 'gelu_exact' or 'relu'; Llama takes RoPE with rmsnorm"),
+    (NEOX, dict(num_kv_heads=2), "model.num_kv_heads=2 cannot be written as GPT-NeoX"),
+    (NEOX, dict(use_bias=False), "model.use_bias=False cannot be written as GPT-NeoX"),
+    (LLAMA, dict(mlp_activation="gelu"), "model.mlp_activation='gelu' cannot be written as Llama, "
+     "which needs 'swiglu' or 'geglu'; GPT-NeoX takes RoPE with layernorm"),
+    (LLAMA, dict(norm_placement="post"), "model.norm_placement='post' cannot be written as Llama"),
     (BERT, dict(norm_placement="pre"), "model.norm_placement='pre' cannot be written as BERT"),
     (T5, dict(use_bias=True), "model.use_bias=True cannot be written as T5"),
 ])
@@ -221,7 +243,7 @@ def test_command_line_without_torch(tmp_path):
   os.makedirs(tmp_path / "bin")
   (tmp_path / "bin" / "config.json").write_text(json.dumps(BERT))
   (tmp_path / "bin" / "pytorch_model.bin").write_bytes(b"")
-  write_hf_dir(tmp_path / "llama", dict(model_type="llama", architectures=["LlamaForCausalLM"]))
+  write_hf_dir(tmp_path / "opt", dict(model_type="opt", architectures=["OPTForCausalLM"]))
   script = textwrap.dedent("""
       import contextlib, io, sys
       sys.modules["torch"] = sys.modules["transformers"] = None  # import fails
@@ -234,7 +256,7 @@ def test_command_line_without_torch(tmp_path):
   """)
   cases = [("import", str(tmp_path / "hf"), str(tmp_path / "imported")),
            ("import", str(tmp_path / "bin"), str(tmp_path / "x")),
-           ("import", str(tmp_path / "llama"), str(tmp_path / "y"))]
+           ("import", str(tmp_path / "opt"), str(tmp_path / "y"))]
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
   done = subprocess.run([sys.executable, "-c", script, *(",".join(c) for c in cases)],
                         capture_output=True, text=True, env=env, check=True)
@@ -242,7 +264,7 @@ def test_command_line_without_torch(tmp_path):
   assert [line.split()[0] for line in lines] == ["0", "2", "2"], done.stdout
   assert "imported BertForPreTraining" in lines[0]
   assert "needs torch: pip install 'roots_jax[hf]'" in lines[1]
-  assert "LlamaForCausalLM is not supported" in lines[2]
+  assert "OPTForCausalLM is not supported" in lines[2]
   assert "Traceback" not in done.stdout + done.stderr
   # The module's own entry point: the exit status and one line on stderr.
   cli = subprocess.run([sys.executable, "-m", "roots_jax.convert", *cases[2]], capture_output=True,

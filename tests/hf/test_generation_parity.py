@@ -1,5 +1,5 @@
 """Generation from a converted checkpoint equals transformers' `generate`: greedy and beam search
-(scores too), on left-padded prompts of different lengths, for GPT-2 and T5."""
+(scores too), on left-padded prompts of different lengths, for GPT-2, Llama and T5."""
 
 import jax
 import numpy as np
@@ -17,6 +17,8 @@ PROMPTS = [[5, 6, 7, 8, 9], [4, 10], [11, 3, 7]]
 CONFIGS = {
     "gpt2": ("GPT2LMHeadModel", {**hf_models.GPT2, "vocab_size": VOCAB, "bos_token_id": 1,
                                  "eos_token_id": EOS, "pad_token_id": PAD}),
+    "llama": ("LlamaForCausalLM", {**hf_models.LLAMA, "vocab_size": VOCAB, "bos_token_id": 1,
+                                   "eos_token_id": EOS, "pad_token_id": PAD}),
     "t5": ("T5ForConditionalGeneration", {**hf_models.T5_V11, "vocab_size": VOCAB,
                                           "eos_token_id": EOS, "pad_token_id": PAD,
                                           "decoder_start_token_id": 0}),
@@ -64,7 +66,7 @@ def _left_padded(width):
 def test_generate_matches_transformers(converted, setting):
   name, hf, model, params = converted
   options = SETTINGS[setting]
-  family = "decoder" if name == "gpt2" else "encoder_decoder"
+  family = "encoder_decoder" if name == "t5" else "decoder"
   tokens, mask = _left_padded(6)
   prompts = ({"inputs": tokens, "segment_ids": mask} if family == "decoder" else
              {"encoder_inputs": tokens, "encoder_segment_ids": mask})

@@ -1,6 +1,7 @@
 """Logits parity with transformers, both ways, in float32 at max |diff| <= 1e-4 over the real
-positions of padded batches: tiny random Hugging Face models imported (GPT-2, BERT with both heads,
-T5 v1.0 and v1.1), and random roots_jax runs exported and loaded with from_pretrained.
+positions of padded batches: tiny random Hugging Face models imported (GPT-2, GPT-NeoX, Llama,
+BERT with both heads, T5 v1.0 and v1.1), and random roots_jax runs exported and loaded with
+from_pretrained, the quickstart GPT among them.
 
 Run with -s to see the differences (a line per architecture and direction)."""
 
@@ -10,13 +11,16 @@ import numpy as np
 import pytest
 
 import hf_models
-from hf_models import BERT, GPT2, T5, T5_V11, torch, transformers
+from hf_models import (BERT, GPT2, LLAMA, LLAMA_BIAS, NEOX, NEOX_UNTIED, T5, T5_V11, torch,
+                       transformers)
+from roots_jax import config as config_lib
 from roots_jax.runs import convert
 
 pytestmark = pytest.mark.extra("hf")
 
 TOLERANCE = 1e-4
-FAMILY = {"gpt2": "decoder", "bert": "encoder", "t5": "encoder_decoder"}
+FAMILY = {"gpt2": "decoder", "neox": "decoder", "llama": "decoder", "bert": "encoder",
+          "t5": "encoder_decoder"}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -52,6 +56,11 @@ def check(name: str, direction: str, ours: dict, theirs: dict, x: dict) -> None:
 IMPORTS = {
     "gpt2_sharded": ("GPT2LMHeadModel", GPT2, "shards", ()),
     "gpt2_loop_bin": ("GPT2LMHeadModel", GPT2, "bin", ("model.scan_layers=false",)),
+    "neox": ("GPTNeoXForCausalLM", NEOX, "safetensors", ()),
+    "neox_untied_bin": ("GPTNeoXForCausalLM", NEOX_UNTIED, "bin", ()),
+    "llama_gqa": ("LlamaForCausalLM", LLAMA, "safetensors", ()),
+    "llama_bias_loop": ("LlamaForCausalLM", LLAMA_BIAS, "safetensors",
+                        ("model.scan_layers=false",)),
     "bert": ("BertForPreTraining", BERT, "safetensors", ()),
     "t5_v1.0": ("T5ForConditionalGeneration", T5, "safetensors", ()),
     "t5_v1.1_loop": ("T5ForConditionalGeneration", T5_V11, "safetensors",
@@ -112,6 +121,10 @@ def test_bert_without_pretraining_heads(architecture, fresh, tmp_path):
 EXPORTS = {
     "gpt2": ("AutoModelForCausalLM", GPT2, ()),
     "gpt2_untied": ("AutoModelForCausalLM", {**GPT2, "tie_word_embeddings": False}, ()),
+    "neox": ("AutoModelForCausalLM", NEOX, ()),
+    "neox_untied": ("AutoModelForCausalLM", NEOX_UNTIED, ()),
+    "llama_gqa": ("AutoModelForCausalLM", LLAMA, ()),
+    "llama_bias_loop": ("AutoModelForCausalLM", LLAMA_BIAS, ("model.scan_layers=false",)),
     "bert": ("AutoModelForPreTraining", BERT, ()),
     "t5_v1.0": ("AutoModelForSeq2SeqLM", T5, ()),
     "t5_v1.1_loop": ("AutoModelForSeq2SeqLM", T5_V11, ("model.scan_layers=false",)),
@@ -129,3 +142,18 @@ def test_export_loads_in_transformers(name, tmp_path):
   x = hf_models.inputs()
   check(name, "export", hf_models.ours(model_config, params, x),
         hf_models.theirs(model, model_config.family, x), x)
+
+
+def test_quickstart_gpt_exports_as_gpt_neox(tmp_path):
+  """configs/quickstart.py's GPT (RoPE, LayerNorm, tanh GELU, tied head) as it trains."""
+  quickstart = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "quickstart.py")
+  model = dict(config_lib.load_config(quickstart, []).model)
+  run = hf_models.make_run_of(str(tmp_path / "run"), model)
+  convert.export_hf(run, str(tmp_path / "hf"))
+  hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf")).eval()
+  assert type(hf).__name__ == "GPTNeoXForCausalLM"
+  model_config, params = hf_models.load_run(run)
+  assert (model_config.position, model_config.norm) == ("rope", "layernorm")
+  x = hf_models.inputs()
+  check("quickstart", "export", hf_models.ours(model_config, params, x),
+        hf_models.theirs(hf, "decoder", x), x)

@@ -49,6 +49,18 @@ def test_classification_matches_sklearn(predictions, labels):
       quiet(sklearn.metrics.matthews_corrcoef, labels, predictions), abs=1e-9, rel=0)
 
 
+@pytest.mark.parametrize("predictions, labels", LABEL_CASES)
+def test_per_class_matches_sklearn(predictions, labels):
+  """Every class asked for, also one in neither labels nor predictions."""
+  classes = np.unique(np.concatenate([labels, predictions]))
+  classes = np.concatenate([classes, [classes.max() + 1 if classes.dtype.kind == "i" else "zz"]])
+  figures = scores.per_class(predictions, labels, classes)
+  reference = sklearn.metrics.precision_recall_fscore_support(labels, predictions, labels=classes,
+                                                             zero_division=0)
+  for name, expected in zip(("precision", "recall", "f1", "support"), reference):
+    np.testing.assert_allclose(figures[name], expected, atol=1e-12, rtol=0, err_msg=name)
+
+
 def test_macro_f1_checks_num_classes():
   assert scores.macro_f1([0, 1], [1, 1], num_classes=2) == pytest.approx(1 / 3)
   with pytest.raises(ValueError):
