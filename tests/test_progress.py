@@ -22,7 +22,7 @@ from roots_jax.training import metric_writer
 
 # A log row of training as the console shows it.
 TRAIN_LINE = re.compile(r"^\d\d:\d\d:\d\d step (\d+)/12  loss \d+\.\d{4}  lr \d\.\de-\d\d  "
-                        r"grad_norm [\d.e+-]+  [\d,]+ tok/s  MFU [\d.e+-]+%  ETA \d+s$")
+                        r"grad_norm [\d.e+-]+  [\d,]+ tok/s  MFU \d+\.\d\d%  ETA \d+s$")
 
 
 def _train_args(corpus, workdir) -> list[str]:

@@ -8,6 +8,7 @@ import os
 
 from roots_jax.errors import ConfigError
 from roots_jax.progress import format_seconds
+from roots_jax.training import profiling
 
 log = logging.getLogger("roots_jax")
 
@@ -114,7 +115,7 @@ _TRAIN_SHOWN = {
     "learning_rate": lambda v: f"lr {v:.1e}",
     "grad_norm": lambda v: f"grad_norm {v:.3g}",
     "tokens_per_sec": lambda v: f"{v:,.0f} tok/s",
-    "mfu": lambda v: f"MFU {100 * v:.3g}%",
+    "mfu": lambda v: f"MFU {profiling.format_mfu(v)}",
 }
 # Counts an eval row may carry, shown last.
 _EVAL_COUNTS = ("examples", "tokens")
@@ -123,7 +124,7 @@ _EVAL_COUNTS = ("examples", "tokens")
 def console_line(step: int, split: str, values: dict, total_steps: int | None = None,
                  eta_s: float | None = None) -> str:
   """The numbers of a row a person reads, the loss first: "step 10/300  loss 5.1234  lr 3.0e-04
-  grad_norm 1.23  12,345 tok/s  MFU 3.1%  ETA 2m05s"; "eval step 300  loss 4.3300  ppl 76.01
+  grad_norm 1.23  12,345 tok/s  MFU 3.12%  ETA 2m05s"; "eval step 300  loss 4.3300  ppl 76.01
   accuracy 0.4100  1,000 examples  51,200 tokens"; other splits show every value."""
   head = f"step {step}" + (f"/{total_steps}" if total_steps else "")
   if split == "train":
