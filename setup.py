@@ -26,6 +26,7 @@ setup(
         "numpy",
         "pyarrow",
         "tensorboardX",
+        "tqdm",  # progress bars (roots_jax/progress.py)
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist", "hypothesis",
@@ -42,6 +43,9 @@ setup(
         # against transformers' models (safetensors conversion needs neither). PyPI's default
         # torch pulls several GB of CUDA packages: install a CPU build first (see the README).
         "hf": ["transformers>=4.40", "torch>=2.1"],
+        # tensorboard --logdir WORKDIR/tensorboard; train.loggers=wandb (Weights & Biases).
+        "tensorboard": ["tensorboard"],
+        "wandb": ["wandb"],
         # data.source=hf: Hugging Face datasets (hub, local files or saved with save_to_disk).
         "datasets": ["datasets>=2.14"],
     },

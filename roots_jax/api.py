@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from roots_jax import config as config_lib
-from roots_jax import decoding, tasks
+from roots_jax import decoding, progress, tasks
 from roots_jax.cli import log_to_console
 from roots_jax.decoding import GenerationConfig
 from roots_jax.errors import ConfigError
@@ -180,7 +180,8 @@ class LanguageModel:
     fn = self._jit(("generate", static, use_cache), lambda: self._generate_fn(static, use_cache))
     prefix = self._family.prompt_prefix
     results = []
-    for start in range(0, len(encoded), GENERATE_BATCH):
+    for start in progress.track(range(0, len(encoded), GENERATE_BATCH), "generate",
+                                unit="batch"):
       chunk = encoded[start:start + GENERATE_BATCH]
       width = _round_up(max(len(ids) for ids in chunk))
       tokens, segments = _left_padded(chunk, width)

@@ -7,6 +7,7 @@ import logging
 import sys
 from typing import Callable
 
+from roots_jax import progress
 from roots_jax.errors import ConfigError, RootsError
 
 log = logging.getLogger("roots_jax")
@@ -85,7 +86,8 @@ def run(command: Callable[[], int | None]) -> int:
 
 
 class _StderrHandler(logging.StreamHandler):
-  """Writes to whatever sys.stderr is when a record comes (notebooks and pytest replace it)."""
+  """Writes to whatever sys.stderr is when a record comes (notebooks and pytest replace it),
+  under the progress bars."""
 
   @property
   def stream(self):
@@ -94,6 +96,12 @@ class _StderrHandler(logging.StreamHandler):
   @stream.setter
   def stream(self, value):
     del value
+
+  def emit(self, record):
+    try:
+      progress.write(self.format(record), file=self.stream)
+    except Exception:  # pylint: disable=broad-except
+      self.handleError(record)
 
 
 def log_to_console() -> None:

@@ -26,7 +26,7 @@ from roots_jax.data import builtin_tasks
 from roots_jax.errors import ConfigError
 from roots_jax.models import config as model_config
 from roots_jax.models.config import ModelConfig
-from roots_jax.training import partitioning
+from roots_jax.training import metric_writer, partitioning
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -121,6 +121,8 @@ def base_config() -> ml_collections.ConfigDict:
       profile_start=(0, "trace steps profile_start.. with jax.profiler into workdir/profile "
                      "(TensorBoard, Perfetto); 0: no trace"),
       profile_steps=(3, "steps traced from profile_start"),
+      loggers=("tensorboard", "where metric rows go besides metrics.jsonl, comma-separated: "
+               "tensorboard | wandb (Weights & Biases: pip install wandb) | none"),
   )
 
   c.mesh = _section(
@@ -417,6 +419,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
               "checkpoint_every", "keep_checkpoints"):
     if t[key] <= 0:
       raise ConfigError(f"train.{key} must be positive; got {t[key]}")
+  metric_writer.parse_loggers(t.loggers)
   if t.spike_sigma < 0 or (t.spike_sigma > 0 and t.bad_steps != "skip"):
     raise ConfigError(f"train.spike_sigma ({t.spike_sigma}) must be 0, or positive with "
                       "train.bad_steps=skip")

@@ -72,6 +72,7 @@ def parser() -> cli.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+  cli.log_to_console()
 
   def command():
     args = parser().parse(argv)

@@ -1,6 +1,6 @@
 """Test setup: 8 simulated CPU devices, so sharding is exercised for real, and one persistent
 compilation cache for the session (its xdist workers and the processes tests start), since many
-tests compile the same tiny models."""
+tests compile the same tiny models; a roots_jax cache of the session's own."""
 
 import atexit
 import os
@@ -14,6 +14,10 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the first process of the se
   os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
   os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
   atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+# The user's cache (converted models, trained tokenizers) stays out of the tests: one per session.
+if not os.path.basename(os.environ.get("ROOTS_JAX_CACHE", "")).startswith("roots_jax_test_"):
+  os.environ["ROOTS_JAX_CACHE"] = tempfile.mkdtemp(prefix="roots_jax_test_")
+  atexit.register(shutil.rmtree, os.environ["ROOTS_JAX_CACHE"], ignore_errors=True)
 
 import functools
 import importlib

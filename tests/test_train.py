@@ -1,7 +1,6 @@
 """End-to-end training runs on a tiny GPT: loss, artifacts, mesh independence, exact resume,
 preemption, non-finite halts and CLI errors."""
 
-import contextlib
 import json
 import logging
 import os
@@ -18,7 +17,7 @@ import orbax.checkpoint as ocp
 import pytest
 from sentencepiece import sentencepiece_model_pb2
 
-from tiny_gpt import read_metrics, tiny_overrides
+from tiny_gpt import log_messages, read_metrics, tiny_overrides
 from roots_jax import config as config_lib, models
 from roots_jax.errors import CheckpointError, TrainingHalted
 from roots_jax.models.config import ModelConfig
@@ -178,23 +177,6 @@ DAMAGE = {
 }
 
 
-@contextlib.contextmanager
-def _messages(level=logging.WARNING):
-  """The roots_jax logger's messages (whether or not a CLI test made it stop propagating)."""
-  records = []
-  handler = logging.Handler(level)
-  handler.emit = lambda record: records.append(record.getMessage())
-  logger = logging.getLogger("roots_jax")
-  previous = logger.level
-  logger.addHandler(handler)
-  logger.setLevel(level)
-  try:
-    yield records
-  finally:
-    logger.removeHandler(handler)
-    logger.setLevel(previous)
-
-
 def test_damaged_checkpoints_are_set_aside_and_the_run_resumes_from_a_good_one(corpus, tmp_path):
   extra = dict(train__steps=6, train__checkpoint_every=2)
   train(_config(corpus, **extra), str(tmp_path))
@@ -202,7 +184,7 @@ def test_damaged_checkpoints_are_set_aside_and_the_run_resumes_from_a_good_one(c
   ckpts = tmp_path / "checkpoints"
   DAMAGE["truncated arrays"](ckpts / "6")
   DAMAGE["missing array metadata"](ckpts / "4")
-  with _messages() as warnings:
+  with log_messages() as warnings:
     train(_config(corpus, **extra), str(tmp_path))
   assert len(warnings) == 2, warnings
   for step, warning in zip((6, 4), warnings):
@@ -219,7 +201,7 @@ def test_damaged_checkpoints_are_set_aside_and_the_run_resumes_from_a_good_one(c
   for round_ in range(2):
     for step in (2, 4, 6):
       DAMAGE[names[round_ * 3 + step // 2 - 1]](ckpts / str(step))
-    with _messages() as warnings, pytest.raises(CheckpointError, match=(
+    with log_messages() as warnings, pytest.raises(CheckpointError, match=(
         f"no checkpoint in {ckpts} could be read; the damaged ones are in "
         f"{tmp_path / 'damaged_checkpoints'}: rerun to start the run from scratch")):
       train(_config(corpus, **extra), str(tmp_path))
@@ -300,7 +282,7 @@ def test_skip_policy_drops_non_finite_steps_and_counts_them(corpus, tmp_path):
 
 
 def test_start_costs_profile_and_summary(corpus, tmp_path):
-  with _messages(logging.INFO) as records:
+  with log_messages(logging.INFO) as records:
     train(_config(corpus, train__steps=6, train__eval_every=2, train__profile_start=3,
                   train__profile_steps=2), str(tmp_path))
   setup = read_metrics(tmp_path, "setup")[0]

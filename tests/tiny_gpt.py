@@ -1,7 +1,9 @@
 """Helpers for tiny training and fine-tuning runs on the `corpus` and `task_files` fixtures
 (see conftest.py)."""
 
+import contextlib
 import json
+import logging
 import os
 
 from roots_jax import config as config_lib
@@ -17,6 +19,23 @@ def read_metrics(workdir, split: str = "train") -> dict:
       if row["split"] == split:
         rows[row["step"]] = row
   return rows
+
+
+@contextlib.contextmanager
+def log_messages(level=logging.WARNING):
+  """The roots_jax logger's messages (whether or not a CLI test made it stop propagating)."""
+  records = []
+  handler = logging.Handler(level)
+  handler.emit = lambda record: records.append(record.getMessage())
+  logger = logging.getLogger("roots_jax")
+  previous = logger.level
+  logger.addHandler(handler)
+  logger.setLevel(level)
+  try:
+    yield records
+  finally:
+    logger.removeHandler(handler)
+    logger.setLevel(previous)
 
 
 def tiny_overrides(corpus, **extra) -> list[str]:

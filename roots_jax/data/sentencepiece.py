@@ -11,14 +11,19 @@ is that sentinel, and decoding writes it back.
 """
 
 import io
+import logging
 import os
+import time
 from typing import Iterable, Iterator, Sequence
 
 import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2
 
+from roots_jax import progress
 from roots_jax.data.tokenizers import BaseTokenizer, write_atomically
 from roots_jax.errors import DataError
+
+log = logging.getLogger("roots_jax")
 
 SPECIAL_PIECES = ("[CLS]", "[SEP]", "[MASK]")
 # Lines longer than this (minified code, data blobs) are skipped in training, not truncated.
@@ -148,14 +153,30 @@ def _lines(documents: Iterable[str | tuple[str, str]], max_bytes: int) -> Iterat
       yield line
 
 
+def _read(documents: Iterable[str | tuple[str, str]], max_bytes: int) -> Iterator[str]:
+  """_lines, with the progress of the reading shown and its end logged."""
+  lines = 0
+  with progress.Progress("tokenizer: reading text", max_bytes, unit="B",
+                         unit_scale=True) as reading:
+    for line in _lines(documents, max_bytes):
+      reading.update(len(line.encode()))
+      lines += 1
+      yield line
+  log.info("tokenizer: read %s lines (%.1f MB) in %.1f s; computing the pieces", f"{lines:,}",
+           reading.n / 1e6, reading.elapsed())
+
+
 def train_tokenizer(documents: Iterable[str], *, vocab_size: int, model_type: str,
                     max_bytes: int, sentinels: int = 0) -> bytes:
   """Trains on the first `max_bytes` of `documents` and returns the serialized model; its last
   `sentinels` of the `vocab_size` ids are the sentinels <extra_id_N>."""
+  began = time.perf_counter()
+  log.info("tokenizer: training a %s model of %d pieces on up to %.1f MB of text", model_type,
+           vocab_size, max_bytes / 1e6)
   model = io.BytesIO()
   try:
     spm.SentencePieceTrainer.train(
-        sentence_iterator=_lines(documents, max_bytes),
+        sentence_iterator=_read(documents, max_bytes),
         model_writer=model,
         vocab_size=vocab_size - sentinels,
         model_type=model_type,
@@ -178,6 +199,7 @@ def train_tokenizer(documents: Iterable[str], *, vocab_size: int, model_type: st
   except RuntimeError as e:
     raise DataError(f"training the tokenizer failed: {str(e).strip().rstrip('.')}. With little text, lower "
                     "the vocabulary size (model.vocab_size) or give more data") from e
+  log.info("tokenizer: trained in %.1f s", time.perf_counter() - began)
   return _with_sentinels(model.getvalue(), sentinels)
 
 

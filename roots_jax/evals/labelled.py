@@ -6,7 +6,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from roots_jax import metrics as metrics_lib
+from roots_jax import metrics as metrics_lib, progress
 from roots_jax.data.supervised import LabelVocab
 from roots_jax.data.tokenizers import BaseTokenizer
 from roots_jax.evals.base import Scorer, Split, TermSums, scored
@@ -53,7 +53,7 @@ class Labelled:
   def report(self, params) -> tuple[dict, dict]:
     """(the metrics, the details) of one pass over the split."""
     folded, rows = TermSums(), []
-    for batch in self.split.batches():
+    for batch in progress.track(self.split.batches(), "eval", unit="batch"):
       sums, counts, size, predictions = jax.device_get(
           self.score(params, self.scorer.global_batch(batch)))
       folded.add(sums, counts, size)

@@ -3,6 +3,7 @@
 import jax
 import numpy as np
 
+from roots_jax import progress
 from roots_jax.errors import ConfigError
 from roots_jax.evals.base import Scorer, Split, TermSums, scored
 from roots_jax.training import distributed, steps
@@ -21,7 +22,7 @@ class Perplexity:
                         in_shardings=(scorer.param_sharding, scorer.batch_sharding))
 
   def __call__(self, params) -> dict:
-    it = iter(self.split.batches())
+    it = progress.track(self.split.batches(), "eval", total=self.split.max_batches, unit="batch")
     max_batches, folded, filler, taken = self.split.max_batches, TermSums(), None, 0
     while max_batches is None or taken < max_batches:
       batch = next(it, None)

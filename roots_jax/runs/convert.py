@@ -9,7 +9,6 @@ run; `roots_jax.train --workdir RUN` refuses to resume it (there is no optimizer
 to resume): pretrain further from a new workdir.
 """
 
-import hashlib
 import json
 import logging
 import os
@@ -21,20 +20,16 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from roots_jax import config as config_lib
+from roots_jax import config as config_lib, progress
 from roots_jax.errors import CheckpointError, ConfigError
 from roots_jax.hf import architectures, files, mapping, tokenizer_json
 from roots_jax.models import families
 from roots_jax.models.config import RUNTIME_FIELDS, ModelConfig
 from roots_jax.models.layers import INIT_STD
-from roots_jax.runs import workdir as workdir_lib
+from roots_jax.runs import cache, workdir as workdir_lib
 from roots_jax.training import checkpoints
 
 log = logging.getLogger("roots_jax")
-
-# Where Hugging Face model directories are converted to runs (ROOTS_JAX_CACHE overrides).
-CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "roots_jax")
-
 
 # Model fields an import may override: they change how the model runs, not its parameters.
 IMPORT_OVERRIDABLE = (*RUNTIME_FIELDS, "scan_layers")
@@ -83,33 +78,38 @@ def import_hf(hf_dir: str, run_dir: str, overrides=()) -> dict:
   shapes = {path: leaf.shape for path, leaf in
             traverse_util.flatten_dict(abstract_params(model_config)).items()}
 
-  tensors = module.canonical(files.read_weights(hf_dir), model_config)
-  params, missing, unused = mapping.import_params(module.layout(model_config), tensors, shapes,
-                                                  scan=model_config.scan_layers)
-  needed = [name for path, name in missing if path[0] not in module.FRESH]
-  if needed:
-    raise CheckpointError(f"{hf_dir} lacks {len(needed)} of the weights of {architecture}: "
-                          f"{', '.join(needed[:4])}{', ...' if len(needed) > 4 else ''}")
-  if unused:
-    raise CheckpointError(f"{hf_dir} holds weights that {architecture} with its config.json does "
-                          f"not use, e.g. {', '.join(unused[:4])}: a variant roots_jax does not "
-                          "convert")
-  fresh = sorted({path[0] for path, _ in missing})
-  rng = np.random.default_rng(config.seed)
-  params.update({path: fresh_param(path, shapes[path], rng) for path, _ in missing})
+  with progress.Progress(f"import {architecture}", 3, unit="stage") as stages:
+    tensors = module.canonical(files.read_weights(hf_dir), model_config)
+    stages.update(postfix="read")
+    params, missing, unused = mapping.import_params(module.layout(model_config), tensors, shapes,
+                                                    scan=model_config.scan_layers)
+    stages.update(postfix="mapped")
+    needed = [name for path, name in missing if path[0] not in module.FRESH]
+    if needed:
+      raise CheckpointError(f"{hf_dir} lacks {len(needed)} of the weights of {architecture}: "
+                            f"{', '.join(needed[:4])}{', ...' if len(needed) > 4 else ''}")
+    if unused:
+      raise CheckpointError(f"{hf_dir} holds weights that {architecture} with its config.json does "
+                            f"not use, e.g. {', '.join(unused[:4])}: a variant roots_jax does not "
+                            "convert")
+    fresh = sorted({path[0] for path, _ in missing})
+    rng = np.random.default_rng(config.seed)
+    params.update({path: fresh_param(path, shapes[path], rng) for path, _ in missing})
 
-  tmp = f"{run_dir}.tmp-convert"
-  shutil.rmtree(tmp, ignore_errors=True)
-  try:
-    os.makedirs(tmp)
-    tokenizer_files = files.copy_tokenizer(hf_dir, os.path.join(tmp, "tokenizer"))
-    write_params(tmp, traverse_util.unflatten_dict(params))
-    workdir_lib.write_config(config, tmp)
-    if os.path.isdir(run_dir):
-      os.rmdir(run_dir)  # empty, checked above
-    os.replace(tmp, run_dir)
-  finally:
+    tmp = f"{run_dir}.tmp-convert"
     shutil.rmtree(tmp, ignore_errors=True)
+    try:
+      os.makedirs(tmp)
+      tokenizer_files = files.copy_tokenizer(hf_dir, os.path.join(tmp, "tokenizer"))
+      write_params(tmp, traverse_util.unflatten_dict(params))
+      workdir_lib.write_config(config, tmp)
+      if os.path.isdir(run_dir):
+        os.rmdir(run_dir)  # empty, checked above
+      os.replace(tmp, run_dir)
+    finally:
+      shutil.rmtree(tmp, ignore_errors=True)
+    stages.update(postfix="written")
+  log.info("imported %s in %.1f s", hf_dir, stages.elapsed())
   return dict(architecture=architecture, parameters=sum(int(np.size(v)) for v in params.values()),
               fresh=fresh, tokenizer_files=tokenizer_files)
 
@@ -161,28 +161,32 @@ def export_hf(run_dir: str, hf_dir: str, *, step: int | None = None) -> dict:
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
                           abstract_params(model_config))
-  params = jax.device_get(checkpoints.restore_params(manager, step, abstract))
-  manager.close()
-  flat = traverse_util.flatten_dict(params)
-  tensors = module.finish(mapping.export_params(module.layout(model_config), flat,
-                                                scan=model_config.scan_layers), model_config)
-
-  tokenizer = config.tokenizer.path
-  if not os.path.exists(tokenizer):  # a moved run: its own copy
-    tokenizer = workdir_lib.run_copy(run_dir) or ""
-  written, note = {}, ""
-  if os.path.isfile(tokenizer):  # a sentencepiece model: written as a fast tokenizer
-    try:
-      written, ids = tokenizer_json.hf_files(_read(tokenizer), tokenizer, model_config.family,
-                                             model_config.max_len)
-      hf_config.update(ids)
-    except ConfigError as e:
-      note = str(e)
-  files.write_model(hf_dir, hf_config, tensors)
-  if os.path.isdir(tokenizer):
-    tokenizer_files = files.copy_tokenizer(tokenizer, hf_dir)
-  else:
-    tokenizer_files = files.write_tokenizer(hf_dir, written)
+  with progress.Progress(f"export step {step}", 3, unit="stage") as stages:
+    params = jax.device_get(checkpoints.restore_params(manager, step, abstract))
+    manager.close()
+    stages.update(postfix="read")
+    flat = traverse_util.flatten_dict(params)
+    tensors = module.finish(mapping.export_params(module.layout(model_config), flat,
+                                                  scan=model_config.scan_layers), model_config)
+    stages.update(postfix="mapped")
+    tokenizer = config.tokenizer.path
+    if not os.path.exists(tokenizer):  # a moved run: its own copy
+      tokenizer = workdir_lib.run_copy(run_dir) or ""
+    written, note = {}, ""
+    if os.path.isfile(tokenizer):  # a sentencepiece model: written as a fast tokenizer
+      try:
+        written, ids = tokenizer_json.hf_files(_read(tokenizer), tokenizer, model_config.family,
+                                               model_config.max_len)
+        hf_config.update(ids)
+      except ConfigError as e:
+        note = str(e)
+    files.write_model(hf_dir, hf_config, tensors)
+    if os.path.isdir(tokenizer):
+      tokenizer_files = files.copy_tokenizer(tokenizer, hf_dir)
+    else:
+      tokenizer_files = files.write_tokenizer(hf_dir, written)
+    stages.update(postfix="written")
+  log.info("exported %s step %d in %.1f s", run_dir, step, stages.elapsed())
   return dict(architecture=hf_config["architectures"][0], step=step,
               tokenizer_files=tokenizer_files, tokenizer_note=note)
 
@@ -211,11 +215,9 @@ def is_hf_model(directory: str) -> bool:
 def converted_run(hf_dir: str) -> str:
   """The run that `import_hf` makes of `hf_dir`, converted on first use into the cache, under a
   key of the directory's path and its files' sizes and times."""
-  stamp = [hf_dir] + [f"{e.name}:{e.stat().st_size}:{e.stat().st_mtime_ns}"
-                      for e in sorted(os.scandir(hf_dir), key=lambda e: e.name) if e.is_file()]
-  key = hashlib.sha256("\n".join(stamp).encode()).hexdigest()[:16]
-  root = os.environ.get("ROOTS_JAX_CACHE") or CACHE_DIR
-  run_dir = os.path.join(root, "hf", f"{os.path.basename(hf_dir)}-{key}")
+  names = sorted(e.path for e in os.scandir(hf_dir) if e.is_file())
+  key = cache.key(hf_dir, cache.file_stamps(names))
+  run_dir = cache.path("hf", f"{os.path.basename(hf_dir)}-{key}")
   if not os.path.isfile(os.path.join(run_dir, "config.json")):
     os.makedirs(os.path.dirname(run_dir), exist_ok=True)
     summary = import_hf(hf_dir, run_dir)

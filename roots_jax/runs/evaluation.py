@@ -4,7 +4,9 @@ on a split of its task (roots_jax.evals), each with the examples and tokens scor
 per-class figures ("per_class") and a seq2seq model's first generations ("samples") besides."""
 
 import json
+import logging
 import os
+import time
 
 import jax
 
@@ -12,6 +14,8 @@ from roots_jax import config as config_lib
 from roots_jax.errors import ConfigError
 from roots_jax.runs import load, workdir as workdir_lib
 from roots_jax.training import distributed
+
+log = logging.getLogger("roots_jax")
 
 
 def evaluate_run(workdir: str, overrides=(), *, split: str = "", checkpoint: str = "",
@@ -37,8 +41,11 @@ def evaluate_run(workdir: str, overrides=(), *, split: str = "", checkpoint: str
   kind = load.KINDS[config.kind]
   split, what = kind.eval_split(config, split)
   loaded = load.load_run(workdir, config, checkpoint or None)
+  log.info("evaluating %s at step %d on %s", workdir, loaded.step, split)
+  began = time.perf_counter()
   with loaded.context():
     values, details = kind.evaluate(loaded, split)
+  log.info("evaluated in %.1f s", time.perf_counter() - began)
   results = {"workdir": os.path.abspath(workdir), "kind": what, "split": split,
              "checkpoint_step": loaded.step, "metrics": values, **details,
              "config": config.to_dict()}

@@ -10,6 +10,7 @@ from typing import Callable
 import jax
 import numpy as np
 
+from roots_jax import progress
 from roots_jax.errors import TrainingHalted
 from roots_jax.runs.assemble import Parts
 from roots_jax.training import checkpoints, distributed, metric_writer, profiling
@@ -25,7 +26,8 @@ def run_loop(config, workdir: str, parts: Parts, state, manager, train_iter,
   iterator, and saves and exits on SIGTERM. Logs the compiled step's costs first and a run summary last. Closes the
   manager and the iterator. Returns the last eval metrics."""
   t, is_main = config.train, jax.process_index() == 0
-  writer = metric_writer.MetricWriter(workdir, enabled=is_main)
+  writer = metric_writer.MetricWriter(workdir, enabled=is_main, loggers=t.loggers,
+                                      run_config=config.to_dict())
   peak = profiling.peak_flops_per_device(config.hardware.peak_flops_per_device)
   to_global = lambda b: jax.make_array_from_process_local_data(parts.batch_sharding, b)
   step = first_step = int(state.step)
@@ -33,12 +35,16 @@ def run_loop(config, workdir: str, parts: Parts, state, manager, train_iter,
   tracer = profiling.StepTracer(_profile_dir(workdir), t.profile_start, t.profile_steps)
   eval_metrics, train_step = {}, None
   stop = _PreemptionFlag()
+  # The log rows say where the run is when stderr is no terminal: no progress lines of its own.
+  bar = progress.Progress("train", t.steps, unit="step", initial=step, delay_s=0.0,
+                          log_lines=False)
   try:
     pending = []
     while step < t.steps:
       batch = jax.tree.map(to_global, next(train_iter))
       if train_step is None:
         train_step = _compile(parts, state, batch, writer, step)
+        bar.resume()
       tracer.before(step + 1)
       state, m = train_step(state, batch)
       step += 1
@@ -47,12 +53,15 @@ def run_loop(config, workdir: str, parts: Parts, state, manager, train_iter,
       pending.append(m)
       throughput.start(m, step)  # the first step includes compilation: time from its end
       last = step == t.steps
+      postfix = None
       if step % t.log_every == 0 or last:
         _check_health(state, manager)
         row = _mean_row(jax.device_get(pending))
         row.update(throughput.lap(step, flops_per_token, peak))
-        writer.write(step, "train", row)
-        pending = []
+        writer.write(step, "train", row, total_steps=t.steps,
+                     eta_s=throughput.seconds_left(step, t.steps))
+        postfix, pending = f"loss {row['loss']:.4f}", []
+      bar.update(postfix=postfix)
       early_stop = False
       if evaluate is not None and (step % t.eval_every == 0 or last):
         eval_metrics = evaluate(state.params)
@@ -61,6 +70,7 @@ def run_loop(config, workdir: str, parts: Parts, state, manager, train_iter,
           _check_health(state, manager)
           early_stop = after_eval(step, state, eval_metrics)
         throughput.restart(m, step)  # eval time is not training throughput
+        bar.resume()
       preempted = stop.check(step % t.log_every == 0)
       if step % t.checkpoint_every == 0 or last or preempted or early_stop:
         _check_health(state, manager)
@@ -74,6 +84,7 @@ def run_loop(config, workdir: str, parts: Parts, state, manager, train_iter,
     _summarize(writer, state, first_step, step, throughput, flops_per_token, peak,
                skipped=t.bad_steps == "skip")
   finally:
+    bar.close()
     tracer.stop()
     stop.restore()
     manager.wait_until_finished()
@@ -130,6 +141,10 @@ class _Throughput:
     tps = self.tokens_per_step * steps / elapsed
     return dict(tokens_per_sec=tps, step_time=elapsed / steps,
                 mfu=profiling.mfu(tps, flops_per_token, peak))
+
+  def seconds_left(self, step: int, total: int) -> float | None:
+    """The time the steps after `step` take at the mean timed step time so far."""
+    return (total - step) * self.timed_seconds / self.timed_steps if self.timed_steps else None
 
   def mean_tokens_per_sec(self) -> float:
     return self.tokens_per_step * self.timed_steps / self.timed_seconds if self.timed_seconds else 0.0

@@ -5,6 +5,7 @@ run, which holds a pretrained model's parameters) once trained.
   train(config_lib.load_config("configs/quickstart.py"), "/tmp/run")
 """
 
+import hashlib
 import logging
 import os
 import time
@@ -12,16 +13,17 @@ from typing import Callable
 
 import jax
 import ml_collections
+import sentencepiece as spm
 from flax import linen as nn
 
 from roots_jax import config as config_lib
 from roots_jax import evals, models, objectives
-from roots_jax.data import load_tokenizer, sources
+from roots_jax.data import load_tokenizer, sentencepiece, sources
 from roots_jax.data.sentencepiece import train_tokenizer
 from roots_jax.data.tokenizers import BaseTokenizer, check_vocab_size, write_atomically
 from roots_jax.errors import ConfigError, DataError
 from roots_jax.models.config import ModelConfig
-from roots_jax.runs import assemble, loop, workdir as workdir_lib
+from roots_jax.runs import assemble, cache, loop, workdir as workdir_lib
 from roots_jax.training import checkpoints, distributed, optimizers, partitioning
 
 log = logging.getLogger("roots_jax")
@@ -139,8 +141,9 @@ def load_or_train_tokenizer(config: ml_collections.ConfigDict, workdir: str, *,
                             process_index: int | None = None) -> BaseTokenizer:
   """tokenizer.path if set (a sentencepiece model or a Hugging Face tokenizer directory, the
   one the run has a copy of, if it has one); else workdir/tokenizer/spm.model, trained on the
-  training split by process 0 (default: `jax.process_index()`) the first time, while the others
-  wait for the file: the workdir must be shared, and every process gets the very same model."""
+  training split (or taken from the user's cache) by process 0 (default: `jax.process_index()`)
+  the first time, while the others wait for the file: the workdir must be shared, and every
+  process gets the very same model."""
   if process_index is None:
     process_index = jax.process_index()
   vocab_size = config.model.vocab_size
@@ -153,19 +156,58 @@ def load_or_train_tokenizer(config: ml_collections.ConfigDict, workdir: str, *,
     path = os.path.join(workdir, "tokenizer", "spm.model")
     if not os.path.exists(path):
       if process_index == 0:
-        pairs = objectives.get(config.data.objective).reads_pairs
-        stream = sources.DocumentStream(sources.make_source(config.data, "train", pairs=pairs),
-                                        repeat=False, seed=config.seed)
-        write_atomically(path, train_tokenizer(
-            stream, vocab_size=vocab_size, model_type=config.tokenizer.model_type,
-            max_bytes=int(config.tokenizer.train_max_bytes),
-            sentinels=objectives.get(config.data.objective).sentinels))
+        write_atomically(path, _cached_or_trained_tokenizer(config))
       else:
         _wait_for(path)
     tokenizer = load_tokenizer(path)
     fix = f"delete {path} to retrain it, or set model.vocab_size={tokenizer.vocab_size}"
   check_vocab_size(tokenizer, vocab_size, fix)
   return tokenizer
+
+
+def _cached_or_trained_tokenizer(config: ml_collections.ConfigDict) -> bytes:
+  """The sentencepiece model trained on the training split with the config's settings: from
+  the user's cache when one was trained on the same text with the same settings (and trainer),
+  else trained and cached."""
+  objective = objectives.get(config.data.objective)
+  settings = dict(vocab_size=config.model.vocab_size, model_type=config.tokenizer.model_type,
+                  max_bytes=int(config.tokenizer.train_max_bytes), sentinels=objective.sentinels)
+  source = sources.make_source(config.data, "train", pairs=objective.reads_pairs)
+  with open(sentencepiece.__file__, "rb") as f:
+    trainer = [spm.__version__, hashlib.sha256(f.read()).hexdigest()]
+  cached = cache.path("tokenizers", cache.key(settings, _corpus(config, source), trainer),
+                      "spm.model")
+  if os.path.exists(cached):
+    log.info("tokenizer: reused cached %s", cached)
+    with open(cached, "rb") as f:
+      return f.read()
+  model = train_tokenizer(sources.DocumentStream(source, repeat=False, seed=config.seed),
+                          **settings)
+  try:
+    write_atomically(cached, model)
+  except OSError as e:
+    log.warning("tokenizer: could not cache it in %s (%s)", cached, e.strerror or e)
+  return model
+
+
+def _corpus(config: ml_collections.ConfigDict, source) -> dict:
+  """What decides the text a tokenizer is trained on: the training split's files (with their
+  sizes and times), the built-in corpus's listing or the dataset (TFDS, Hugging Face: its name,
+  split and size, and a local directory's files), and the order read."""
+  data = config.data
+  if isinstance(source, sources.BuiltinSource):
+    corpus = dict(root=source.root, files=source.files)
+  elif isinstance(source, sources.FileSource):
+    corpus = dict(files=cache.file_stamps(source.paths), formats=source.formats,
+                  eval_fraction=source.eval_fraction)
+  else:
+    corpus = {k: data[k] for k in ("tfds_name", "tfds_data_dir", "hf_path", "hf_name",
+                                    "hf_streaming", "train_split")}
+    local = sorted(os.path.join(d, n) for d, _, names in os.walk(data.hf_path) for n in names)
+    corpus.update(records=source.num_units, files=cache.file_stamps(local))
+  fields = {k: data[k] for k in ("text_field", "input_field", "target_field")}
+  return dict(corpus, **fields, source=data.source, max_document_bytes=data.max_document_bytes,
+              seed=config.seed)
 
 
 def _wait_for(path: str) -> None:
