@@ -28,22 +28,24 @@ import sys
 
 import pytest
 
-# The optional extras some tests need (marked extra("hf"), extra("datasets")): the hf extra's
-# reference implementations (torch, transformers) and Hugging Face datasets (data.source=hf).
+# The optional extras some tests need (marked extra("hf"), extra("datasets"), extra("wandb")):
+# the hf extra's reference implementations (torch, transformers), Hugging Face datasets
+# (data.source=hf) and Weights & Biases (train.loggers=wandb).
 EXTRAS = {
     "hf": (("torch", "transformers"), "pip install torch --index-url "
            "https://download.pytorch.org/whl/cpu && pip install -e '.[hf]'"),
     "datasets": (("datasets",), "pip install -e '.[datasets]'"),
+    "wandb": (("wandb",), "pip install -e '.[wandb]'"),
 }
 # Set (as .ci/run does) to make a missing extra fail those tests instead of skipping them.
-REQUIRE_HF = "ROOTS_JAX_REQUIRE_HF"
+REQUIRE_EXTRAS = "ROOTS_JAX_REQUIRE_EXTRAS"
 
 
 def pytest_configure(config):
   config.addinivalue_line("markers", "slow: a test of a minute or more (deselect: -m 'not slow')")
   config.addinivalue_line("markers", "extra(name): needs an optional extra (hf: torch and "
-                          "transformers, datasets); skipped without it, failed instead when "
-                          f"{REQUIRE_HF}=1")
+                          "transformers, datasets, wandb); skipped without it, failed instead when "
+                          f"{REQUIRE_EXTRAS}=1")
 
 
 @functools.cache
@@ -64,8 +66,8 @@ def pytest_runtest_setup(item):
     packages, install = EXTRAS[marker.args[0]]
     if missing := _missing(packages):
       reason = f"needs {' and '.join(missing)} (the {marker.args[0]} extra): {install}"
-      if os.environ.get(REQUIRE_HF) == "1":
-        pytest.fail(f"{REQUIRE_HF}=1 but this test {reason}", pytrace=False)
+      if os.environ.get(REQUIRE_EXTRAS) == "1":
+        pytest.fail(f"{REQUIRE_EXTRAS}=1 but this test {reason}", pytrace=False)
       pytest.skip(reason)
 
 

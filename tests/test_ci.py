@@ -21,7 +21,7 @@ def test_ci_runs_the_readme_test_command_with_the_extras_required():
   setup = lines[:-1]
   assert 'python -m pip install -q "torch==2.13.0"' in setup  # the CPU build, before the extra
   assert any(re.search(r"pip install .*-e \"\.\[.*hf.*\]\"", l) for l in setup)
-  assert "export ROOTS_JAX_REQUIRE_HF=1" in setup
+  assert "export ROOTS_JAX_REQUIRE_EXTRAS=1" in setup
 
 
 def _run_without_torch(tmp_path, require: bool) -> tuple[int, str]:
@@ -29,10 +29,10 @@ def _run_without_torch(tmp_path, require: bool) -> tuple[int, str]:
   transformers hidden."""
   for name in ("torch", "transformers"):
     (tmp_path / f"{name}.py").write_text("raise ImportError('hidden by the test')\n")
-  env = {k: v for k, v in os.environ.items() if k != "ROOTS_JAX_REQUIRE_HF"}
+  env = {k: v for k, v in os.environ.items() if k != "ROOTS_JAX_REQUIRE_EXTRAS"}
   env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), os.path.abspath(ROOT)])
   if require:
-    env["ROOTS_JAX_REQUIRE_HF"] = "1"
+    env["ROOTS_JAX_REQUIRE_EXTRAS"] = "1"
   result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rsf", "-p", "no:cacheprovider",
                            PARITY_TEST], cwd=ROOT, env=env, capture_output=True, text=True)
   return result.returncode, result.stdout
@@ -44,4 +44,4 @@ def test_parity_tests_skip_without_torch_and_fail_when_required(tmp_path):
   assert "needs torch and transformers (the hf extra)" in out and "whl/cpu" in out
   code, out = _run_without_torch(tmp_path, require=True)  # an error in setup: CI fails
   assert code == 1 and "1 error" in out, out
-  assert "ROOTS_JAX_REQUIRE_HF=1 but this test needs torch" in out
+  assert "ROOTS_JAX_REQUIRE_EXTRAS=1 but this test needs torch" in out

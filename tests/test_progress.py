@@ -192,8 +192,8 @@ def test_wandb_not_installed_is_one_line(tmp_path, monkeypatch):
   assert not os.path.exists(tmp_path / "metrics.jsonl")
 
 
+@pytest.mark.extra("wandb")
 def test_wandb_offline_logs_every_field(tmp_path, monkeypatch):
-  pytest.importorskip("wandb")
   monkeypatch.setenv("WANDB_MODE", "offline")
   monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_dir"))
   monkeypatch.setenv("WANDB_SILENT", "true")
