@@ -9,6 +9,7 @@ other.
 """
 
 import logging
+import os
 import sys
 import time
 from typing import Iterable, Iterator, TypeVar
@@ -38,6 +39,17 @@ def write(text: str, file=None) -> None:
   tqdm.tqdm.write(text, file=file or sys.stderr)
 
 
+def _is_terminal(file) -> bool:
+  """A terminal with a size: one of 0 rows or columns (a pseudo-terminal nobody sized, as
+  `docker run -t` and `script` give without a terminal of their own) shows no tqdm bar at all,
+  so it gets the plain lines."""
+  try:
+    size = os.get_terminal_size(file.fileno())
+  except (AttributeError, OSError, ValueError):
+    return False
+  return file.isatty() and size.lines > 0 and size.columns > 0
+
+
 def is_main_process() -> bool:
   """Process 0 of a multi-process run, or the only process. Does not start JAX's backend."""
   import jax  # pylint: disable=g-import-not-at-top
@@ -59,7 +71,7 @@ class Progress:
     enabled = is_main_process()
     self._bar = None
     self._log_lines = enabled and log_lines
-    if enabled and sys.stderr.isatty():
+    if enabled and _is_terminal(sys.stderr):
       self._bar = tqdm.tqdm(total=total, initial=initial, desc=desc, unit=unit,
                             unit_scale=unit_scale, delay=delay_s, leave=False, file=sys.stderr,
                             dynamic_ncols=True)

@@ -31,10 +31,10 @@ def _train_args(corpus, workdir) -> list[str]:
           "--workdir", str(workdir), *(f"--config.{o}" for o in overrides)]
 
 
-def _run_in_terminal(args: list[str]) -> str:
-  """What `args` writes to a pseudo-terminal of 160 columns (its "\\r\\n" read as "\\n")."""
+def _run_in_terminal(args: list[str], rows: int = 40, columns: int = 160) -> str:
+  """What `args` writes to a pseudo-terminal of this size (its "\\r\\n" read as "\\n")."""
   master, slave = pty.openpty()
-  fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+  fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
   process = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave)
   os.close(slave)
   chunks = []
@@ -63,6 +63,18 @@ def test_a_terminal_shows_a_bar_with_count_rate_and_time_left(corpus, tmp_path):
   assert [TRAIN_LINE.match(line).group(1) for line in logged] == ["4", "8", "12"], logged
   assert any(re.match(r"^\d\d:\d\d:\d\d eval step 12  loss \d+\.\d{4}  ppl [\d.]+", line)
              for line in lines), out
+
+
+def test_an_unsized_terminal_gets_no_bar_that_would_stay_blank():
+  # tqdm draws nothing on a pseudo-terminal of 0 rows (`docker run -t`, `script` without a
+  # terminal of their own): such a terminal gets the plain lines, not a silent bar.
+  work = [sys.executable, "-c", "from roots_jax import cli, progress\n"
+          "cli.log_to_console(); progress.LOG_INTERVAL_S = 0.0\n"
+          "for _ in progress.track(range(3), 'work', delay_s=0.0): pass"]
+  sized = _run_in_terminal(work)
+  assert re.search(r"work: +\d+%\|[^|]*\| \d/3", sized) and "work 3/3" not in sized, sized
+  unsized = _run_in_terminal(work, rows=0, columns=0)
+  assert "\r" not in unsized and re.search(r"work 3/3 it \(100%\)", unsized), unsized
 
 
 def test_without_a_terminal_progress_is_plain_log_lines(corpus, tmp_path):
