@@ -142,8 +142,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.hardware = _section(
       "hardware",
-      peak_flops_per_device=(0.0, "for MFU; 0: look the device kind up in "
-                             "training.profiling.PEAK_FLOPS"),
+      peak_flops_per_device=(0.0, "for MFU; 0: the device kind's in "
+                             "training.profiling.PEAK_FLOPS, a CPU's measured at start"),
   )
   return c
 

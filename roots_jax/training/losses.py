@@ -51,8 +51,12 @@ def token_terms(logits, targets, weights, z_loss: float, prefix: str = ""):
   """
   logits = logits.astype(jnp.float32)
   log_z = jax.nn.logsumexp(logits, axis=-1)                                        # [B, T]
-  nll = log_z - jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]   # [B, T]
-  correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
+  target = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]        # [B, T]
+  nll = log_z - target
+  # The target is the argmax (or ties it): one max over the vocabulary, which logsumexp takes
+  # too, where jnp.argmax's index reduction costs a CPU step as much as the LM head's matmul.
+  top = jax.lax.stop_gradient(logits).max(axis=-1)                                  # [B, T]
+  correct = (jax.lax.stop_gradient(target) >= top).astype(jnp.float32)
   return {f"{prefix}nll": (nll * weights).sum(),
           f"{prefix}z_loss": (z_loss * jnp.square(log_z) * weights).sum(),
           f"{prefix}accuracy": (correct * weights).sum()}

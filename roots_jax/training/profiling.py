@@ -2,21 +2,23 @@
 of a window of steps with a summary of where its time went, and model FLOPs utilisation."""
 
 import collections
+import functools
 import glob
 import gzip
 import json
 import logging
+import math
 import os
+import time
 
 import jax
+import numpy as np
 
 log = logging.getLogger("roots_jax")
 
-# Dense peak FLOP/s per device for the compute dtype (bf16 on accelerators), used for MFU.
-# CPU: the fp32 sgemm ceiling measured on a 2-core AVX-512 host (OpenBLAS, 2048^3), the whole
-# host as one device; XLA's own CPU matmul reaches about 87e9 there.
+# Dense peak FLOP/s per device for the compute dtype (bf16 on accelerators), used for MFU. A
+# CPU has no fixed figure: its peak is measured where the run runs (measured_cpu_peak).
 PEAK_FLOPS = {
-    "cpu": 190e9,
     "TPU v4": 275e12,
     "TPU v5 lite": 197e12,
     "TPU v5e": 197e12,
@@ -26,6 +28,11 @@ PEAK_FLOPS = {
     "NVIDIA H100": 989e12,
     "NVIDIA H200": 989e12,
 }
+
+
+# The side of the matmul measured_cpu_peak times: large enough for XLA's CPU matmul to reach
+# its stride (2 x 2048^3 = 17 GFLOP, about 50 ms on two AVX-512 cores).
+CPU_PEAK_MATMUL = 2048
 
 
 def compiled_stats(compiled, state, num_params: int) -> dict:
@@ -135,16 +142,40 @@ def format_summary(rows, steps: int) -> str:
 
 
 def peak_flops_per_device(configured: float) -> float:
-  """The config's value, else the known peak of this device kind (0 when unknown)."""
+  """The config's value, else the known peak of this device kind, or on CPU the measured one
+  (0 when unknown)."""
   if configured > 0:
     return configured
   device = jax.devices()[0]
-  kind = "cpu" if device.platform == "cpu" else device.device_kind
+  if device.platform == "cpu":
+    return measured_cpu_peak() / len(jax.local_devices())
+  kind = device.device_kind
   for name, flops in PEAK_FLOPS.items():
     if kind.startswith(name):
       return flops
   log.warning("unknown device kind %r: set hardware.peak_flops_per_device to get MFU", kind)
   return 0.0
+
+
+@functools.cache
+def measured_cpu_peak(size: int = CPU_PEAK_MATMUL, seconds: float = 0.5) -> float:
+  """This host's float32 FLOP/s on a jitted [size, size] x [size, size] matmul, the best of the
+  calls in `seconds` after a warm-up: what XLA's matmul reaches here, the ceiling a train step's
+  matmuls can approach (a CPU's vector units and clocks vary too much for a table). The host's
+  simulated devices (XLA_FLAGS' host platform device count) share it."""
+  device = jax.local_devices(backend="cpu")[0]
+  with jax.set_mesh(jax.sharding.Mesh(np.array([device]), ("host",))):  # whatever mesh is set
+    x = jax.device_put(np.ones((size, size), np.float32), device)
+    matmul = jax.jit(lambda a: a @ a)
+    jax.block_until_ready(matmul(x))
+    best, deadline = math.inf, time.perf_counter() + seconds
+    while best == math.inf or time.perf_counter() < deadline:
+      start = time.perf_counter()
+      jax.block_until_ready(matmul(x))
+      best = min(best, time.perf_counter() - start)
+  peak = 2 * size ** 3 / best
+  log.info("cpu peak: %.0f GFLOP/s measured (float32 %d^3 matmul)", peak / 1e9, size)
+  return peak
 
 
 def mfu(tokens_per_sec: float, flops_per_token: float, peak_per_device: float) -> float:
