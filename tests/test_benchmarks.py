@@ -1,5 +1,7 @@
-"""The throughput benchmark runs and prints its table."""
+"""The benchmarks run and print their tables; the data benchmark shares rates between workers."""
 
+import importlib.util
+import os
 import subprocess
 import sys
 
@@ -26,3 +28,23 @@ def test_decode_benchmark_prints_cached_and_recomputed_rates():
   cells = [c.strip() for c in row.strip("|").split("|")]
   assert cells[0] == "2" and float(cells[1].replace(",", "")) > 0
   assert float(cells[2].replace(",", "")) > 0 and cells[3].endswith("x")
+
+
+def test_data_throughput_shares_rates_between_workers():
+  path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "data_throughput.py")
+  spec = importlib.util.spec_from_file_location("data_throughput", path)
+  bench = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(bench)
+  setting = dict(objective="causal", config="configs/gpt2.py:tiny", seq_len="1024", batch=64,
+                 warmup_s=1.0)
+  rows = [dict(setting, workers=0, batches=10.0, slots=655_360.0, real=600_000.0),
+          dict(setting, workers=2, batches=12.0, slots=786_432.0, real=700_000.0),
+          dict(setting, workers=1, batches=4.0, slots=262_144.0, real=250_000.0)]
+  lines = bench.table(rows)
+  cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+  assert [c[-1] for c in cells] == ["655,360", "393,216", "262,144"]  # total / workers
+  assert [c[-2] for c in cells] == ["92", "89", "95"]                 # real %
+  # The one-worker rate decides: ceil(600,000 / 262,144) = 3.
+  assert bench.verdict("causal", rows, 600_000).startswith(
+      "causal: one GPU consuming 600,000 tokens/s needs 3 workers (262,144 tokens/s per worker")
+  assert "needs 1 worker (" in bench.verdict("causal", rows[:1], 600_000)
