@@ -1,7 +1,7 @@
 """roots_jax beside Hugging Face transformers (PyTorch) on this machine's CPU, in one run.
 
   python benchmarks/versus_torch.py [--shapes 4x256,gpt2-small] [--rounds 3] [--steps 5]
-      [--new_tokens 64]
+      [--new_tokens 128]
 
 The same GPT-2-shaped model on both sides (learned positions, pre-LayerNorm, GELU, tied head,
 float32, no dropout; random weights) at the same shapes: ours is configs/gpt2.py on one CPU
@@ -19,11 +19,17 @@ ratio ours / torch. Needs the hf extra (torch, transformers).
 
 import contextlib
 import os
+import re
 import statistics
 import sys
 import time
 
-import jax
+# One CPU device, as torch's one process: a simulated device count (XLA_FLAGS) would split the
+# host's cores between devices.
+os.environ["XLA_FLAGS"] = re.sub(r"--xla_force_host_platform_device_count=\d+", "",
+                                 os.environ.get("XLA_FLAGS", ""))
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np
 from flax import linen as nn
 
@@ -36,11 +42,14 @@ from roots_jax.training import partitioning, steps
 import train_throughput
 
 SHAPES = {
+    "tiny": dict(num_layers=2, embed_dim=64, num_heads=2, vocab_size=512, seq_len=32,
+                 batch_size=2),  # a quick check that both sides run
     "4x256": dict(num_layers=4, embed_dim=256, num_heads=4, vocab_size=8192, seq_len=256,
                   batch_size=16),
     "gpt2-small": dict(num_layers=12, embed_dim=768, num_heads=12, vocab_size=50304,
                        seq_len=256, batch_size=4),
 }
+DEFAULT_SHAPES = ("4x256", "gpt2-small")
 PROMPT_LEN = 32
 DECODE_BATCHES = (1, 8)
 LEARNING_RATE = 6e-4
@@ -180,10 +189,10 @@ def compare(name: str, shape: dict, rounds: int, n_steps: int, new_tokens: int) 
 
 def main() -> int:
   p = cli.ArgumentParser(prog="python benchmarks/versus_torch.py", description=__doc__)
-  p.add_argument("--shapes", default=",".join(SHAPES), help=f"of {', '.join(SHAPES)}")
+  p.add_argument("--shapes", default=",".join(DEFAULT_SHAPES), help=f"of {', '.join(SHAPES)}")
   p.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians over them")
   p.add_argument("--steps", type=int, default=5, help="train steps and eval passes per round")
-  p.add_argument("--new_tokens", type=int, default=64, help="tokens each decode generates")
+  p.add_argument("--new_tokens", type=int, default=128, help="tokens each decode generates")
 
   def command():
     args = p.parse()

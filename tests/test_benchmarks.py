@@ -1,9 +1,12 @@
-"""The benchmarks run and print their tables; the data benchmark shares rates between workers."""
+"""The benchmarks run and print their tables (versus_torch beside transformers); the data
+benchmark shares rates between workers."""
 
 import importlib.util
 import os
 import subprocess
 import sys
+
+import pytest
 
 
 def test_train_throughput_prints_a_table():
@@ -48,3 +51,17 @@ def test_data_throughput_shares_rates_between_workers():
   assert bench.verdict("causal", rows, 600_000).startswith(
       "causal: one GPU consuming 600,000 tokens/s needs 3 workers (262,144 tokens/s per worker")
   assert "needs 1 worker (" in bench.verdict("causal", rows[:1], 600_000)
+
+
+@pytest.mark.extra("hf")
+def test_versus_torch_prints_both_sides_and_their_ratio():
+  result = subprocess.run(
+      [sys.executable, "benchmarks/versus_torch.py", "--shapes", "tiny", "--rounds", "2",
+       "--steps", "1", "--new_tokens", "4"], capture_output=True, text=True, check=True)
+  rows = [[c.strip() for c in line.strip("|").split("|")]
+          for line in result.stdout.splitlines()[2:]]
+  assert [r[1] for r in rows] == ["train step", "eval forward", "decode, batch 1",
+                                  "decode, batch 8"], result.stdout
+  for _, _, ours, theirs, ratio, _ in rows:
+    ours, theirs = float(ours.replace(",", "")), float(theirs.replace(",", ""))
+    assert ours > 0 and theirs > 0 and float(ratio[:-1]) == pytest.approx(ours / theirs, abs=0.01)
