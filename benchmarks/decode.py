@@ -41,6 +41,19 @@ def measure(model, params, family, batch: int, prompt_len: int, new_tokens: int,
   return compile_s, batch * new_tokens * repeats / (time.perf_counter() - start)
 
 
+def build(config) -> tuple:
+  """(model, random parameters, family) of a config's generating model."""
+  model_config = models.ModelConfig.from_config(config.model)
+  family = families.get(model_config.family)
+  if not family.generates:
+    raise RootsError("an encoder (BERT) does not generate; benchmark a decoder or "
+                     "encoder_decoder config")
+  model = family.build(model_config)
+  dummy = np.ones((1, 8), np.int32)
+  variables = jax.jit(model.init)(jax.random.key(0), *family.init_args(dummy))
+  return model, nn.meta.unbox(variables)["params"], family
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(usage=__doc__.splitlines()[2].strip())
   parser.add_argument("--config", required=True)
@@ -50,15 +63,8 @@ def main(argv=None) -> int:
   args, overrides = parser.parse_known_args(argv)
   try:
     config = config_lib.load_config(args.config, [o.removeprefix("--config.") for o in overrides])
-    model_config = models.ModelConfig.from_config(config.model)
-    family = families.get(model_config.family)
-    if not family.generates:
-      raise RootsError("an encoder (BERT) does not generate; benchmark a decoder or "
-                       "encoder_decoder config")
-    model = family.build(model_config)
-    dummy = np.ones((1, 8), np.int32)
-    variables = jax.jit(model.init)(jax.random.key(0), *family.init_args(dummy))
-    params = nn.meta.unbox(variables)["params"]
+    model, params, family = build(config)
+    model_config = model.config
     rows = []
     for batch in (int(b) for b in args.batch.split(",")):
       cached = measure(model, params, family, batch, args.prompt_len, args.new_tokens, True)

@@ -5,6 +5,7 @@
 Measures the jitted train step alone (the data pipeline has its own numbers); prints a table.
 """
 
+import contextlib
 import sys
 import time
 
@@ -17,23 +18,23 @@ from roots_jax import config as config_lib
 from roots_jax.runs import pretrain
 from roots_jax.training import partitioning, profiling
 
+
 def benchmark(config, num_steps: int) -> dict:
-  config_lib.validate(config, jax.device_count())
-  mesh, rules = partitioning.make_mesh(config), partitioning.logical_rules(config)
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    parts = pretrain.build(config, mesh)
+  with _built(config) as (mesh, parts):
     b, t = config.train.batch_size, config.data.seq_len
+    # Compiled before anything is allocated: autotuning times kernels in the free memory.
+    start = time.perf_counter()
+    step = _lowered(config, parts).compile()
+    compile_s = time.perf_counter() - start
+    memory = step.memory_analysis()
     batch = jax.device_put(synthetic_batch(parts.loss, config), parts.batch_sharding)
     state = parts.init(jax.random.key(0))
-    start = time.perf_counter()
-    state, m = parts.train_step(state, batch)
-    jax.block_until_ready(m)
-    compile_s = time.perf_counter() - start
-    state, m = parts.train_step(state, batch)  # one warm step outside the timing
+    for _ in range(2):  # warm steps outside the timing: the first runs allocate
+      state, m = step(state, batch)
     jax.block_until_ready(m)
     start = time.perf_counter()
     for _ in range(num_steps):
-      state, m = parts.train_step(state, batch)
+      state, m = step(state, batch)
     jax.block_until_ready(m)
     step_s = (time.perf_counter() - start) / num_steps
   tokens_per_sec = b * t / step_s
@@ -47,11 +48,38 @@ def benchmark(config, num_steps: int) -> dict:
       "batch x seq": f"{b}x{t}",
       "dtype": config.model.dtype,
       "compile (s)": compile_s,
+      "peak memory (GiB)": profiling.peak_bytes(memory) / 2**30 if memory else "unknown",
       "step (ms)": step_s * 1e3,
       "tokens/s": tokens_per_sec,
       "TFLOP/s/device": tokens_per_sec * flops_per_token / jax.device_count() / 1e12,
       "MFU": profiling.format_mfu(profiling.mfu(tokens_per_sec, flops_per_token, peak)),
   }
+
+
+def lowered_step(config):
+  """config's train step lowered for abstract state and batch: compiling it gives XLA's memory
+  plan (profiling.peak_bytes) without allocating anything, which sizes a batch before it runs."""
+  with _built(config) as (_, parts):
+    return _lowered(config, parts)
+
+
+def _lowered(config, parts):
+  """parts.train_step lowered for abstract state and a batch of config's size."""
+  state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s,
+                                                         weak_type=a.weak_type),
+                       parts.abstract_state, parts.state_sharding)
+  batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=parts.batch_sharding)
+           for k, v in synthetic_batch(parts.loss, config).items()}
+  return parts.train_step.lower(state, batch)
+
+
+@contextlib.contextmanager
+def _built(config):
+  """(mesh, the run's Parts) of `config` on this machine's devices, inside its mesh and rules."""
+  config_lib.validate(config, jax.device_count())
+  mesh, rules = partitioning.make_mesh(config), partitioning.logical_rules(config)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    yield mesh, pretrain.build(config, mesh)
 
 
 def synthetic_batch(loss, config) -> dict:

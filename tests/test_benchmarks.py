@@ -65,3 +65,19 @@ def test_versus_torch_prints_both_sides_and_their_ratio():
   for _, _, ours, theirs, ratio, _ in rows:
     ours, theirs = float(ours.replace(",", "")), float(theirs.replace(",", ""))
     assert ours > 0 and theirs > 0 and float(ratio[:-1]) == pytest.approx(ours / theirs, abs=0.01)
+
+
+def test_gpu_driver_sizes_runs_and_records_its_rows_on_a_cpu(tmp_path):
+  subprocess.run(
+      [sys.executable, "benchmarks/gpu.py", "--smoke", "--models", "gpt2-tiny", "--remat", "none",
+       "--commit", "abc1234"],
+      env={**os.environ, "OUT": str(tmp_path)}, capture_output=True, text=True, check=True)
+  table = (tmp_path / "gpu_results.md").read_text()
+  assert "commit abc1234" in table
+  assert "| gpt2-tiny | cudnn | none | - |" in table and "skipped: cudnn attention needs" in table
+  row = next(line for line in table.splitlines() if line.startswith("| gpt2-tiny | xla | none |"))
+  cells = [c.strip() for c in row.strip("|").split("|")]
+  assert cells[4] == "8x128" and cells[10].startswith("fits ")  # the cap: 1024 tokens
+  assert float(cells[5].replace(",", "")) > 0 and cells[6].endswith("%")
+  decoded = [line for line in table.splitlines() if line.startswith("| gpt2-tiny | ")][-2:]
+  assert [line.split(" | ")[1] for line in decoded] == ["1", "2"]

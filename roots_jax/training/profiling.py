@@ -47,8 +47,7 @@ def compiled_stats(compiled, state, num_params: int) -> dict:
     stats.update(
         argument_bytes=memory.argument_size_in_bytes, output_bytes=memory.output_size_in_bytes,
         temp_bytes=memory.temp_size_in_bytes, alias_bytes=memory.alias_size_in_bytes,
-        peak_bytes_estimate=(memory.argument_size_in_bytes + memory.output_size_in_bytes
-                             + memory.temp_size_in_bytes - memory.alias_size_in_bytes))
+        peak_bytes_estimate=peak_bytes(memory))
   cost = compiled.cost_analysis()
   if isinstance(cost, (list, tuple)):  # one dict per program in older jax
     cost = cost[0] if cost else None
@@ -56,6 +55,13 @@ def compiled_stats(compiled, state, num_params: int) -> dict:
     stats.update(step_flops=float(cost.get("flops", 0.0)),
                  step_bytes_accessed=float(cost.get("bytes accessed", 0.0)))
   return stats
+
+
+def peak_bytes(memory) -> int:
+  """XLA's plan of a compiled program's peak memory per device, from its memory_analysis():
+  arguments, outputs and temporaries, less the donated arguments that outputs reuse."""
+  return (memory.argument_size_in_bytes + memory.output_size_in_bytes
+          + memory.temp_size_in_bytes - memory.alias_size_in_bytes)
 
 
 def log_compiled_stats(stats: dict) -> None:
