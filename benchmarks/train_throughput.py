@@ -9,7 +9,12 @@ import contextlib
 import sys
 import time
 
-import jax
+from roots_jax import host_memory
+
+if __name__ == "__main__":  # as the commands run (roots_jax/host_memory.py)
+  host_memory.tune_malloc()
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np
 from flax import linen as nn
 

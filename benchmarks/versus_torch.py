@@ -1,13 +1,13 @@
 """roots_jax beside Hugging Face transformers (PyTorch) on this machine's CPU, in one run.
 
-  python benchmarks/versus_torch.py [--shapes 4x256,gpt2-small] [--rounds 3] [--steps 5]
-      [--new_tokens 128]
+  python benchmarks/versus_torch.py [--shapes 4x256,gpt2-small] [--rounds 3] [--steps 2]
+      [--new_tokens 128] [--sample_seconds 2]
 
 The same GPT-2-shaped model on both sides (learned positions, pre-LayerNorm, GELU, tied head,
 float32, no dropout; random weights) at the same shapes: ours is configs/gpt2.py on one CPU
 device, theirs GPT2LMHeadModel with torch's default CPU threads (one per core, as XLA's).
 Measured, alternating the two sides (and which goes first) in every round, after one untimed
-warm-up call each:
+warm-up call each, each sample its call repeated for at least --sample_seconds:
   train   one optimizer step: AdamW (b2 0.95, weight decay 0.1), global-norm clipping at 1.0;
           torch's AdamW as a user gets it (its default implementation)
   eval    the forward pass with the loss, no gradients
@@ -24,6 +24,10 @@ import statistics
 import sys
 import time
 
+from roots_jax import host_memory
+
+if __name__ == "__main__":  # as the commands run: both sides share the process's allocator
+  host_memory.tune_malloc()
 # One CPU device, as torch's one process: a simulated device count (XLA_FLAGS) would split the
 # host's cores between devices.
 os.environ["XLA_FLAGS"] = re.sub(r"--xla_force_host_platform_device_count=\d+", "",
@@ -154,13 +158,20 @@ class Torch:
     assert out.shape[1] == prompts.shape[1] + new_tokens, out.shape
 
 
-def seconds(fn, *args) -> float:
-  start = time.perf_counter()
-  fn(*args)
-  return time.perf_counter() - start
+def rate(call, side, count: int, sample_s: float) -> float:
+  """count / second of call(side), repeated back to back for at least sample_s after one
+  untimed call: a short call alone (a decode of ~0.1 s) would time the cores waking up as much
+  as the work, and the first calls after the other side's run slower (its memory, its caches)."""
+  call(side)
+  calls, start = 0, time.perf_counter()
+  while (elapsed := time.perf_counter() - start) < sample_s or calls == 0:
+    call(side)
+    calls += 1
+  return calls * count / elapsed
 
 
-def compare(name: str, shape: dict, rounds: int, n_steps: int, new_tokens: int) -> list[tuple]:
+def compare(name: str, shape: dict, rounds: int, n_steps: int, new_tokens: int,
+            sample_s: float) -> list[tuple]:
   """[(measure, our median, torch median, unit)] for one shape."""
   ours, theirs = Ours(shape), Torch(shape)
   tokens = shape["batch_size"] * shape["seq_len"]
@@ -181,7 +192,7 @@ def compare(name: str, shape: dict, rounds: int, n_steps: int, new_tokens: int) 
       for label, call, count, _ in measures:
         sides = (ours, theirs) if r % 2 == 0 else (theirs, ours)
         for side in sides:
-          rates[label][side is theirs].append(count / seconds(call, side))
+          rates[label][side is theirs].append(rate(call, side, count, sample_s))
       print(f"  {name}: round {r + 1}/{rounds} done", file=sys.stderr)
   return [(label, statistics.median(rates[label][0]), statistics.median(rates[label][1]), unit)
           for label, _, _, unit in measures]
@@ -191,8 +202,10 @@ def main() -> int:
   p = cli.ArgumentParser(prog="python benchmarks/versus_torch.py", description=__doc__)
   p.add_argument("--shapes", default=",".join(DEFAULT_SHAPES), help=f"of {', '.join(SHAPES)}")
   p.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians over them")
-  p.add_argument("--steps", type=int, default=5, help="train steps and eval passes per round")
+  p.add_argument("--steps", type=int, default=2, help="train steps and eval passes per call")
   p.add_argument("--new_tokens", type=int, default=128, help="tokens each decode generates")
+  p.add_argument("--sample_seconds", type=float, default=2.0,
+                 help="each sample repeats its call for at least this long")
 
   def command():
     args = p.parse()
@@ -205,16 +218,18 @@ def main() -> int:
       import transformers  # pylint: disable=g-import-not-at-top,unused-import
     except ImportError as e:
       raise ConfigError(f"this benchmark needs torch and transformers (the hf extra): {e}")
+    malloc = " ".join(f"{k}={os.environ[k]}" for k in ("GLIBC_TUNABLES", "LD_PRELOAD")
+                      if os.environ.get(k)) or "glibc malloc defaults"
     print(f"| shape | measure | roots_jax | torch | ratio |  ({os.cpu_count()} cores, "
           f"torch {torch.__version__} with {torch.get_num_threads()} threads, "
-          f"jax {jax.__version__})")
+          f"jax {jax.__version__}, {malloc})")
     print("|---|---|---|---|---|")
     for name in names:
       s = SHAPES[name]
       desc = (f"{name} ({s['num_layers']}L d{s['embed_dim']} h{s['num_heads']} "
               f"v{s['vocab_size']}, {s['batch_size']}x{s['seq_len']})")
       for label, ours, theirs, unit in compare(name, s, args.rounds, args.steps,
-                                               args.new_tokens):
+                                               args.new_tokens, args.sample_seconds):
         print(f"| {desc} | {label} | {ours:,.0f} | {theirs:,.0f} | {ours / theirs:.2f}x |  "
               f"{unit}", flush=True)
 

@@ -27,6 +27,11 @@ refused with the config field that stands in the way.
 
 import sys
 
+from roots_jax import host_memory
+
+if __name__ == "__main__":  # first: glibc reads its tunables when the process starts
+  host_memory.tune_malloc()
+
 from roots_jax import cli
 from roots_jax.errors import ConfigError
 from roots_jax.runs import convert

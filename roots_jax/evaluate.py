@@ -19,6 +19,11 @@ itself: roots_jax.runs.evaluation and roots_jax.evals.
 
 import sys
 
+from roots_jax import host_memory
+
+if __name__ == "__main__":  # first: glibc reads its tunables when the process starts
+  host_memory.tune_malloc()
+
 from roots_jax import cli
 from roots_jax import config as config_lib
 from roots_jax.runs import evaluation

@@ -13,6 +13,11 @@ roots_jax.runs.finetune.
 
 import sys
 
+from roots_jax import host_memory
+
+if __name__ == "__main__":  # first: glibc reads its tunables when the process starts
+  host_memory.tune_malloc()
+
 from roots_jax import cli
 from roots_jax import config as config_lib
 from roots_jax.runs import finetune, workdir as workdir_lib

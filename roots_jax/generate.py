@@ -15,6 +15,11 @@ an encoder-decoder's (or a fine-tuned model's) on its own. Built on roots_jax.ap
 import argparse
 import sys
 
+from roots_jax import host_memory
+
+if __name__ == "__main__":  # first: glibc reads its tunables when the process starts
+  host_memory.tune_malloc()
+
 from roots_jax import cli
 from roots_jax.api import LanguageModel
 

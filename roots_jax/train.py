@@ -10,6 +10,11 @@ The run itself: roots_jax.runs.pretrain.
 
 import sys
 
+from roots_jax import host_memory
+
+if __name__ == "__main__":  # first: glibc reads its tunables when the process starts
+  host_memory.tune_malloc()
+
 from roots_jax import cli
 from roots_jax import config as config_lib
 from roots_jax.runs import pretrain, workdir as workdir_lib
