@@ -8,8 +8,8 @@ decoding tokens/s. benchmarks/gpu.sh runs it on a lent GPU machine.
 Batch sizing: every (model, attention, remat) train step is compiled up front at two small
 batches, in parallel and without autotuning, for XLA's memory plan alone; a line through the two
 peaks gives the largest batch under 92% of the allocator's limit (a multiple of 8 from 16 up and
-of the device count, at most max_tokens per step). A row that still runs out of memory retries at 85% of its batch
-(at half of it, from the cap, where no plan could be made).
+of the device count, at most max_tokens per step). A row that still runs out of memory retries
+at 85% of its batch (at half of it, from the cap, where no plan could be made).
 
 Rows run most telling first (remat none with each kernel, then decoding, then the other remat
 policies); a row whose expected time would end past the budget is skipped and says so. Prints a

@@ -57,7 +57,8 @@ def test_data_throughput_shares_rates_between_workers():
 def test_versus_torch_prints_both_sides_and_their_ratio():
   result = subprocess.run(
       [sys.executable, "benchmarks/versus_torch.py", "--shapes", "tiny", "--rounds", "2",
-       "--steps", "1", "--new_tokens", "4", "--sample_seconds", "0"], capture_output=True, text=True, check=True)
+       "--steps", "1", "--new_tokens", "4", "--sample_seconds", "0"],
+      capture_output=True, text=True, check=True)
   rows = [[c.strip() for c in line.strip("|").split("|")]
           for line in result.stdout.splitlines()[2:]]
   assert [r[1] for r in rows] == ["train step", "eval forward", "decode, batch 1",
