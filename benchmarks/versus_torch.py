@@ -19,7 +19,6 @@ ratio ours / torch. Needs the hf extra (torch, transformers).
 
 import contextlib
 import os
-import re
 import statistics
 import sys
 import time
@@ -30,8 +29,9 @@ if __name__ == "__main__":  # as the commands run: both sides share the process'
   host_memory.tune_malloc()
 # One CPU device, as torch's one process: a simulated device count (XLA_FLAGS) would split the
 # host's cores between devices.
-os.environ["XLA_FLAGS"] = re.sub(r"--xla_force_host_platform_device_count=\d+", "",
-                                 os.environ.get("XLA_FLAGS", ""))
+os.environ["XLA_FLAGS"] = " ".join(
+    f for f in os.environ.get("XLA_FLAGS", "").split()
+    if not f.startswith("--xla_force_host_platform_device_count="))
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np

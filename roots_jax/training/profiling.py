@@ -31,7 +31,7 @@ PEAK_FLOPS = {
 
 
 # The side of the matmul measured_cpu_peak times: large enough for XLA's CPU matmul to reach
-# its stride (2 x 2048^3 = 17 GFLOP, about 50 ms on two AVX-512 cores).
+# its full rate (2 x 2048^3 = 17 GFLOP, about 35 ms on two AVX-512 cores).
 CPU_PEAK_MATMUL = 2048
 
 
