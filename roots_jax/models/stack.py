@@ -4,6 +4,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import numpy as np
 
 from roots_jax.models.config import ModelConfig
 
@@ -39,3 +40,34 @@ def stack_layers(block: type[nn.Module], config: ModelConfig, x: jax.Array, *arg
   for i in range(num_layers):
     x, _ = block(config, **attrs, name=f"layers_{i}")(x, *args)
   return x
+
+
+def select_layers(params: dict, keep: list[int], *, scanned: bool) -> dict:
+  """`params` (a model's, or any tree holding stacks) with every stack cut to the layers `keep`,
+  in that order, in the same layout: a student's start from its teacher's layers (DistilBERT
+  takes every other one, Sanh et al. 2019). Scanned stacks (`layers`, a leading layer axis) are
+  indexed; looped ones (layers_0, layers_1, ...) renumbered. Raises ValueError for an index a
+  stack does not have."""
+  out = {}
+  for name, value in params.items():
+    if scanned and name == "layers":
+      depth = jax.tree.leaves(value)[0].shape[0]
+      _check_kept(keep, depth)
+      out[name] = jax.tree.map(lambda x: x[np.asarray(keep)], value)
+    elif not scanned and name.startswith("layers_") and name[len("layers_"):].isdigit():
+      continue  # gathered below, with their stack's other layers
+    elif isinstance(value, dict):
+      out[name] = select_layers(value, keep, scanned=scanned)
+    else:
+      out[name] = value
+  looped = [n for n in params if n.startswith("layers_") and n[len("layers_"):].isdigit()]
+  if not scanned and looped:
+    _check_kept(keep, len(looped))
+    out.update({f"layers_{j}": params[f"layers_{i}"] for j, i in enumerate(keep)})
+  return out
+
+
+def _check_kept(keep: list[int], depth: int) -> None:
+  if not keep or any(not 0 <= i < depth for i in keep):
+    raise ValueError(f"layers to keep {list(keep)} must be a non-empty list of indices into a "
+                     f"stack of {depth}")
