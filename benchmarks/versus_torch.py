@@ -6,8 +6,9 @@
 The same GPT-2-shaped model on both sides (learned positions, pre-LayerNorm, GELU, tied head,
 float32, no dropout; random weights) at the same shapes: ours is configs/gpt2.py on one CPU
 device, theirs GPT2LMHeadModel with torch's default CPU threads (one per core, as XLA's).
-Measured, alternating the two sides (and which goes first) in every round, after one untimed
-warm-up call each, each sample its call repeated for at least --sample_seconds:
+Measured, alternating the two sides (and which goes first) in every round, after a warm-up
+call each (compilation); each sample is one untimed call, then the call repeated for at least
+--sample_seconds:
   train   one optimizer step: AdamW (b2 0.95, weight decay 0.1), global-norm clipping at 1.0;
           torch's AdamW as a user gets it (its default implementation)
   eval    the forward pass with the loss, no gradients
