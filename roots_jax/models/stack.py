@@ -54,17 +54,22 @@ def select_layers(params: dict, keep: list[int], *, scanned: bool) -> dict:
       depth = jax.tree.leaves(value)[0].shape[0]
       _check_kept(keep, depth)
       out[name] = jax.tree.map(lambda x: x[np.asarray(keep)], value)
-    elif not scanned and name.startswith("layers_") and name[len("layers_"):].isdigit():
+    elif not scanned and _is_looped_layer(name):
       continue  # gathered below, with their stack's other layers
     elif isinstance(value, dict):
       out[name] = select_layers(value, keep, scanned=scanned)
     else:
       out[name] = value
-  looped = [n for n in params if n.startswith("layers_") and n[len("layers_"):].isdigit()]
+  looped = [n for n in params if _is_looped_layer(n)]
   if not scanned and looped:
     _check_kept(keep, len(looped))
     out.update({f"layers_{j}": params[f"layers_{i}"] for j, i in enumerate(keep)})
   return out
+
+
+def _is_looped_layer(name: str) -> bool:
+  """layers_0, layers_1, ...: stack_layers' names for its blocks when not scanned."""
+  return name.startswith("layers_") and name[len("layers_"):].isdigit()
 
 
 def _check_kept(keep: list[int], depth: int) -> None:
