@@ -2,11 +2,11 @@
 fields' in roots_jax.models.config), loading, CLI overrides, validation and config.json.
 
 A config file is a Python file with `get_config(arg=None)` returning a ConfigDict built on
-`base_config()` (pretraining) or `finetune_config()`; the shipped ones (configs/) go by name.
-`load_config("gpt2:small", ["train.batch_size=64"])` imports it, applies `key=value` overrides
-(typed by the existing field, so an unknown key or a wrong type is an error), validates, and
-returns a locked config. Its
-`kind` is what it runs, and what a run directory's config.json says the run is.
+`base_config()` (pretraining), `finetune_config()` or `distill_config()`; the shipped ones
+(configs/) go by name. `load_config("gpt2:small", ["train.batch_size=64"])` imports it, applies
+`key=value` overrides (typed by the existing field, so an unknown key or a wrong type is an
+error), validates, and returns a locked config. Its `kind` is what it runs, and what a run
+directory's config.json says the run is.
 """
 
 import ast
@@ -34,7 +34,7 @@ def base_config() -> ml_collections.ConfigDict:
   c = _section(
       "",
       kind=("pretrain", "what the config runs, recorded in the run's config.json: pretrain | "
-            "finetune | converted (a Hugging Face checkpoint's parameters)"),
+            "finetune | converted (a Hugging Face checkpoint's parameters) | distill"),
       seed=(0, "the seed of initialisation, data order, masking and dropout"),
   )
 
@@ -212,6 +212,40 @@ def finetune_config() -> ml_collections.ConfigDict:
   return c
 
 
+def distill_config() -> ml_collections.ConfigDict:
+  """Every key a distillation run understands: a pretraining run's (the student's model, its
+  data and objective, training) plus the teacher and the distillation loss. Model fields left
+  unset (None) are the teacher's; the student reads the teacher's tokenizer."""
+  c = base_config()
+  c.kind = "distill"
+  for key, value in list(c.model.items()):  # None: the teacher's
+    c.model[key] = placeholder(type(value))
+  c.update(_section(
+      "",
+      teacher=("", "the teacher: a run directory (its newest checkpoint), one of its "
+               "checkpoints/<step> directories, or a Hugging Face model directory"),
+  ))
+  c.distill = _section(
+      "distill",
+      alpha=(0.5, "weight of the soft targets, T^2 KL(teacher_T || student_T); 1 - alpha "
+             "weighs the objective's own loss"),
+      temperature=(2.0, "T: both distributions are softmax(logits / T)"),
+      hidden_loss=("", "empty (none) | cosine (DistilBERT) | mse: between matched layer outputs"),
+      hidden_weight=(1.0, "weight of the hidden-state loss"),
+      hidden_layers=((), "the teacher layer each student layer's output is matched to, one per "
+                     "student layer (-1: unmatched); empty: the last layer of each; a learned "
+                     "projection maps a narrower student to the teacher's width"),
+      init_layers=("", "the teacher layers the student starts from, with the teacher's "
+                   "embeddings, norms and heads: every_other (DistilBERT: 0, 2, 4, ...; an unset "
+                   "model.num_layers becomes half the teacher's) or indices 0,2,5; empty: random"),
+      teacher_dtype=("", "the teacher's compute and parameter dtype, e.g. bfloat16; empty: "
+                     "its own"),
+      teacher_fingerprint=("", "set by the run: the teacher checkpoint's fingerprint, which a "
+                           "resumed run must match"),
+  )
+  return c
+
+
 # Dotted key -> meaning, recorded by _section as the schemas declare their keys.
 _MEANINGS: dict[str, str] = {}
 
@@ -224,7 +258,8 @@ def _section(prefix: str, **fields) -> ml_collections.ConfigDict:
 
 
 # The keys of each kind of run: its config.json is read into this schema.
-SCHEMAS = {"pretrain": base_config, "finetune": finetune_config, "converted": base_config}
+SCHEMAS = {"pretrain": base_config, "finetune": finetune_config, "converted": base_config,
+           "distill": distill_config}
 
 
 def meanings() -> dict[str, str]:
@@ -396,6 +431,8 @@ _CHOICES = {
     "task.format": ("auto", "csv", "tsv", "jsonl"),
     "finetune.mode": ("full", "frozen"),
     "finetune.pooling": ("", "first", "last", "mean"),
+    "distill.hidden_loss": ("", "cosine", "mse"),
+    "distill.teacher_dtype": ("", "float32", "bfloat16", "float16"),
 }
 
 
@@ -414,6 +451,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     _validate_data(config)
   if "task" in config:
     _validate_finetune(config)
+  if "distill" in config:
+    _validate_distill(config)
   t = config.train
   for key in ("batch_size", "steps", "grad_accum_steps", "log_every", "eval_every", "eval_batches",
               "checkpoint_every", "keep_checkpoints"):
@@ -478,6 +517,18 @@ def _validate_finetune(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"finetune.label_smoothing must be in [0, 1); got {f.label_smoothing}")
   if f.patience < 0:
     raise ConfigError(f"finetune.patience must be >= 0; got {f.patience}")
+
+
+def _validate_distill(config: ml_collections.ConfigDict) -> None:
+  d = config.distill
+  if not 0.0 <= d.alpha <= 1.0:
+    raise ConfigError(f"distill.alpha must be in [0, 1]; got {d.alpha}")
+  if d.temperature <= 0:
+    raise ConfigError(f"distill.temperature must be positive; got {d.temperature}")
+  if d.hidden_weight < 0:
+    raise ConfigError(f"distill.hidden_weight must be at least 0; got {d.hidden_weight}")
+  if d.hidden_layers and not d.hidden_loss:
+    raise ConfigError("distill.hidden_layers needs distill.hidden_loss (cosine or mse)")
 
 
 def read_config(path: str) -> ml_collections.ConfigDict:

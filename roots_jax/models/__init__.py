@@ -22,5 +22,13 @@ def flops_per_token(config: ModelConfig, seq_len: int, target_len: int | None = 
   return families.get(config.family).flops_per_token(config, seq_len, target_len, **head)
 
 
+def forward_flops_per_token(config: ModelConfig, seq_len: int,
+                            target_len: int | None = None) -> float:
+  """FLOPs per token of config.family's pretraining model run forward only (a distillation
+  teacher), counted as flops_per_token counts."""
+  family = families.get(config.family)
+  return sum(m.forward for m in family.matmuls(config, seq_len, target_len)) / seq_len
+
+
 __all__ = ["Decoder", "Encoder", "EncoderDecoder", "ModelConfig", "build_model",
-           "flops_per_token"]
+           "flops_per_token", "forward_flops_per_token"]

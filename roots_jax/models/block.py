@@ -53,4 +53,7 @@ class TransformerBlock(nn.Module):
           h, encoded, mask=cross_mask, deterministic=self.deterministic, cross=True,
           decode=self.decode))
     x = sublayer(x, "mlp", Mlp(cfg, name="mlp"))
-    return nn.with_logical_constraint(x, ACTIVATION_AXES), None
+    x = nn.with_logical_constraint(x, ACTIVATION_AXES)
+    # The layer's output, kept only when "intermediates" is mutable (distillation's hidden loss).
+    self.sow("intermediates", "hidden", x)
+    return x, None

@@ -4,6 +4,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from roots_jax.models.config import ModelConfig
@@ -31,7 +32,7 @@ def stack_layers(block: type[nn.Module], config: ModelConfig, x: jax.Array, *arg
     block = nn.remat(block, policy=REMAT_POLICIES[config.remat_policy],
                      prevent_cse=not config.scan_layers)
   if config.scan_layers:
-    block = nn.scan(block, variable_axes={"params": 0, "cache": 0},
+    block = nn.scan(block, variable_axes={"params": 0, "cache": 0, "intermediates": 0},
                     split_rngs={"params": True, "dropout": True},
                     in_axes=(nn.broadcast,) * len(args), length=num_layers,
                     metadata_params={nn.PARTITION_NAME: "layers"})
@@ -40,6 +41,17 @@ def stack_layers(block: type[nn.Module], config: ModelConfig, x: jax.Array, *arg
   for i in range(num_layers):
     x, _ = block(config, **attrs, name=f"layers_{i}")(x, *args)
   return x
+
+
+def layer_outputs(intermediates: dict) -> jax.Array:
+  """The outputs [L, B, T, D] of each layer of the stack an LM head reads (the decoder's of an
+  encoder-decoder), from the "intermediates" a model applied with that collection mutable sows
+  (either layout)."""
+  stack = intermediates.get("decoder", intermediates)
+  if "layers" in stack:
+    return stack["layers"]["hidden"][0]
+  return jnp.stack([stack[f"layers_{i}"]["hidden"][0]
+                          for i in range(sum(map(_is_looped_layer, stack)))])
 
 
 def select_layers(params: dict, keep: list[int], *, scanned: bool) -> dict:

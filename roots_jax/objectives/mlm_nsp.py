@@ -234,6 +234,8 @@ OBJECTIVE = Objective(
                                                      segment_ids=b["segment_ids"])),
         terms=_terms, counts=_counts, loss_terms=("mlm_nll", "mlm_z_loss", "nsp_nll"),
         nll_term="mlm_nll",
+        distributions=lambda outputs: {"mlm_": outputs[0], "nsp_": outputs[1]},
+        distribution_weights=lambda b: {"mlm_": b["weights"], "nsp_": b["nsp_weights"]},
         example=lambda t, _: {"inputs": ((t,), _I32), "targets": ((t,), _I32),
                               "weights": ((t,), _F32), "token_types": ((t,), _I32),
                               "segment_ids": ((t,), _I32), "positions": ((t,), _I32),

@@ -35,7 +35,8 @@ class Parts(NamedTuple):
   state_sharding: steps.TrainState
   batch_sharding: jax.sharding.NamedSharding
   init: Callable          # rng -> sharded TrainState
-  train_step: Callable    # (state, batch) -> (state, metrics); donates state
+  train_step: Callable    # (state, batch, *step_constants) -> (state, metrics); donates state
+  step_constants: tuple = ()  # what every step reads besides the batch (a teacher's params)
 
   @property
   def scorer(self) -> Scorer:
@@ -62,12 +63,15 @@ def unbox(boxed):
 
 def assemble(config, mesh, model_config: ModelConfig, model: nn.Module, loss: Loss,
              init_batch: dict, tx: optax.GradientTransformation,
-             make_plan: Callable | None = None) -> Parts:
+             make_plan: Callable | None = None, *, init_params: Callable | None = None,
+             step_constants: tuple = ()) -> Parts:
   """A run's Parts for `model` and its `loss`; `init_batch` is one row in the loss's layout.
   `make_plan(abstract params) -> plan` chooses the trained parameters (see
-  steps.split_params); without it everything trains."""
+  steps.split_params); without it everything trains. `init_params(rng)` -> boxed parameters
+  replaces the model's own initialisation (a distillation adds its projection);
+  `step_constants`, sharded arrays, are passed to every step after the batch."""
   t, rules = config.train, partitioning.logical_rules(config)
-  init_params = param_initializer(model, loss, init_batch)
+  init_params = init_params or param_initializer(model, loss, init_batch)
   rng = jax.random.key(config.seed)
   boxed = jax.eval_shape(init_params, rng)
   plan = make_plan(unbox(boxed)) if make_plan else None
@@ -81,11 +85,13 @@ def assemble(config, mesh, model_config: ModelConfig, model: nn.Module, loss: Lo
           schedule=optimizers.make_schedule(config.optimizer, t.steps), plan=plan,
           skip_bad_steps=t.bad_steps == "skip", spike_sigma=t.spike_sigma,
           spike_window=t.spike_window),
-      in_shardings=(state_sharding, batch_sharding),
+      in_shardings=(state_sharding, batch_sharding,
+                    *jax.tree.map(lambda x: x.sharding, step_constants)),
       out_shardings=(state_sharding, partitioning.replicated(mesh)), donate_argnums=0)
   num_params = sum(x.size for x in jax.tree.leaves(abstract_state.params))
   return Parts(model_config, model, loss, num_params, abstract_state, state_sharding,
-               batch_sharding, jax.jit(init_state, out_shardings=state_sharding), train_step)
+               batch_sharding, jax.jit(init_state, out_shardings=state_sharding), train_step,
+               step_constants)
 
 
 def _state_shardings(abstract_state, boxed_params, tx, mesh, rules, plan):

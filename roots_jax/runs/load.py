@@ -32,8 +32,9 @@ from roots_jax.runs import assemble, convert, finetune, pretrain, workdir as wor
 from roots_jax.training import checkpoints, partitioning
 from roots_jax.training.losses import Loss
 
-# Run kind -> its module. A converted run holds a pretraining run's model (parameters only).
-KINDS = {"pretrain": pretrain, "converted": pretrain, "finetune": finetune}
+# Run kind -> its module. A converted run holds a pretraining run's model (parameters only), a
+# distilled one a student trained on a pretraining objective.
+KINDS = {"pretrain": pretrain, "converted": pretrain, "finetune": finetune, "distill": pretrain}
 
 
 @dataclasses.dataclass

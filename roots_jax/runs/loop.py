@@ -46,7 +46,7 @@ def run_loop(config, workdir: str, parts: Parts, state, manager, train_iter,
         train_step = _compile(parts, state, batch, writer, step)
         bar.resume()
       tracer.before(step + 1)
-      state, m = train_step(state, batch)
+      state, m = train_step(state, batch, *parts.step_constants)
       step += 1
       if tracer.after(step, m):
         throughput.restart(m, step)  # traced steps are not training throughput
@@ -97,7 +97,7 @@ def run_loop(config, workdir: str, parts: Parts, state, manager, train_iter,
 def _compile(parts: Parts, state, batch, writer, step: int) -> Callable:
   """The train step compiled ahead of time for this state and batch, its costs logged."""
   begin = time.perf_counter()
-  compiled = parts.train_step.lower(state, batch).compile()
+  compiled = parts.train_step.lower(state, batch, *parts.step_constants).compile()
   stats = profiling.compiled_stats(compiled, state, parts.num_params)
   stats["compile_seconds"] = time.perf_counter() - begin
   profiling.log_compiled_stats(stats)

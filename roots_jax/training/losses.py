@@ -8,7 +8,7 @@ same whatever the mesh or the accumulation.
 """
 
 import dataclasses
-from typing import Callable
+from typing import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +29,13 @@ class Loss:
   loss_terms: tuple[str, ...]     # terms whose values add up to the training loss
   nll_term: str                   # the token cross-entropy behind perplexity
   example: Callable               # (length, target_length) -> Spec of a batch row
+  # The distributions the objective scores and where (a distillation's soft targets go there):
+  # model outputs -> {prefix: logits [..., C]} and batch -> {prefix: weights [...]}; None: it
+  # scores none (a regression).
+  distributions: Callable | None = None
+  distribution_weights: Callable | None = None
+  # term -> its weight in the training loss (default 1): a distillation mixes its terms.
+  term_weights: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
   def forward(self, model: nn.Module, params, batch, *, rng, deterministic: bool, z_loss: float):
     """{term: sum} for one (micro)batch."""
@@ -36,6 +43,10 @@ class Loss:
     outputs = model.apply({"params": params}, *args, **kwargs, deterministic=deterministic,
                           rngs=None if deterministic else {"dropout": rng})
     return self.terms(outputs, batch, z_loss)
+
+  def weighted_loss(self, values: Mapping[str, jax.Array]) -> jax.Array:
+    """The training loss: the loss terms' values, weighted."""
+    return sum(self.term_weights.get(t, 1.0) * values[t] for t in self.loss_terms)
 
   def init_batch(self, length: int, target_length: int) -> dict:
     """A batch of one all-zero row, enough to initialise the model."""
@@ -75,7 +86,8 @@ def token_loss(model_inputs: Callable, targets: str, weights: str, example: Call
   return Loss(model_inputs=model_inputs,
               terms=lambda logits, b, z: token_terms(logits, b[targets], b[weights], z),
               counts=token_counts(weights), loss_terms=("nll", "z_loss"), nll_term="nll",
-              example=example)
+              example=example, distributions=lambda logits: {"": logits},
+              distribution_weights=lambda b: {"": b[weights]})
 
 
 def class_terms(logits, labels, weights, *, label_smoothing: float = 0.0, class_weights=None):
@@ -112,4 +124,5 @@ def class_loss(model_inputs: Callable, labels: str, weights: str, example: Calla
                                              label_smoothing=label_smoothing, class_weights=cw),
       counts=lambda b: {"nll": class_count(b[labels], b[weights], cw),
                         "accuracy": b[weights].sum()},
-      loss_terms=("nll",), nll_term="nll", example=example)
+      loss_terms=("nll",), nll_term="nll", example=example,
+      distributions=lambda logits: {"": logits}, distribution_weights=lambda b: {"": b[weights]})

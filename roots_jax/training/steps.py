@@ -107,24 +107,28 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, objectiv
                     seed: int, grad_accum_steps: int, z_loss: float, schedule: Callable,
                     plan=None, skip_bad_steps: bool = False, spike_sigma: float = 0.0,
                     spike_window: int = 100) -> Callable:
-  """train_step(state, batch) -> (state, metrics); the caller jits it with shardings. With a
-  `plan`, gradients are taken only with respect to the trained part of the parameters. A bad
-  step (see Health) leaves the parameters and optimizer state as they were."""
+  """train_step(state, batch, *constants) -> (state, metrics); the caller jits it with
+  shardings. `constants` (a distillation's teacher parameters) go to the objective's forward
+  after the batch and get no gradient. With a `plan`, gradients are taken only with respect to
+  the trained part of the parameters. A bad step (see Health) leaves the parameters and
+  optimizer state as they were."""
 
-  def grads_and_sums(trained, frozen, micro, rng, counts):
+  def grads_and_sums(trained, frozen, micro, rng, counts, constants):
     def loss_fn(part):
       params = merge_params(plan, part, frozen)
-      sums = objective.forward(model, params, micro, rng=rng, deterministic=False, z_loss=z_loss)
-      return sum(sums[t] / jnp.maximum(counts[t], 1.0) for t in objective.loss_terms), sums
+      sums = objective.forward(model, params, micro, *constants, rng=rng, deterministic=False,
+                               z_loss=z_loss)
+      return objective.weighted_loss(
+          {t: sums[t] / jnp.maximum(counts[t], 1.0) for t in objective.loss_terms}), sums
     (_, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(trained)
     return grads, sums
 
-  def train_step(state: TrainState, batch):
+  def train_step(state: TrainState, batch, *constants):
     rng = jax.random.fold_in(jax.random.key(seed), state.step)
     counts = objective.counts(batch)  # of the whole batch: every microbatch's terms share them
     trained, frozen = split_params(plan, state.params)
     if grad_accum_steps == 1:
-      grads, sums = grads_and_sums(trained, frozen, batch, rng, counts)
+      grads, sums = grads_and_sums(trained, frozen, batch, rng, counts, constants)
     else:
       # Microbatch m takes rows m, m+A, m+2A, ...: every device keeps its share of each one.
       micro = jax.tree.map(lambda x: jnp.swapaxes(
@@ -133,13 +137,13 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, objectiv
       def accumulate(carry, xs):
         m, mb = xs
         return jax.tree.map(jnp.add, carry, grads_and_sums(
-            trained, frozen, mb, jax.random.fold_in(rng, m), counts)), None
+            trained, frozen, mb, jax.random.fold_in(rng, m), counts, constants)), None
 
-      zeros = jax.eval_shape(grads_and_sums, trained, frozen, batch, rng, counts)
+      zeros = jax.eval_shape(grads_and_sums, trained, frozen, batch, rng, counts, constants)
       zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), zeros)
       (grads, sums), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(grad_accum_steps), micro))
     values = {t: sums[t] / jnp.maximum(counts[t], 1.0) for t in sums}
-    loss = sum(values[t] for t in objective.loss_terms)
+    loss = objective.weighted_loss(values)
     grad_norm = optax.tree.norm(grads)
 
     apply, health = state.health.update(state.step, loss, grad_norm, skip=skip_bad_steps,
