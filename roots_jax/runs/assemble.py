@@ -11,7 +11,7 @@ from flax import linen as nn
 from roots_jax.data.supervised import LabelVocab
 from roots_jax.evals import Scorer
 from roots_jax.models.config import ModelConfig
-from roots_jax.training import optimizers, partitioning, steps
+from roots_jax.training import optimizers, partitioning, quantization, steps
 from roots_jax.training.losses import Loss
 
 
@@ -67,6 +67,7 @@ def assemble(config, mesh, model_config: ModelConfig, model: nn.Module, loss: Lo
   `make_plan(abstract params) -> plan` chooses the trained parameters (see
   steps.split_params); without it everything trains."""
   t, rules = config.train, partitioning.logical_rules(config)
+  model = quantization.training_model(model, config.quant)  # QAT or fp8 matmuls, if configured
   init_params = param_initializer(model, loss, init_batch)
   rng = jax.random.key(config.seed)
   boxed = jax.eval_shape(init_params, rng)
