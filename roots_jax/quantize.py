@@ -58,8 +58,8 @@ def parser() -> cli.ArgumentParser:
   return p
 
 
-def _mib(n: int) -> str:
-  return f"{n / 2**20:.2f} MiB"
+def _size(n: int) -> str:
+  return f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,10 +72,10 @@ def main(argv: list[str] | None = None) -> int:
                           checkpoint=args.checkpoint)
     q, f = s["bytes"], s["float_bytes"]
     print(f"quantized {s['source']} step {s['step']} to {s['scheme']} into {s['out']}")
-    print(f"quantized weights: {_mib(q.quantized)} ({_mib(q.quantized_float)} as float32, "
+    print(f"quantized weights: {_size(q.quantized)} ({_size(q.quantized_float)} as float32, "
           f"{q.ratio:.2f}x smaller)")
-    print(f"all parameters:    {_mib(q.total)} ({_mib(f.total)} unquantized, "
-          f"{f.total / q.total:.2f}x smaller); checkpoint on disk {_mib(s['disk_bytes'])}")
+    print(f"all parameters:    {_size(q.total)} ({_size(f.total)} unquantized, "
+          f"{f.total / q.total:.2f}x smaller); checkpoint on disk {_size(s['disk_bytes'])}")
 
   return cli.run(command)
 
