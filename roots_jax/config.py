@@ -34,7 +34,8 @@ def base_config() -> ml_collections.ConfigDict:
   c = _section(
       "",
       kind=("pretrain", "what the config runs, recorded in the run's config.json: pretrain | "
-            "finetune | converted (a Hugging Face checkpoint's parameters) | distill"),
+            "finetune | converted (a Hugging Face checkpoint's parameters) | distill | "
+            "quantized"),
       seed=(0, "the seed of initialisation, data order, masking and dropout"),
   )
 
@@ -144,6 +145,15 @@ def base_config() -> ml_collections.ConfigDict:
       "hardware",
       peak_flops_per_device=(0.0, "for MFU; 0: the device kind's in "
                              "training.profiling.PEAK_FLOPS, a CPU's measured at start"),
+  )
+
+  c.quant = _section(
+      "quant",
+      qat_scheme=("", "quantization-aware training of the blocks' matmuls (Qwix fake "
+                  "quantization, straight-through gradients): int8 | int8_weight | int4_weight; "
+                  "empty: off. Quantize the run after with python -m roots_jax.quantize"),
+      fp8=(False, "the blocks' matmuls in fp8 (e4m3 forward, e5m2 gradients; Qwix): GPUs with "
+           "fp8 matmuls (H100 and later) only"),
   )
   return c
 
@@ -257,9 +267,30 @@ def _section(prefix: str, **fields) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict({name: default for name, (default, _) in fields.items()})
 
 
-# The keys of each kind of run: its config.json is read into this schema.
+def quantized_config(source_kind: str = "pretrain") -> ml_collections.ConfigDict:
+  """A quantized run's keys (roots_jax.runs.quantized): those of the kind of run it was made
+  from, and how it was quantized."""
+  if source_kind not in ("pretrain", "converted", "finetune", "distill"):
+    raise ConfigError(f"quantize.source_kind must be pretrain, converted, finetune or distill; "
+                      f"got {source_kind!r}")
+  c = SCHEMAS[source_kind]()
+  c.kind = "quantized"
+  c.quantize = _section(
+      "quantize",
+      scheme=("int8_weight", "int8_weight | int8 (weights and activations) | int4_weight"),
+      calibration_batches=(0, "int8: batches the static activation scales were calibrated on; "
+                           "0: dynamic (per-token scales at run time)"),
+      source=("", "the run quantized"),
+      source_step=(0, "its checkpoint step"),
+      source_kind=(source_kind, "its kind (pretrain | converted | finetune | distill)"),
+  )
+  return c
+
+
+# The keys of each kind of run: its config.json is read into this schema (a quantized run's
+# takes the kind it was made from, quantize.source_kind).
 SCHEMAS = {"pretrain": base_config, "finetune": finetune_config, "converted": base_config,
-           "distill": distill_config}
+           "distill": distill_config, "quantized": quantized_config}
 
 
 def meanings() -> dict[str, str]:
@@ -433,6 +464,8 @@ _CHOICES = {
     "finetune.pooling": ("", "first", "last", "mean"),
     "distill.hidden_loss": ("", "cosine", "mse"),
     "distill.teacher_dtype": ("", "float32", "bfloat16", "float16"),
+    "quant.qat_scheme": ("", "int8", "int8_weight", "int4_weight"),
+    "quantize.scheme": ("int8_weight", "int8", "int4_weight"),
 }
 
 
@@ -459,6 +492,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     if t[key] <= 0:
       raise ConfigError(f"train.{key} must be positive; got {t[key]}")
   metric_writer.parse_loggers(t.loggers)
+  if config.quant.qat_scheme and config.quant.fp8:
+    raise ConfigError("quant.qat_scheme and quant.fp8 are two ways to train the matmuls; set one")
   if t.spike_sigma < 0 or (t.spike_sigma > 0 and t.bad_steps != "skip"):
     raise ConfigError(f"train.spike_sigma ({t.spike_sigma}) must be 0, or positive with "
                       "train.bad_steps=skip")
@@ -545,7 +580,10 @@ def read_config(path: str) -> ml_collections.ConfigDict:
   if values["kind"] not in SCHEMAS:
     raise ConfigError(f"{path} is a run of kind {values['kind']!r}, which this version does not "
                       f"know ({', '.join(SCHEMAS)})")
-  config = SCHEMAS[values["kind"]]()
+  if values["kind"] == "quantized":
+    config = quantized_config(values.get("quantize", {}).get("source_kind", "pretrain"))
+  else:
+    config = SCHEMAS[values["kind"]]()
   config.lock()
   _update(config, values, path, "")
   return config

@@ -36,6 +36,7 @@ EXTRAS = {
            "https://download.pytorch.org/whl/cpu && pip install -e '.[hf]'"),
     "datasets": (("datasets",), "pip install -e '.[datasets]'"),
     "wandb": (("wandb",), "pip install -e '.[wandb]'"),
+    "quant": (("qwix",), "pip install -e '.[quant]'"),
 }
 # Set (as .ci/run does) to make a missing extra fail those tests instead of skipping them.
 REQUIRE_EXTRAS = "ROOTS_JAX_REQUIRE_EXTRAS"
@@ -44,8 +45,8 @@ REQUIRE_EXTRAS = "ROOTS_JAX_REQUIRE_EXTRAS"
 def pytest_configure(config):
   config.addinivalue_line("markers", "slow: a test of a minute or more (deselect: -m 'not slow')")
   config.addinivalue_line("markers", "extra(name): needs an optional extra (hf: torch and "
-                          "transformers, datasets, wandb); skipped without it, failed instead when "
-                          f"{REQUIRE_EXTRAS}=1")
+                          "transformers, datasets, wandb, quant: qwix); skipped without it, failed "
+                          f"instead when {REQUIRE_EXTRAS}=1")
 
 
 @functools.cache

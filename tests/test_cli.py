@@ -12,13 +12,13 @@ import setuptools  # noqa: F401  (distutils, as setuptools provides it)
 from distutils.core import run_setup
 
 from roots_jax import config as config_lib
-from roots_jax import convert, evaluate, finetune, generate, tokenizer, train
+from roots_jax import convert, evaluate, finetune, generate, quantize, tokenizer, train
 from roots_jax.api import LanguageModel
 from roots_jax.errors import CheckpointError, ConfigError
 from roots_jax.models.config import ModelConfig
 
 COMMANDS = {"train": train, "finetune": finetune, "evaluate": evaluate, "generate": generate,
-            "convert": convert, "tokenizer": tokenizer}
+            "convert": convert, "tokenizer": tokenizer, "quantize": quantize}
 
 
 def _call(capfd, command: str, argv: list[str]) -> tuple[int, str, str]:
@@ -37,6 +37,7 @@ def _call(capfd, command: str, argv: list[str]) -> tuple[int, str, str]:
     ("convert", ["export"], ["--step"]),
     ("tokenizer", [], ["train", "encode"]),
     ("tokenizer", ["train"], ["--vocab_size", "--builtin", "--output"]),
+    ("quantize", [], ["--run", "--out", "--scheme", "--calibration_batches", "int4_weight"]),
 ])
 def test_every_command_helps_itself(capfd, command, argv, flags):
   status, out, err = _call(capfd, command, argv + ["--help"])
@@ -55,7 +56,8 @@ def _leaf_keys(config, prefix=""):
       yield f"{prefix}{key}"
 
 
-@pytest.mark.parametrize("schema", [config_lib.base_config, config_lib.finetune_config])
+@pytest.mark.parametrize("schema", [config_lib.base_config, config_lib.finetune_config,
+                                    config_lib.quantized_config])
 def test_every_key_has_a_meaning(schema):
   meanings = config_lib.meanings()
   keys = list(_leaf_keys(schema()))

@@ -43,7 +43,10 @@ class DenseGeneral(nn.Module):
         "kernel", nn.with_logical_partitioning(nn.initializers.normal(self.init_std), self.axes),
         x.shape[x.ndim - n_in:] + self.features, self.param_dtype)
     contract = (tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in)))
-    y = jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype), (contract, ((), ())))
+    # promote_dtype rather than astype: a quantized model (runs.quantized) swaps the kernel for
+    # a quantized one here, which Qwix's interception of promote_dtype leaves as it is.
+    x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
+    y = jax.lax.dot_general(x, kernel, (contract, ((), ())))
     if self.use_bias:
       bias = self.param(
           "bias", nn.with_logical_partitioning(nn.initializers.zeros, self.axes[n_in:]),

@@ -32,7 +32,10 @@ def stack_layers(block: type[nn.Module], config: ModelConfig, x: jax.Array, *arg
     block = nn.remat(block, policy=REMAT_POLICIES[config.remat_policy],
                      prevent_cse=not config.scan_layers)
   if config.scan_layers:
-    block = nn.scan(block, variable_axes={"params": 0, "cache": 0, "intermediates": 0},
+    # intermediates: each layer's output, sown for a distillation's hidden loss; quant_stats:
+    # activation statistics a quantization calibration collects (runs.quantized).
+    block = nn.scan(block, variable_axes={"params": 0, "cache": 0, "intermediates": 0,
+                                          "quant_stats": 0},
                     split_rngs={"params": True, "dropout": True},
                     in_axes=(nn.broadcast,) * len(args), length=num_layers,
                     metadata_params={nn.PARTITION_NAME: "layers"})

@@ -11,7 +11,7 @@ from flax import linen as nn
 from roots_jax.data.supervised import LabelVocab
 from roots_jax.evals import Scorer
 from roots_jax.models.config import ModelConfig
-from roots_jax.training import optimizers, partitioning, steps
+from roots_jax.training import optimizers, partitioning, quantization, steps
 from roots_jax.training.losses import Loss
 
 
@@ -71,6 +71,7 @@ def assemble(config, mesh, model_config: ModelConfig, model: nn.Module, loss: Lo
   replaces the model's own initialisation (a distillation adds its projection);
   `step_constants`, sharded arrays, are passed to every step after the batch."""
   t, rules = config.train, partitioning.logical_rules(config)
+  model = quantization.training_model(model, config.quant)  # QAT or fp8 matmuls, if configured
   init_params = init_params or param_initializer(model, loss, init_batch)
   rng = jax.random.key(config.seed)
   boxed = jax.eval_shape(init_params, rng)

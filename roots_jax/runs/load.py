@@ -28,13 +28,14 @@ from roots_jax.data.tokenizers import BaseTokenizer
 from roots_jax.errors import ConfigError, DataError
 from roots_jax.models import families
 from roots_jax.models.config import ModelConfig
-from roots_jax.runs import assemble, convert, finetune, pretrain, workdir as workdir_lib
+from roots_jax.runs import assemble, convert, finetune, pretrain, quantized, workdir as workdir_lib
 from roots_jax.training import checkpoints, partitioning
 from roots_jax.training.losses import Loss
 
 # Run kind -> its module. A converted run holds a pretraining run's model (parameters only), a
 # distilled one a student trained on a pretraining objective.
-KINDS = {"pretrain": pretrain, "converted": pretrain, "finetune": finetune, "distill": pretrain}
+KINDS = {"pretrain": pretrain, "converted": pretrain, "finetune": finetune, "distill": pretrain,
+         "quantized": quantized}
 
 
 @dataclasses.dataclass
@@ -62,8 +63,8 @@ class Loaded:
 
   @property
   def task(self) -> tasks.TaskKind | None:
-    """A fine-tuning run's task kind; None for a pretrained (or converted) model."""
-    return tasks.get(self.config.task.kind) if self.config.kind == "finetune" else None
+    """A fine-tuned model's task kind; None for a pretrained (or converted) model."""
+    return tasks.get(self.config.task.kind) if "task" in self.config else None
 
   @property
   def scorer(self) -> evals.Scorer:
@@ -151,20 +152,17 @@ def load_run(workdir: str, config: ml_collections.ConfigDict, which: str | None 
                 batch_sharding=partitioning.data_sharding(mesh, rules), no_tokenizer=no_tokenizer)
 
 
-def save(loaded: Loaded, params, directory: str) -> None:
+def save(loaded: Loaded, params, directory: str,
+         config: ml_collections.ConfigDict | None = None) -> None:
   """Writes `params` of the loaded run's model as a run in `directory` that `load` and the
-  commands read: config.json (a pretrained model's as kind "converted", parameters only; a
-  fine-tuned one's as "finetune", with labels.json and the task files kept inside its run),
-  tokenizer/ and checkpoints/<step>. An earlier run there is replaced (only once the new one is
-  written); any other non-empty directory is an error."""
-  directory = os.path.abspath(os.path.expanduser(os.fspath(directory)))
-  if os.path.realpath(directory) == os.path.realpath(loaded.workdir):
-    raise ConfigError(f"{directory} is this model's own run: save it to another directory")
-  if os.path.exists(directory) and not (os.path.isdir(directory) and (
-      not os.listdir(directory) or _is_run(directory))):
-    raise ConfigError(f"{directory} exists and is not a roots_jax run: give a new or empty "
-                      "directory (an earlier save is replaced)")
-  config = workdir_lib.read_config(loaded.workdir)  # as written: load may have changed the mesh
+  commands read: config.json (`config`, default the run's own: a pretrained model's as kind
+  "converted", parameters only; a fine-tuned one's as "finetune", with labels.json and the task
+  files kept inside its run), tokenizer/ and checkpoints/<step>. An earlier run there is
+  replaced (only once the new one is written); any other non-empty directory is an error."""
+  directory = check_save_directory(loaded, directory)
+  if config is None:  # as written: load may have changed the mesh
+    config = workdir_lib.read_config(loaded.workdir)
+  config = config.copy_and_resolve_references()
   tmp = f"{directory}.tmp-save"
   shutil.rmtree(tmp, ignore_errors=True)
   try:
@@ -178,7 +176,7 @@ def save(loaded: Loaded, params, directory: str) -> None:
       else:
         config.tokenizer.path = workdir_lib.run_copy_path(loaded.tokenizer, directory)
         workdir_lib.save_run_copy(loaded.tokenizer, tmp)
-      if config.kind == "finetune":
+      if "task" in config:
         _keep_task_files(config, loaded.workdir, directory, tmp)
     if loaded.labels is not None:
       loaded.labels.save(os.path.join(tmp, "labels.json"))
@@ -194,6 +192,19 @@ def save(loaded: Loaded, params, directory: str) -> None:
       os.replace(tmp, directory)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_save_directory(loaded: Loaded, directory: str) -> str:
+  """The absolute path of `directory`, where `save` may write the loaded model: not its own run,
+  and new, empty or an earlier run (ConfigError otherwise)."""
+  directory = os.path.abspath(os.path.expanduser(os.fspath(directory)))
+  if os.path.realpath(directory) == os.path.realpath(loaded.workdir):
+    raise ConfigError(f"{directory} is this model's own run: save it to another directory")
+  if os.path.exists(directory) and not (os.path.isdir(directory) and (
+      not os.listdir(directory) or _is_run(directory))):
+    raise ConfigError(f"{directory} exists and is not a roots_jax run: give a new or empty "
+                      "directory (an earlier save is replaced)")
+  return directory
 
 
 def _is_run(directory: str) -> bool:

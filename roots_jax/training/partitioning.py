@@ -73,8 +73,9 @@ def tree_shardings(abstract_tree, mesh: jax.sharding.Mesh, rules):
   replicated. Raises ConfigError when a sharded dimension does not divide evenly."""
   specs = nn.get_partition_spec(abstract_tree)
   shardings = nn.logical_to_mesh_sharding(specs, mesh, rules)
-  unboxed = jax.tree.map(lambda x: x.unbox(apply_constraint=False), abstract_tree,
-                         is_leaf=lambda x: isinstance(x, nn.Partitioned))
+  unboxed = jax.tree.map(
+      lambda x: x.unbox(apply_constraint=False) if isinstance(x, nn.Partitioned) else x,
+      abstract_tree, is_leaf=lambda x: isinstance(x, nn.Partitioned))
   check_divisible(unboxed, shardings)
   return shardings
 
