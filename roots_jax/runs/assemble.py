@@ -11,7 +11,7 @@ from flax import linen as nn
 from roots_jax.data.supervised import LabelVocab
 from roots_jax.evals import Scorer
 from roots_jax.models.config import ModelConfig
-from roots_jax.training import optimizers, partitioning, steps
+from roots_jax.training import optimizers, partitioning, pruning, steps
 from roots_jax.training.losses import Loss
 
 
@@ -71,7 +71,8 @@ def assemble(config, mesh, model_config: ModelConfig, model: nn.Module, loss: Lo
   rng = jax.random.key(config.seed)
   boxed = jax.eval_shape(init_params, rng)
   plan = make_plan(unbox(boxed)) if make_plan else None
-  init_state = lambda rng: steps.init_state(nn.meta.unbox(init_params(rng)), tx, plan)
+  pruner = pruning.Pruner.from_config(config.prune)
+  init_state = lambda rng: steps.init_state(nn.meta.unbox(init_params(rng)), tx, plan, pruner)
   abstract_state = jax.eval_shape(init_state, rng)
   state_sharding = _state_shardings(abstract_state, boxed, tx, mesh, rules, plan)
   batch_sharding = partitioning.data_sharding(mesh, rules)
@@ -80,7 +81,7 @@ def assemble(config, mesh, model_config: ModelConfig, model: nn.Module, loss: Lo
           model, tx, loss, seed=config.seed, grad_accum_steps=t.grad_accum_steps, z_loss=t.z_loss,
           schedule=optimizers.make_schedule(config.optimizer, t.steps), plan=plan,
           skip_bad_steps=t.bad_steps == "skip", spike_sigma=t.spike_sigma,
-          spike_window=t.spike_window),
+          spike_window=t.spike_window, pruner=pruner),
       in_shardings=(state_sharding, batch_sharding),
       out_shardings=(state_sharding, partitioning.replicated(mesh)), donate_argnums=0)
   num_params = sum(x.size for x in jax.tree.leaves(abstract_state.params))
@@ -101,4 +102,11 @@ def _state_shardings(abstract_state, boxed_params, tx, mesh, rules, plan):
       transform_non_params=lambda _: replicated)
   return abstract_state.replace(
       step=replicated, params=param_sharding, opt_state=opt_sharding,
-      health=jax.tree.map(lambda _: replicated, abstract_state.health))
+      health=jax.tree.map(lambda _: replicated, abstract_state.health),
+      **_mask_shardings(abstract_state, param_sharding))
+
+
+def _mask_shardings(abstract_state, param_sharding) -> dict:
+  """A pruning state's masks are sharded like the kernels they mask."""
+  masks = getattr(abstract_state, "masks", None)
+  return {} if masks is None else dict(masks=pruning.select(param_sharding, masks))
