@@ -12,13 +12,13 @@ import setuptools  # noqa: F401  (distutils, as setuptools provides it)
 from distutils.core import run_setup
 
 from roots_jax import config as config_lib
-from roots_jax import convert, evaluate, finetune, generate, tokenizer, train
+from roots_jax import convert, evaluate, finetune, generate, prune, tokenizer, train
 from roots_jax.api import LanguageModel
 from roots_jax.errors import CheckpointError, ConfigError
 from roots_jax.models.config import ModelConfig
 
 COMMANDS = {"train": train, "finetune": finetune, "evaluate": evaluate, "generate": generate,
-            "convert": convert, "tokenizer": tokenizer}
+            "convert": convert, "tokenizer": tokenizer, "prune": prune}
 
 
 def _call(capfd, command: str, argv: list[str]) -> tuple[int, str, str]:
@@ -37,6 +37,7 @@ def _call(capfd, command: str, argv: list[str]) -> tuple[int, str, str]:
     ("convert", ["export"], ["--step"]),
     ("tokenizer", [], ["train", "encode"]),
     ("tokenizer", ["train"], ["--vocab_size", "--builtin", "--output"]),
+    ("prune", [], ["--run", "--out", "--heads", "--mlp_units", "--batches"]),
 ])
 def test_every_command_helps_itself(capfd, command, argv, flags):
   status, out, err = _call(capfd, command, argv + ["--help"])
@@ -229,6 +230,11 @@ BAD = [
     ("tokenizer", ["encode", "--model", "MISSING", "x"]),
     ("tokenizer", ["encode", "--model", "FILE", "x"]),
     ("tokenizer", ["encode", "--model", "RUN", "x"]),
+    # prune
+    ("prune", ["--run", "RUN"]),
+    ("prune", ["--run", "MISSING", "--out", "NEW", "--heads", "2", "--mlp_units", "8"]),
+    ("prune", ["--run", "RUN", "--out", "NEW", "--heads", "9", "--mlp_units", "8"]),
+    ("prune", ["--run", "RUN", "--out", "NEW", "--heads", "two", "--mlp_units", "8"]),
 ]
 
 

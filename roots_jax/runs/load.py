@@ -150,12 +150,13 @@ def load_run(workdir: str, config: ml_collections.ConfigDict, which: str | None 
                 batch_sharding=partitioning.data_sharding(mesh, rules), no_tokenizer=no_tokenizer)
 
 
-def save(loaded: Loaded, params, directory: str) -> None:
+def save(loaded: Loaded, params, directory: str, *, changes: dict | None = None) -> None:
   """Writes `params` of the loaded run's model as a run in `directory` that `load` and the
   commands read: config.json (a pretrained model's as kind "converted", parameters only; a
   fine-tuned one's as "finetune", with labels.json and the task files kept inside its run),
-  tokenizer/ and checkpoints/<step>. An earlier run there is replaced (only once the new one is
-  written); any other non-empty directory is an error."""
+  tokenizer/ and checkpoints/<step>. `changes` ({"section.key": value}) are set in its config
+  (a pruned model's smaller model section). An earlier run there is replaced (only once the new
+  one is written); any other non-empty directory is an error."""
   directory = os.path.abspath(os.path.expanduser(os.fspath(directory)))
   if os.path.realpath(directory) == os.path.realpath(loaded.workdir):
     raise ConfigError(f"{directory} is this model's own run: save it to another directory")
@@ -179,6 +180,9 @@ def save(loaded: Loaded, params, directory: str) -> None:
         workdir_lib.save_run_copy(loaded.tokenizer, tmp)
       if config.kind == "finetune":
         _keep_task_files(config, loaded.workdir, directory, tmp)
+      for key, value in (changes or {}).items():
+        section, name = key.split(".")
+        config[section][name] = value
     if loaded.labels is not None:
       loaded.labels.save(os.path.join(tmp, "labels.json"))
     workdir_lib.write_config(config, tmp)
