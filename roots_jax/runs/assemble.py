@@ -2,6 +2,7 @@
 shardings from the logical annotations, the sharded init and the jitted train step. Call inside
 `jax.set_mesh(mesh)` and `nn.logical_axis_rules(rules)`."""
 
+import logging
 from typing import Callable, NamedTuple
 
 import jax
@@ -11,8 +12,10 @@ from flax import linen as nn
 from roots_jax.data.supervised import LabelVocab
 from roots_jax.evals import Scorer
 from roots_jax.models.config import ModelConfig
-from roots_jax.training import optimizers, partitioning, pruning, steps
+from roots_jax.training import checkpoints, optimizers, partitioning, pruning, steps
 from roots_jax.training.losses import Loss
+
+log = logging.getLogger("roots_jax")
 
 
 class RunModel(NamedTuple):
@@ -87,6 +90,22 @@ def assemble(config, mesh, model_config: ModelConfig, model: nn.Module, loss: Lo
   num_params = sum(x.size for x in jax.tree.leaves(abstract_state.params))
   return Parts(model_config, model, loss, num_params, abstract_state, state_sharding,
                batch_sharding, jax.jit(init_state, out_shardings=state_sharding), train_step)
+
+
+def restore(parts: Parts, manager, data_iterator):
+  """The newest checkpoint restored into the parts' state, or None when there is none. A pruning
+  run resumed from a checkpoint written without pruning (continued pretraining) starts from
+  all-ones masks: the schedule prunes from prune.begin_step on."""
+  abstract = checkpoints.abstract_like(parts.abstract_state, parts.state_sharding)
+  step = manager.latest_step()
+  if (getattr(abstract, "masks", None) is None or step is None
+      or "masks" in checkpoints.saved_fields(manager, step)):
+    return checkpoints.restore(manager, abstract, data_iterator)
+  fields = {k: v for k, v in vars(abstract).items() if k != "masks"}
+  state = checkpoints.restore(manager, steps.TrainState(**fields), data_iterator)
+  masks = jax.jit(pruning.masks_like, out_shardings=parts.state_sharding.masks)(state.params)
+  log.info("pruning starts on checkpoint step %d, which was written without it", int(state.step))
+  return steps.PrunedTrainState(**vars(state), masks=masks)
 
 
 def _state_shardings(abstract_state, boxed_params, tx, mesh, rules, plan):

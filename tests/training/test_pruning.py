@@ -174,23 +174,21 @@ def test_pruned_weights_stay_zero_through_training_resume_and_export(corpus, tmp
     assert (tensors[f"transformer.h.{i}.attn.c_attn.weight"] == 0).mean() == pytest.approx(0.5)
 
 
-def test_two_of_four_while_fine_tuning_and_old_runs_restore(corpus, tmp_path):
-  """n_m imposed at begin_step: exactly 2 of every 4 along the input; a run without pruning
-  restores as before (its state has no masks)."""
+def test_a_run_without_pruning_continues_with_two_of_four(corpus, tmp_path):
+  """A run without pruning saves the plain state (no masks) as before; resumed with prune.*
+  set (continued pretraining), its masks start at that checkpoint and n_m, imposed at
+  begin_step, keeps exactly 2 of every 4 weights along the input dimension."""
   from tiny_gpt import read_metrics  # pylint: disable=g-import-not-at-top
   from roots_jax.runs.pretrain import train  # pylint: disable=g-import-not-at-top
   train(_prune_config(corpus, prune__method="", train__steps=4, train__checkpoint_every=2),
-        str(tmp_path / "plain"))
-  assert "masks" not in _state(tmp_path / "plain", 4)
-  train(_prune_config(corpus, prune__method="", train__steps=6, train__checkpoint_every=2),
-        str(tmp_path / "plain"))
-  assert sorted(read_metrics(tmp_path / "plain"))[-1] == 6
-
-  train(_prune_config(corpus, prune__method="n_m", prune__begin_step=3, train__steps=6),
-        str(tmp_path / "nm"))
-  rows = read_metrics(tmp_path / "nm")
-  assert rows[2]["sparsity"] < 0.01 and rows[3]["sparsity"] == rows[6]["sparsity"] == 0.5
-  wi = _kernels(_state(tmp_path / "nm", 6)["params"])[("layers", "mlp", "wi", "kernel")]
+        str(tmp_path / "run"))
+  assert "masks" not in _state(tmp_path / "run", 4)
+  train(_prune_config(corpus, prune__method="n_m", prune__begin_step=6, train__steps=7),
+        str(tmp_path / "run"))
+  rows = read_metrics(tmp_path / "run")
+  assert "sparsity" not in rows[4] and rows[5]["sparsity"] < 0.01
+  assert rows[6]["sparsity"] == rows[7]["sparsity"] == 0.5
+  wi = _kernels(_state(tmp_path / "run", 7)["params"])[("layers", "mlp", "wi", "kernel")]
   assert ((wi != 0).reshape(2, -1, 4, wi.shape[-1]).sum(axis=2) == 2).all()
 
 
