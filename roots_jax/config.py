@@ -126,6 +126,23 @@ def base_config() -> ml_collections.ConfigDict:
                "tensorboard | wandb (Weights & Biases: pip install wandb) | none"),
   )
 
+  c.prune = _section(
+      "prune",
+      method=("", "unstructured pruning while training (training.pruning): magnitude (gradual, "
+              "Zhu & Gupta 2017) | n_m (n of every m weights kept, 2:4) | empty: off"),
+      target_sparsity=(0.5, "magnitude: the share of prunable weights zeroed from end_step on "
+                       "(0.5-0.9 is usual for BERT, Chen et al. 2020)"),
+      scope=("layer", "magnitude: layer (each kernel's, each layer's, own share) | global (one "
+             "threshold over all prunable weights)"),
+      begin_step=(0, "the step the sparsity starts rising from 0 (n_m: the step it is imposed)"),
+      end_step=(0, "the step target_sparsity is reached; masks are fixed after it"),
+      frequency=(100, "steps between mask updates (Zhu & Gupta: 100-1000)"),
+      n=(2, "n_m: weights kept of every m consecutive along the input dimension"),
+      m=(4, "n_m: group size (NVIDIA sparse tensor cores: 2:4)"),
+      kept_heads=((), "a record, written by python -m roots_jax.prune: per layer the original "
+                  "indices of the attention heads kept (Hugging Face export: pruned_heads)"),
+  )
+
   c.mesh = _section(
       "mesh",
       shape=((-1, 1, 1), "(data, fsdp, tensor); -1: the rest of the devices"),
@@ -456,6 +473,8 @@ _CHOICES = {
     "mesh.parallelism": tuple(partitioning.RULE_PRESETS),
     "distributed.initialize": ("auto", "yes", "no"),
     "train.bad_steps": ("halt", "skip"),
+    "prune.method": ("", "magnitude", "n_m"),
+    "prune.scope": ("layer", "global"),
     "task.kind": tasks.NAMES,
     "task.source": ("builtin", "files", "tfds"),
     "task.builtin": tuple(builtin_tasks.KINDS),
@@ -486,6 +505,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     _validate_finetune(config)
   if "distill" in config:
     _validate_distill(config)
+  if "prune" in config:
+    _validate_prune(config.prune, None if None in config.model.values() else config.model)
   t = config.train
   for key in ("batch_size", "steps", "grad_accum_steps", "log_every", "eval_every", "eval_batches",
               "checkpoint_every", "keep_checkpoints"):
@@ -535,6 +556,29 @@ def _validate_data(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"data.eval_fraction must be in [0, 1); got {d.eval_fraction}")
   if d.max_document_bytes <= 0:
     raise ConfigError(f"data.max_document_bytes must be positive; got {d.max_document_bytes}")
+
+
+def _validate_prune(p: ml_collections.ConfigDict, m: ml_collections.ConfigDict | None) -> None:
+  """The prune section; `m` the model section (None while a fine-tune config's is unknown)."""
+  if not p.method:
+    return
+  if p.begin_step < 0 or p.end_step < p.begin_step or p.frequency <= 0:
+    raise ConfigError(f"prune needs 0 <= begin_step <= end_step and frequency > 0; got "
+                      f"begin_step={p.begin_step}, end_step={p.end_step}, "
+                      f"frequency={p.frequency}")
+  if p.method == "magnitude" and not 0.0 <= p.target_sparsity < 1.0:
+    raise ConfigError(f"prune.target_sparsity must be in [0, 1); got {p.target_sparsity}")
+  if p.method == "n_m":
+    if not 0 < p.n < p.m:
+      raise ConfigError(f"prune.n must be in 1..prune.m - 1 ({p.m - 1}); got n={p.n}")
+    if m is not None:
+      head = m.head_dim or m.embed_dim // m.num_heads
+      widths = {"model.embed_dim": m.embed_dim, "model.mlp_dim": m.mlp_dim,
+                "the attention width (num_heads x head dim)": m.num_heads * head}
+      for name, width in widths.items():
+        if width % p.m:
+          raise ConfigError(f"prune.m ({p.m}) must divide {name} ({width}): n_m groups run "
+                            "along each kernel's input dimension")
 
 
 def _validate_finetune(config: ml_collections.ConfigDict) -> None:

@@ -12,13 +12,15 @@ import setuptools  # noqa: F401  (distutils, as setuptools provides it)
 from distutils.core import run_setup
 
 from roots_jax import config as config_lib
-from roots_jax import convert, evaluate, finetune, generate, quantize, tokenizer, train
+from roots_jax import (convert, distill, evaluate, finetune, generate, prune, quantize, tokenizer,
+                       train)
 from roots_jax.api import LanguageModel
 from roots_jax.errors import CheckpointError, ConfigError
 from roots_jax.models.config import ModelConfig
 
 COMMANDS = {"train": train, "finetune": finetune, "evaluate": evaluate, "generate": generate,
-            "convert": convert, "tokenizer": tokenizer, "quantize": quantize}
+            "convert": convert, "tokenizer": tokenizer, "distill": distill, "quantize": quantize,
+            "prune": prune}
 
 
 def _call(capfd, command: str, argv: list[str]) -> tuple[int, str, str]:
@@ -37,7 +39,9 @@ def _call(capfd, command: str, argv: list[str]) -> tuple[int, str, str]:
     ("convert", ["export"], ["--step"]),
     ("tokenizer", [], ["train", "encode"]),
     ("tokenizer", ["train"], ["--vocab_size", "--builtin", "--output"]),
+    ("distill", [], ["--config", "--workdir", "--config.SECTION.KEY=VALUE"]),
     ("quantize", [], ["--run", "--out", "--scheme", "--calibration_batches", "int4_weight"]),
+    ("prune", [], ["--run", "--out", "--heads", "--mlp_units", "--batches"]),
 ])
 def test_every_command_helps_itself(capfd, command, argv, flags):
   status, out, err = _call(capfd, command, argv + ["--help"])
@@ -57,7 +61,7 @@ def _leaf_keys(config, prefix=""):
 
 
 @pytest.mark.parametrize("schema", [config_lib.base_config, config_lib.finetune_config,
-                                    config_lib.quantized_config])
+                                    config_lib.distill_config, config_lib.quantized_config])
 def test_every_key_has_a_meaning(schema):
   meanings = config_lib.meanings()
   keys = list(_leaf_keys(schema()))
@@ -231,6 +235,11 @@ BAD = [
     ("tokenizer", ["encode", "--model", "MISSING", "x"]),
     ("tokenizer", ["encode", "--model", "FILE", "x"]),
     ("tokenizer", ["encode", "--model", "RUN", "x"]),
+    # prune
+    ("prune", ["--run", "RUN"]),
+    ("prune", ["--run", "MISSING", "--out", "NEW", "--heads", "2", "--mlp_units", "8"]),
+    ("prune", ["--run", "RUN", "--out", "NEW", "--heads", "9", "--mlp_units", "8"]),
+    ("prune", ["--run", "RUN", "--out", "NEW", "--heads", "two", "--mlp_units", "8"]),
 ]
 
 

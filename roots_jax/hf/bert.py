@@ -6,12 +6,19 @@ classifier). BERT's "gelu" is the exact erf GELU: our "gelu_exact".
 
 A BertForMaskedLM checkpoint has no pooler and no NSP classifier, a BertModel no MLM head: the
 importer initialises those fresh (FRESH) and says so.
+
+Head-pruned BERT (Michel et al. 2019; roots_jax.runs.prune): BertConfig keeps the original
+num_attention_heads and lists each layer's removed heads as pruned_heads ({layer: [heads]}),
+the weights having the kept heads only (transformers 4's prune_heads; transformers 5 dropped
+head pruning). Ours keeps the same count in every layer: num_heads the kept count, head_dim
+explicit, and prune.kept_heads the original indices each layer kept.
 """
 
 import re
 
 import numpy as np
 
+from roots_jax.errors import ConfigError
 from roots_jax.hf import fields
 from roots_jax.hf.mapping import Layout, Rule, Stack
 from roots_jax.models.config import ModelConfig
@@ -25,16 +32,35 @@ WRITES = {}  # the one encoder architecture
 FRESH = ("pooler", "nsp_classifier", "mlm_transform", "mlm_norm", "mlm_output")
 
 
+def kept_heads(hf: dict) -> tuple[tuple[int, ...], ...]:
+  """Per layer, the heads a BertConfig's pruned_heads leave (empty: none pruned); refuses
+  layers pruned unequally (our layers share one head count)."""
+  pruned = {int(k): set(v) for k, v in (fields.get(hf, "pruned_heads", {}) or {}).items()}
+  if not any(pruned.values()):
+    return ()
+  heads, layers = fields.get(hf, "num_attention_heads", 12), fields.get(hf, "num_hidden_layers", 12)
+  kept = tuple(tuple(h for h in range(heads) if h not in pruned.get(i, ())) for i in range(layers))
+  if len({len(row) for row in kept}) > 1:
+    raise ConfigError(f"config.json pruned_heads {fields.get(hf, 'pruned_heads', {})} prunes "
+                      "the layers unequally: roots_jax converts BERT with the same number of heads "
+                      "pruned in every layer")
+  return kept
+
+
 def model_fields(hf: dict) -> dict:
-  """The roots_jax `model` section of a BertConfig (config.json)."""
+  """The roots_jax `model` section of a BertConfig (config.json); a head-pruned one's heads are
+  those kept (kept_heads)."""
   fields.require(hf, "is_decoder", False, False, NAME)
   fields.require(hf, "add_cross_attention", False, False, NAME)
   fields.require(hf, "position_embedding_type", "absolute", "absolute", NAME)
+  heads, kept = fields.get(hf, "num_attention_heads", 12), kept_heads(hf)
+  hidden = fields.get(hf, "hidden_size", 768)
   return dict(
       family=FAMILY, vocab_size=fields.get(hf, "vocab_size", 30522),
       num_layers=fields.get(hf, "num_hidden_layers", 12),
-      embed_dim=fields.get(hf, "hidden_size", 768),
-      num_heads=fields.get(hf, "num_attention_heads", 12), num_kv_heads=0, head_dim=0,
+      embed_dim=hidden,
+      num_heads=len(kept[0]) if kept else heads, num_kv_heads=0,
+      head_dim=hidden // heads if kept else 0,
       mlp_dim=fields.get(hf, "intermediate_size", 3072),
       mlp_activation=fields.activation(hf, "hidden_act", "gelu", NAME),
       norm="layernorm", norm_eps=fields.get(hf, "layer_norm_eps", 1e-12), norm_placement="post",
@@ -46,15 +72,27 @@ def model_fields(hf: dict) -> dict:
       attention_dropout_rate=fields.get(hf, "attention_probs_dropout_prob", 0.1))
 
 
-def hf_config(m: ModelConfig) -> dict:
-  """BertForPreTraining's config.json for model section `m`; refuses what BERT cannot express."""
+def hf_config(m: ModelConfig, kept_heads=()) -> dict:
+  """BertForPreTraining's config.json for model section `m`, whose layers kept the original
+  heads `kept_heads` (per layer; empty: not pruned); refuses what BERT cannot express."""
   fields.refuse_all(m, NAME, position="learned", norm="layernorm", norm_placement="post",
                     mlp_activation=tuple(fields.HF_ACTIVATIONS), use_bias=True,
-                    scale_embeddings=False, scaled_attention=True)
-  return {
+                    scale_embeddings=False, scaled_attention=True, any_head_dim=bool(kept_heads))
+  heads, pruned = m.num_heads, {}
+  if kept_heads:
+    heads = m.embed_dim // m.head_size  # BERT's heads before pruning: hidden_size / head size
+    if (heads * m.head_size != m.embed_dim or len(kept_heads) != m.num_layers
+        or any(len(row) != m.num_heads or not set(row) <= set(range(heads))
+               for row in kept_heads)):
+      raise ConfigError(f"prune.kept_heads {kept_heads} does not describe {m.num_heads} of "
+                        f"{heads} heads (embed_dim {m.embed_dim} / head_dim {m.head_size}) in "
+                        f"each of {m.num_layers} layers")
+    pruned = {"pruned_heads": {str(i): sorted(set(range(heads)) - set(row))
+                               for i, row in enumerate(kept_heads)}}
+  return {**pruned,
       "architectures": ["BertForPreTraining"], "model_type": "bert", "vocab_size": m.vocab_size,
       "hidden_size": m.embed_dim, "num_hidden_layers": m.num_layers,
-      "num_attention_heads": m.num_heads, "intermediate_size": m.mlp_dim,
+      "num_attention_heads": heads, "intermediate_size": m.mlp_dim,
       "hidden_act": fields.HF_ACTIVATIONS[m.mlp_activation], "layer_norm_eps": m.norm_eps,
       "max_position_embeddings": m.max_len,
       # Without token types, one all-zero type row adds nothing (BERT always has the table).

@@ -16,6 +16,12 @@ from roots_jax.models.positions import apply_rope
 
 IMPLS = ("xla", "dot_product_attention", "cudnn")
 
+# The variable collection of structured pruning's masks (runs.prune): passed to apply as
+# {"params": ..., "masks": ...}, `head_mask` [N] multiplies each head's output before the output
+# projection (Michel et al. 2019), Mlp's `unit_mask` [F] each hidden unit. Absent (the default),
+# the model is what it always was.
+MASKS = "masks"
+
 
 def default_segments(tokens: jax.Array, segment_ids: jax.Array | None) -> jax.Array:
   """segment_ids [B, T], or one segment covering every row when not given."""
@@ -127,7 +133,8 @@ class Attention(nn.Module):
   and attends over all L slots (`mask` [B, 1, T, L] hides the empty ones); cross-attention
   projects `kv` once, on the call that passes it, and reads the cached projections when called
   with kv=None. The first decode call, on inputs of the full cache length, only creates the
-  cache (Flax's convention), attending as usual.
+  cache (Flax's convention), attending as usual. A `head_mask` [N] in the MASKS collection
+  scales each head's output.
   """
   config: ModelConfig
 
@@ -159,6 +166,8 @@ class Attention(nn.Module):
                                 impl=cfg.attention_impl,
                                 dropout_rate=cfg.attention_dropout_rate,
                                 dropout_rng=dropout_rng)  # [B, T, N, H]
+    if self.has_variable(MASKS, "head_mask"):  # Michel et al. 2019's head mask xi_h
+      out = out * self.get_variable(MASKS, "head_mask").astype(out.dtype)[:, None]  # [N, 1]
     return dense(cfg, (cfg.embed_dim,), ("heads", "kv", "embed"), init_std=residual_init_std(cfg),
                  name="out")(out)  # [B, T, D]
 

@@ -181,5 +181,7 @@ class Mlp(nn.Module):
     else:
       raise ConfigError(f"model.mlp_activation must be one of "
                         f"{', '.join([*UNGATED, *GATED])}; got {cfg.mlp_activation!r}")
+    if self.has_variable("masks", "unit_mask"):  # structured pruning (models.attention.MASKS)
+      h = h * self.get_variable("masks", "unit_mask").astype(h.dtype)  # [F]
     return dense(cfg, (cfg.embed_dim,), ("mlp", "embed"), init_std=residual_init_std(cfg),
                  name="wo")(h)  # [B, T, D]

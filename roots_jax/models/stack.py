@@ -24,8 +24,8 @@ def stack_layers(block: type[nn.Module], config: ModelConfig, x: jax.Array, *arg
 
   A block maps (x, *args) -> (x, None); `args` (masks, positions, a relative position bias, the
   encoder output; None allowed) are the same for every layer.
-  Scanned parameters (and KV caches) live under `layers` with a leading "layers" (cache: layer)
-  axis; looped ones under layers_0, layers_1, ... Decoding skips remat: there is no backward.
+  Scanned parameters (and KV caches, and structured pruning's masks) live under `layers` with a
+  leading "layers" (cache: layer) axis; looped ones under layers_0, layers_1, ... Decoding skips remat: there is no backward.
   """
   num_layers = num_layers or config.num_layers
   if config.remat_policy != "none" and not attrs.get("decode"):
@@ -33,9 +33,10 @@ def stack_layers(block: type[nn.Module], config: ModelConfig, x: jax.Array, *arg
                      prevent_cse=not config.scan_layers)
   if config.scan_layers:
     # intermediates: each layer's output, sown for a distillation's hidden loss; quant_stats:
-    # activation statistics a quantization calibration collects (runs.quantized).
+    # activation statistics a quantization calibration collects (runs.quantized); masks: the
+    # head and unit masks of structured pruning (runs.prune).
     block = nn.scan(block, variable_axes={"params": 0, "cache": 0, "intermediates": 0,
-                                          "quant_stats": 0},
+                                          "quant_stats": 0, "masks": 0},
                     split_rngs={"params": True, "dropout": True},
                     in_axes=(nn.broadcast,) * len(args), length=num_layers,
                     metadata_params={nn.PARTITION_NAME: "layers"})

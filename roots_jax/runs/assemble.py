@@ -2,6 +2,7 @@
 shardings from the logical annotations, the sharded init and the jitted train step. Call inside
 `jax.set_mesh(mesh)` and `nn.logical_axis_rules(rules)`."""
 
+import logging
 from typing import Callable, NamedTuple
 
 import jax
@@ -11,8 +12,11 @@ from flax import linen as nn
 from roots_jax.data.supervised import LabelVocab
 from roots_jax.evals import Scorer
 from roots_jax.models.config import ModelConfig
-from roots_jax.training import optimizers, partitioning, quantization, steps
+from roots_jax.training import (checkpoints, optimizers, partitioning, pruning, quantization,
+                                steps)
 from roots_jax.training.losses import Loss
+
+log = logging.getLogger("roots_jax")
 
 
 class RunModel(NamedTuple):
@@ -76,7 +80,8 @@ def assemble(config, mesh, model_config: ModelConfig, model: nn.Module, loss: Lo
   rng = jax.random.key(config.seed)
   boxed = jax.eval_shape(init_params, rng)
   plan = make_plan(unbox(boxed)) if make_plan else None
-  init_state = lambda rng: steps.init_state(nn.meta.unbox(init_params(rng)), tx, plan)
+  pruner = pruning.Pruner.from_config(config.prune)
+  init_state = lambda rng: steps.init_state(nn.meta.unbox(init_params(rng)), tx, plan, pruner)
   abstract_state = jax.eval_shape(init_state, rng)
   state_sharding = _state_shardings(abstract_state, boxed, tx, mesh, rules, plan)
   batch_sharding = partitioning.data_sharding(mesh, rules)
@@ -85,7 +90,7 @@ def assemble(config, mesh, model_config: ModelConfig, model: nn.Module, loss: Lo
           model, tx, loss, seed=config.seed, grad_accum_steps=t.grad_accum_steps, z_loss=t.z_loss,
           schedule=optimizers.make_schedule(config.optimizer, t.steps), plan=plan,
           skip_bad_steps=t.bad_steps == "skip", spike_sigma=t.spike_sigma,
-          spike_window=t.spike_window),
+          spike_window=t.spike_window, pruner=pruner),
       in_shardings=(state_sharding, batch_sharding,
                     *jax.tree.map(lambda x: x.sharding, step_constants)),
       out_shardings=(state_sharding, partitioning.replicated(mesh)), donate_argnums=0)
@@ -93,6 +98,22 @@ def assemble(config, mesh, model_config: ModelConfig, model: nn.Module, loss: Lo
   return Parts(model_config, model, loss, num_params, abstract_state, state_sharding,
                batch_sharding, jax.jit(init_state, out_shardings=state_sharding), train_step,
                step_constants)
+
+
+def restore(parts: Parts, manager, data_iterator):
+  """The newest checkpoint restored into the parts' state, or None when there is none. A pruning
+  run resumed from a checkpoint written without pruning (continued pretraining) starts from
+  all-ones masks: the schedule prunes from prune.begin_step on."""
+  abstract = checkpoints.abstract_like(parts.abstract_state, parts.state_sharding)
+  step = manager.latest_step()
+  if (getattr(abstract, "masks", None) is None or step is None
+      or "masks" in checkpoints.saved_fields(manager, step)):
+    return checkpoints.restore(manager, abstract, data_iterator)
+  fields = {k: v for k, v in vars(abstract).items() if k != "masks"}
+  state = checkpoints.restore(manager, steps.TrainState(**fields), data_iterator)
+  masks = jax.jit(pruning.masks_like, out_shardings=parts.state_sharding.masks)(state.params)
+  log.info("pruning starts on checkpoint step %d, which was written without it", int(state.step))
+  return steps.PrunedTrainState(**vars(state), masks=masks)
 
 
 def _state_shardings(abstract_state, boxed_params, tx, mesh, rules, plan):
@@ -108,4 +129,11 @@ def _state_shardings(abstract_state, boxed_params, tx, mesh, rules, plan):
       transform_non_params=lambda _: replicated)
   return abstract_state.replace(
       step=replicated, params=param_sharding, opt_state=opt_sharding,
-      health=jax.tree.map(lambda _: replicated, abstract_state.health))
+      health=jax.tree.map(lambda _: replicated, abstract_state.health),
+      **_mask_shardings(abstract_state, param_sharding))
+
+
+def _mask_shardings(abstract_state, param_sharding) -> dict:
+  """A pruning state's masks are sharded like the kernels they mask."""
+  masks = getattr(abstract_state, "masks", None)
+  return {} if masks is None else dict(masks=pruning.select(param_sharding, masks))

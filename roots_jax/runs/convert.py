@@ -74,6 +74,9 @@ def import_hf(hf_dir: str, run_dir: str, overrides=()) -> dict:
   hf_config = files.read_config(hf_dir)
   module, architecture = architectures.for_hf_config(hf_config, os.path.join(hf_dir, "config.json"))
   config = run_config(module.model_fields(hf_config), os.path.join(run_dir, "tokenizer"), overrides)
+  kept_heads = getattr(module, "kept_heads", lambda _: ())(hf_config)  # head-pruned BERT
+  with config.unlocked():
+    config.prune.kept_heads = kept_heads
   model_config = ModelConfig.from_config(config.model)
   shapes = {path: leaf.shape for path, leaf in
             traverse_util.flatten_dict(abstract_params(model_config)).items()}
@@ -147,7 +150,11 @@ def export_hf(run_dir: str, hf_dir: str, *, step: int | None = None) -> dict:
     raise ConfigError(f"{run_dir} is a fine-tuning run; export a pretraining (or converted) run")
   model_config = ModelConfig.from_config(config.model)
   module = architectures.for_model(model_config)
-  hf_config = module.hf_config(model_config)
+  kept_heads = tuple(config.prune.kept_heads)  # structured pruning's record (runs.prune)
+  if kept_heads and not hasattr(module, "kept_heads"):
+    raise ConfigError(f"{run_dir} was pruned to {model_config.num_heads} heads per layer; of "
+                      "the Hugging Face formats here only BERT records pruned heads")
+  hf_config = module.hf_config(model_config, **({"kept_heads": kept_heads} if kept_heads else {}))
   if os.path.exists(hf_dir) and (not os.path.isdir(hf_dir) or os.listdir(hf_dir)):
     raise ConfigError(f"{hf_dir} already exists; give a new directory for the Hugging Face model")
 

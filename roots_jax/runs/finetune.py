@@ -132,8 +132,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
 
     # Restore, or initialise: the backbone from init_from, the head fresh.
     manager = checkpoints.make_manager(workdir, keep=t.keep_checkpoints)
-    state = checkpoints.restore(
-        manager, checkpoints.abstract_like(parts.abstract_state, parts.state_sharding), train_iter)
+    state = assemble.restore(parts, manager, train_iter)
     if state is None:
       state = _initial_state(config, parts, pretrained)
     else:

@@ -153,12 +153,13 @@ def load_run(workdir: str, config: ml_collections.ConfigDict, which: str | None 
 
 
 def save(loaded: Loaded, params, directory: str,
-         config: ml_collections.ConfigDict | None = None) -> None:
+         config: ml_collections.ConfigDict | None = None, *, changes: dict | None = None) -> None:
   """Writes `params` of the loaded run's model as a run in `directory` that `load` and the
   commands read: config.json (`config`, default the run's own: a pretrained model's as kind
   "converted", parameters only; a fine-tuned one's as "finetune", with labels.json and the task
-  files kept inside its run), tokenizer/ and checkpoints/<step>. An earlier run there is
-  replaced (only once the new one is written); any other non-empty directory is an error."""
+  files kept inside its run), tokenizer/ and checkpoints/<step>. `changes` ({"section.key":
+  value}) are set in its config (a pruned model's smaller model section). An earlier run there
+  is replaced (only once the new one is written); any other non-empty directory is an error."""
   directory = check_save_directory(loaded, directory)
   if config is None:  # as written: load may have changed the mesh
     config = workdir_lib.read_config(loaded.workdir)
@@ -178,6 +179,9 @@ def save(loaded: Loaded, params, directory: str,
         workdir_lib.save_run_copy(loaded.tokenizer, tmp)
       if "task" in config:
         _keep_task_files(config, loaded.workdir, directory, tmp)
+      for key, value in (changes or {}).items():
+        section, name = key.split(".")
+        config[section][name] = value
     if loaded.labels is not None:
       loaded.labels.save(os.path.join(tmp, "labels.json"))
     workdir_lib.write_config(config, tmp)

@@ -13,7 +13,7 @@ import numpy as np
 from roots_jax import progress
 from roots_jax.errors import TrainingHalted
 from roots_jax.runs.assemble import Parts
-from roots_jax.training import checkpoints, distributed, metric_writer, profiling
+from roots_jax.training import checkpoints, distributed, metric_writer, profiling, pruning
 
 log = logging.getLogger("roots_jax")
 
@@ -105,8 +105,9 @@ def _compile(parts: Parts, state, batch, writer, step: int) -> Callable:
   return compiled
 
 
-# Metrics that count since the start of the run: a log row shows the latest value, not a mean.
-_RUNNING_TOTALS = ("skipped_steps",)
+# Metrics that count since the start of the run, or describe the state (the pruned share): a log
+# row shows the latest value, not a mean.
+_RUNNING_TOTALS = ("skipped_steps", "sparsity")
 
 
 def _mean_row(pending: list[dict]) -> dict:
@@ -160,14 +161,20 @@ def _summarize(writer, state, first_step: int, step: int, throughput: _Throughpu
                  mfu=profiling.mfu(tps, flops_per_token, peak))
   if skipped:
     summary["skipped_steps"] = int(state.health.skipped)
+  masks = getattr(state, "masks", None)  # a pruning run's: the share of zeros per kernel and layer
+  if masks is not None:
+    summary["sparsity"] = float(jax.jit(pruning.sparsity)(state.params, masks))
+    summary.update({k: float(v) for k, v in jax.device_get(
+        jax.jit(pruning.layer_sparsity)(state.params, masks)).items()})
   best = writer.best("eval", "loss")
   if best is not None:
     summary.update(best_eval_step=best[0], best_eval_loss=best[1])
   writer.write(step, "summary", summary, echo=False)
-  log.info("run summary: step %d (%d this run, %.3e tokens) in %.1f s, %.0f tokens/s, MFU %s%s%s",
+  log.info("run summary: step %d (%d this run, %.3e tokens) in %.1f s, %.0f tokens/s, MFU %s%s%s%s",
            step, summary["steps_this_run"], summary["tokens_this_run"], summary["wall_seconds"],
            tps, profiling.format_mfu(summary["mfu"]),
            f", {summary['skipped_steps']} skipped steps" if skipped else "",
+           f", sparsity {summary['sparsity']:.4f}" if "sparsity" in summary else "",
            f", best eval loss {best[1]:.4f} at step {best[0]}" if best else "")
 
 

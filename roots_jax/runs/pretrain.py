@@ -63,8 +63,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     # Restore, or initialise.
     manager = checkpoints.make_manager(workdir, keep=t.keep_checkpoints)
-    state = checkpoints.restore(
-        manager, checkpoints.abstract_like(parts.abstract_state, parts.state_sharding), train_iter)
+    state = assemble.restore(parts, manager, train_iter)
     if state is None:
       state = parts.init(jax.random.key(config.seed))
     else:

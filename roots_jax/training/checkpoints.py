@@ -89,6 +89,11 @@ def _restore_step(manager, step: int, abstract_state, data_iterator):
   return (None, damage) if damage else (state, None)
 
 
+def saved_fields(manager: ocp.CheckpointManager, step: int) -> set[str]:
+  """The top-level fields of the state saved at `step` (whether a pruning run's masks are)."""
+  return set(_saved_tree(manager, step))
+
+
 def _saved_tree(manager, step: int):
   """The tree of the state saved at `step`, from its metadata (shapes and dtypes, no arrays)."""
   handler = ocp.StandardCheckpointHandler()

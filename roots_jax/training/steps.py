@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import optax
 from flax import linen as nn
 
+from roots_jax.training import pruning
 from roots_jax.training.losses import Loss
 
 
@@ -72,6 +73,13 @@ class TrainState:
   health: Health
 
 
+@flax.struct.dataclass
+class PrunedTrainState(TrainState):
+  """The train state of a pruning run: the masks are trained with, saved and resumed with the
+  rest (a state without pruning keeps the plain TrainState, and its checkpoints their layout)."""
+  masks: Any             # bool per prunable kernel, at its path (training.pruning)
+
+
 # A training plan says which parameters train (fine-tuning): a tree like the params holding, per
 # leaf, ALL, NONE or k > 0 for the last k entries of its leading axis (the top k of scanned
 # layers). Only the trained part gets gradients and optimizer state. None: everything trains.
@@ -98,20 +106,26 @@ def merge_params(plan, trained, frozen):
                       else jnp.concatenate([f, t]), plan, trained, frozen)
 
 
-def init_state(params, tx: optax.GradientTransformation, plan=None) -> TrainState:
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    opt_state=tx.init(split_params(plan, params)[0]), health=Health.create())
+def init_state(params, tx: optax.GradientTransformation, plan=None,
+               pruner: pruning.Pruner | None = None) -> TrainState:
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                     opt_state=tx.init(split_params(plan, params)[0]), health=Health.create())
+  if pruner is None:
+    return state
+  return PrunedTrainState(**vars(state), masks=pruning.masks_like(params))
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, objective: Loss, *,
                     seed: int, grad_accum_steps: int, z_loss: float, schedule: Callable,
                     plan=None, skip_bad_steps: bool = False, spike_sigma: float = 0.0,
-                    spike_window: int = 100) -> Callable:
+                    spike_window: int = 100, pruner: pruning.Pruner | None = None) -> Callable:
   """train_step(state, batch, *constants) -> (state, metrics); the caller jits it with
   shardings. `constants` (a distillation's teacher parameters) go to the objective's forward
   after the batch and get no gradient. With a `plan`, gradients are taken only with respect to
   the trained part of the parameters. A bad step (see Health) leaves the parameters and
-  optimizer state as they were."""
+  optimizer state as they were. With a `pruner`, the state's masks are recomputed at its update
+  steps and applied after every step, so a pruned weight is exactly zero in every state;
+  metrics then hold the achieved `sparsity`."""
 
   def grads_and_sums(trained, frozen, micro, rng, counts, constants):
     def loss_fn(part):
@@ -156,8 +170,12 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, objectiv
     # A branch, not a select: a bad step costs nothing and a good one no extra pass over the
     # parameters and optimizer state.
     trained, opt_state = jax.lax.cond(apply, update, lambda: (trained, state.opt_state))
-    new_state = state.replace(step=state.step + 1, params=merge_params(plan, trained, frozen),
-                              opt_state=opt_state, health=health)
+    params, pruned = merge_params(plan, trained, frozen), {}
+    if pruner is not None:
+      masks = pruner.update(state.step + 1, params, state.masks)
+      params, pruned = pruning.apply_masks(params, masks), dict(masks=masks)
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                              health=health, **pruned)
     metrics = {
         "loss": loss,
         **values,
@@ -168,6 +186,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, objectiv
     }
     if skip_bad_steps:
       metrics["skipped_steps"] = health.skipped
+    if pruner is not None:
+      metrics["sparsity"] = pruning.sparsity(params, pruned["masks"])
     return new_state, metrics
 
   return train_step
