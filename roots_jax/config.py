@@ -239,14 +239,16 @@ def finetune_config() -> ml_collections.ConfigDict:
   return c
 
 
-def distill_config() -> ml_collections.ConfigDict:
+def distill_config(task: bool = False) -> ml_collections.ConfigDict:
   """Every key a distillation run understands: a pretraining run's (the student's model, its
-  data and objective, training) plus the teacher and the distillation loss. Model fields left
-  unset (None) are the teacher's; the student reads the teacher's tokenizer."""
-  c = base_config()
+  data and objective, training; model fields left unset are the teacher's) or, with `task`, a
+  fine-tuning run's (a student fine-tuned from init_from on a fine-tuned teacher's task), plus
+  the teacher and the distillation loss. The student reads the teacher's tokenizer."""
+  c = finetune_config() if task else base_config()
   c.kind = "distill"
-  for key, value in list(c.model.items()):  # None: the teacher's
-    c.model[key] = placeholder(type(value))
+  if not task:  # a fine-tuning config's model fields are init_from's already
+    for key, value in list(c.model.items()):  # None: the teacher's
+      c.model[key] = placeholder(type(value))
   c.update(_section(
       "",
       teacher=("", "the teacher: a run directory (its newest checkpoint), one of its "
@@ -608,6 +610,9 @@ def _validate_distill(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"distill.hidden_weight must be at least 0; got {d.hidden_weight}")
   if d.hidden_layers and not d.hidden_loss:
     raise ConfigError("distill.hidden_layers needs distill.hidden_loss (cosine or mse)")
+  if "task" in config and d.init_layers:
+    raise ConfigError("distill.init_layers starts a pretraining student from the teacher; a "
+                      "task's student starts from init_from")
 
 
 def read_config(path: str) -> ml_collections.ConfigDict:
@@ -626,6 +631,8 @@ def read_config(path: str) -> ml_collections.ConfigDict:
                       f"know ({', '.join(SCHEMAS)})")
   if values["kind"] == "quantized":
     config = quantized_config(values.get("quantize", {}).get("source_kind", "pretrain"))
+  elif values["kind"] == "distill":
+    config = distill_config(task="task" in values)
   else:
     config = SCHEMAS[values["kind"]]()
   config.lock()

@@ -114,12 +114,12 @@ def test_shipped_configs_go_by_name_from_anywhere(tmp_path, monkeypatch):
   for name, values in by_file.items():
     assert config_lib.load_config(name).to_dict() == values
   assert config_lib.shipped_configs() == [
-      "bert", "distill/bert", "distill/gpt", "distill/t5", "finetune/glue", "finetune/package",
-      "finetune/summary", "gpt2", "quickstart", "t5", "transformer"]
+      "bert", "distill/bert", "distill/gpt", "distill/package", "distill/t5", "finetune/glue",
+      "finetune/package", "finetune/summary", "gpt2", "quickstart", "t5", "transformer"]
   with pytest.raises(ConfigError) as e:
     config_lib.load_config("configs/quickstart.py")  # a path is a path: not here
   assert "config 'configs/quickstart.py' does not exist" in str(e.value)
-  assert "(bert, distill/bert, distill/gpt, distill/t5, finetune/glue, " in str(e.value)
+  assert "(bert, distill/bert, distill/gpt, distill/package, distill/t5, " in str(e.value)
   (tmp_path / "quickstart.py").write_text(
       "from roots_jax.config import base_config\n\n"
       "def get_config(arg=None):\n  c = base_config()\n  c.seed = 7\n  return c\n")

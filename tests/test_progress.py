@@ -132,6 +132,9 @@ def test_log_lines_show_the_loss_first_and_the_numbers_a_person_reads():
       "step 10/300  loss 5.1234  lr 3.0e-04  grad_norm 1.23  12,345 tok/s  MFU 3.12%  ETA 2m05s")
   assert metric_writer.console_line(1, "train", {"loss": 6.0, "skipped_steps": 2.0}) == (
       "step 1  loss 6.0000  skipped 2 steps")
+  distilled = dict(row, loss=3.0, kd_kl=0.5, kd_hidden=0.25)  # the terms a distillation mixes
+  assert metric_writer.console_line(10, "train", distilled, 300).startswith(
+      "step 10/300  loss 3.0000  nll 5.1000  kd_kl 0.5000  kd_hidden 0.2500  lr 3.0e-04")
   evaluation = {"loss": 4.33, "perplexity": 75.94, "nll": 4.33, "accuracy": 0.25, "z_loss": 0.0,
                 "tokens": 51200.0, "examples": 1000.0}
   assert metric_writer.console_line(300, "eval", evaluation) == (

@@ -22,12 +22,12 @@ def flops_per_token(config: ModelConfig, seq_len: int, target_len: int | None = 
   return families.get(config.family).flops_per_token(config, seq_len, target_len, **head)
 
 
-def forward_flops_per_token(config: ModelConfig, seq_len: int,
-                            target_len: int | None = None) -> float:
-  """FLOPs per token of config.family's pretraining model run forward only (a distillation
-  teacher), counted as flops_per_token counts."""
+def forward_flops_per_token(config: ModelConfig, seq_len: int, target_len: int | None = None,
+                            **head) -> float:
+  """FLOPs per token of config.family's model (or a fine-tuning `head` on it) run forward only
+  (a distillation teacher), counted as flops_per_token counts."""
   family = families.get(config.family)
-  return sum(m.forward for m in family.matmuls(config, seq_len, target_len)) / seq_len
+  return sum(m.forward for m in family.matmuls(config, seq_len, target_len, **head)) / seq_len
 
 
 __all__ = ["Decoder", "Encoder", "EncoderDecoder", "ModelConfig", "build_model",

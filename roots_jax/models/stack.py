@@ -49,8 +49,9 @@ def stack_layers(block: type[nn.Module], config: ModelConfig, x: jax.Array, *arg
 
 def layer_outputs(intermediates: dict) -> jax.Array:
   """The outputs [L, B, T, D] of each layer of the stack an LM head reads (the decoder's of an
-  encoder-decoder), from the "intermediates" a model applied with that collection mutable sows
-  (either layout)."""
+  encoder-decoder), from the "intermediates" a model (or a fine-tuning model, whose backbone it
+  is) applied with that collection mutable sows (either layout)."""
+  intermediates = intermediates.get("backbone", intermediates)
   stack = intermediates.get("decoder", intermediates)
   if "layers" in stack:
     return stack["layers"]["hidden"][0]

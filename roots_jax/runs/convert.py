@@ -146,8 +146,8 @@ def export_hf(run_dir: str, hf_dir: str, *, step: int | None = None) -> dict:
   tokenizer_files (empty: not exported) and tokenizer_note (why not, where that is known)."""
   run_dir, hf_dir = os.path.abspath(run_dir), os.path.abspath(hf_dir)
   config = workdir_lib.read_config(run_dir)
-  if config.kind == "finetune":
-    raise ConfigError(f"{run_dir} is a fine-tuning run; export a pretraining (or converted) run")
+  if "task" in config:
+    raise ConfigError(f"{run_dir} is a fine-tuned model; export a pretraining (or converted) run")
   model_config = ModelConfig.from_config(config.model)
   module = architectures.for_model(model_config)
   kept_heads = tuple(config.prune.kept_heads)  # structured pruning's record (runs.prune)

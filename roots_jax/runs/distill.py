@@ -23,18 +23,17 @@ import numpy as np
 from flax import linen as nn
 
 from roots_jax import config as config_lib
-from roots_jax import evals, models, objectives
+from roots_jax import models, objectives, tasks
 from roots_jax.data import load_tokenizer
+from roots_jax.data.supervised import LabelVocab
 from roots_jax.errors import ConfigError
-from roots_jax.models import stack
+from roots_jax.models import families, stack
 from roots_jax.models.config import ModelConfig
-from roots_jax.runs import assemble, load, loop, pretrain, workdir as workdir_lib
+from roots_jax.runs import assemble, finetune, load, loop, pretrain, workdir as workdir_lib
 from roots_jax.training import checkpoints, distillation, distributed, optimizers, partitioning
 
 log = logging.getLogger("roots_jax")
 
-# Teacher kinds: those whose model reads a pretraining objective's rows.
-TEACHER_KINDS = ("pretrain", "converted", "distill")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,17 +46,25 @@ class Teacher:
   fingerprint: str
 
 
-def resolve_teacher(path: str) -> Teacher:
-  """The checkpoint `path` names: a run's newest (its kind's default), one of its
-  checkpoints/<step>, or a Hugging Face model directory (converted once)."""
+def resolve_teacher(path: str, *, task: bool = False) -> Teacher:
+  """The checkpoint `path` names: a run's default one (a fine-tuned run's best, else its
+  newest), one of its checkpoints/<step>, or a Hugging Face model directory (converted once).
+  A student of a pretraining objective has a pretrained (converted, distilled) teacher; one of
+  a `task`, a teacher fine-tuned on it."""
   if not path:
     raise ConfigError("set --config.teacher=RUN: the run, checkpoint or Hugging Face model "
                       "directory to distil from")
   workdir, which = load.resolve(path)
   config = workdir_lib.read_config(workdir)
-  if config.kind not in TEACHER_KINDS:
+  if config.kind not in ("pretrain", "converted", "finetune", "distill"):
     raise ConfigError(f"teacher {path} is a {config.kind} run; a teacher is a pretraining, "
-                      "converted or distilled run (or a Hugging Face model directory)")
+                      "converted, fine-tuned or distilled run (or a Hugging Face model directory)")
+  if ("task" in config) != task:
+    raise ConfigError(
+        f"teacher {path} is a fine-tuned model: distil it with a task's config (as "
+        "configs/distill/package.py)" if not task else
+        f"teacher {path} is a pretrained model: a task's student needs a teacher fine-tuned on "
+        "that task")
   manager, step = workdir_lib.find_checkpoint(workdir, which or load.KINDS[config.kind]
                                               .DEFAULT_CHECKPOINT)
   checkpoint = os.path.join(os.fspath(manager.directory), str(step))
@@ -137,7 +144,9 @@ def distill(config: ml_collections.ConfigDict, workdir: str) -> dict:
                       "roots_jax.config.distill_config() (see configs/distill/)")
   workdir_lib.check_workdir(workdir)
   distributed.maybe_initialize(config.distributed)
-  teacher = resolve_teacher(config.teacher)
+  teacher = resolve_teacher(config.teacher, task="task" in config)
+  if "task" in config:
+    return distill_task(config, workdir, teacher)
   merge_teacher(config, teacher)
   check_resume(workdir, teacher)
   config_lib.validate(config, jax.device_count())
@@ -172,9 +181,7 @@ def distill(config: ml_collections.ConfigDict, workdir: str) -> dict:
       workdir_lib.write_config(config, workdir)
       workdir_lib.save_run_copy(tokenizer, workdir)
 
-    scorer = evals.Scorer(parts.model, student.loss, parts.state_sharding.params,
-                          parts.batch_sharding)
-    evaluate = pretrain.evaluator(config, tokenizer, scorer, max_batches=t.eval_batches)
+    evaluate = pretrain.evaluator(config, tokenizer, parts.scorer, max_batches=t.eval_batches)
     target_len = objectives.target_len(config.data) or None
     teacher_flops = models.forward_flops_per_token(taught.model_config, config.data.seq_len,
                                                    target_len)
@@ -182,6 +189,58 @@ def distill(config: ml_collections.ConfigDict, workdir: str) -> dict:
                          tokens_per_step=t.batch_size * config.data.seq_len,
                          flops_per_token=pretrain.flops_per_token(config, student.model_config)
                          + teacher_flops)
+
+
+def distill_task(config: ml_collections.ConfigDict, workdir: str, teacher: Teacher) -> dict:
+  """Fine-tunes the student (init_from's model under a fresh head) on the task against the
+  fine-tuned teacher's class (token) distributions, with the teacher's labels; returns the
+  best validation metrics (runs.finetune)."""
+  theirs = teacher.config
+  if config.task.kind != theirs.task.kind:
+    raise ConfigError(f"task.kind is {config.task.kind} but the teacher was fine-tuned for "
+                      f"{theirs.task.kind}")
+  pretrained = finetune.resolve_init_from(config.init_from)
+  if pretrained.config.model.family != theirs.model.family:
+    raise ConfigError(f"init_from is a {pretrained.config.model.family} model but the teacher "
+                      f"a {theirs.model.family}: a student shares its teacher's family")
+  mine = load_tokenizer(pretrained.tokenizer_path)
+  if mine.contents() != load_tokenizer(
+      workdir_lib.tokenizer_path(teacher.workdir, theirs)).contents():
+    raise ConfigError(f"init_from {config.init_from} has another tokenizer than the teacher: a "
+                      "student reads its teacher's token ids")
+  check_resume(workdir, teacher)
+  _share_labels(teacher.workdir, workdir)
+  with config.unlocked():
+    config.teacher = teacher.checkpoint
+    config.distill.teacher_fingerprint = teacher.fingerprint
+
+  def distil(student: assemble.RunModel):
+    taught = load_teacher(config, teacher)
+    model = taught.model
+    length = tasks.get(config.task.kind).row_length(
+        families.get(config.model.family), config.task.max_len, config.task.target_len)
+    flops = models.forward_flops_per_token(
+        taught.model_config, length, config.task.target_len, reads=model.reads,
+        outputs=model.num_outputs, pooling=model.pooling)
+    return distillation_loss(config, student.loss, taught), (teacher_params(config, taught),), flops
+
+  return finetune.finetune(config, workdir, distil=distil)
+
+
+def _share_labels(teacher_dir: str, workdir: str) -> None:
+  """The student's class ids are the teacher's: its labels.json, copied (or checked)."""
+  theirs = os.path.join(teacher_dir, "labels.json")
+  if not os.path.exists(theirs):
+    return
+  labels = LabelVocab.load(theirs)
+  mine = os.path.join(workdir, "labels.json")
+  if os.path.exists(mine):
+    if LabelVocab.load(mine).names != labels.names:
+      raise ConfigError(f"{mine} holds other labels than the teacher's {theirs}; use a new "
+                        "--workdir")
+  elif jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    labels.save(mine)
 
 
 def load_teacher(config: ml_collections.ConfigDict, teacher: Teacher) -> load.Loaded:
@@ -214,26 +273,35 @@ def layer_pairs(config: ml_collections.ConfigDict, teacher_config: ModelConfig) 
 def build(config: ml_collections.ConfigDict, mesh, taught: load.Loaded):
   """(the run's Parts, the student's RunModel): the student trained on the distillation loss,
   with the teacher's parameters (cast to distill.teacher_dtype) as the step's constant."""
-  d = config.distill
   student = pretrain.model_for(config)
-  pairs = layer_pairs(config, taught.model_config) if d.hidden_loss else ()
-  loss = distillation.distill_loss(
-      student.loss, taught.model, alpha=d.alpha, temperature=d.temperature,
-      hidden_loss=d.hidden_loss, hidden_weight=d.hidden_weight, layer_pairs=pairs,
-      layer_outputs=stack.layer_outputs)
+  loss = distillation_loss(config, student.loss, taught)
   init = assemble.param_initializer(student.model, student.loss, student.init_batch)
   widths = student.model_config.embed_dim, taught.model_config.embed_dim
-  if pairs and widths[0] != widths[1]:
+  if loss.layer_pairs and widths[0] != widths[1]:
     project = nn.with_logical_partitioning(nn.initializers.lecun_normal(), ("embed", None))
     init = _with_projection(init, project, widths)
-  teacher_params = taught.params
-  if d.teacher_dtype:
-    teacher_params = jax.tree.map(lambda x: x.astype(d.teacher_dtype), teacher_params)
   parts = assemble.assemble(config, mesh, student.model_config, student.model, loss,
                             student.init_batch,
                             optimizers.make_optimizer(config.optimizer, config.train.steps),
-                            init_params=init, step_constants=(teacher_params,))
+                            init_params=init, step_constants=(teacher_params(config, taught),))
   return parts, student
+
+
+def distillation_loss(config: ml_collections.ConfigDict, student_loss,
+                      taught: load.Loaded) -> distillation.DistillLoss:
+  """The student's loss with the teacher's terms, as the distill section says."""
+  d = config.distill
+  pairs = layer_pairs(config, taught.model_config) if d.hidden_loss else ()
+  return distillation.distill_loss(
+      student_loss, taught.model, alpha=d.alpha, temperature=d.temperature,
+      hidden_loss=d.hidden_loss, hidden_weight=d.hidden_weight, layer_pairs=pairs,
+      layer_outputs=stack.layer_outputs)
+
+
+def teacher_params(config: ml_collections.ConfigDict, taught: load.Loaded):
+  """The teacher's parameters as the step reads them: in distill.teacher_dtype if set."""
+  dtype = config.distill.teacher_dtype
+  return jax.tree.map(lambda x: x.astype(dtype), taught.params) if dtype else taught.params
 
 
 def _with_projection(init, project, widths):

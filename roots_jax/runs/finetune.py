@@ -59,8 +59,8 @@ def resolve_init_from(init_from: str) -> Pretrained:
     raise ConfigError(f"init_from {init_from!r} is not a roots_jax run: "
                       f"{workdir_lib.config_path(workdir)} is missing")
   config = workdir_lib.read_config(workdir)
-  if config.kind == "finetune":
-    raise ConfigError(f"init_from {init_from!r} is a fine-tuning run; give a pretraining run")
+  if "task" in config:
+    raise ConfigError(f"init_from {init_from!r} is a fine-tuned model; give a pretraining run")
   if step is None:
     step = workdir_lib.checkpoint_manager(workdir).latest_step()
     if step is None:
@@ -86,11 +86,14 @@ def merge_model(config: ml_collections.ConfigDict, pretrained: Pretrained) -> No
 
 
 def finetune(config: ml_collections.ConfigDict, workdir: str,
-             examples: dict[str, Sequence[dict]] | None = None) -> dict:
+             examples: dict[str, Sequence[dict]] | None = None, *,
+             distil: Callable | None = None) -> dict:
   """Fine-tunes (or resumes) in `workdir`; returns the best validation metrics. `examples`
   ({split: examples}, as the task kind reads them) replaces the task's data source for the
-  splits it has."""
-  if config.kind != "finetune":
+  splits it has. `distil` (runs.distill: a distillation config's student) trains on a teacher's
+  soft targets: distil(RunModel) -> (the loss, the step's constants, the teacher's FLOPs per
+  token), called inside the mesh."""
+  if config.kind != "finetune" and distil is None:
     raise ConfigError(f"this is a {config.kind} config; fine-tune with a config built on "
                       "roots_jax.config.finetune_config() (see configs/finetune/)")
   workdir_lib.check_workdir(workdir)
@@ -121,7 +124,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
   with jax.set_mesh(mesh), nn.logical_axis_rules(partitioning.logical_rules(config)):
 
     # Data, model and optimizer.
-    run = setup(config, workdir, mesh, tokenizer=tokenizer, examples=examples)
+    run = setup(config, workdir, mesh, tokenizer=tokenizer, examples=examples, distil=distil)
     parts, family = run.parts, families.get(config.model.family)
     shard = dict(process_index=jax.process_index(), process_count=jax.process_count())
     train_iter = iter(kind.dataset(config, run.tokenizer, run.labels, run.examples("train"),
@@ -158,7 +161,8 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
       else:
         loop.run_loop(config, workdir, parts, state, manager, train_iter, evaluate,
                       tokens_per_step=t.batch_size * length,
-                      flops_per_token=flops_per_token(config, parts.model, length),
+                      flops_per_token=flops_per_token(config, parts.model, length)
+                      + run.teacher_flops,
                       after_eval=None if evaluate is None else tracker)
     finally:
       best.wait_until_finished()
@@ -184,6 +188,7 @@ class Setup(NamedTuple):
   labels: LabelVocab | None
   parts: assemble.Parts
   examples: Callable        # split -> examples
+  teacher_flops: float = 0.0  # per token, of a distillation's teacher
 
 
 def model_for(config: ml_collections.ConfigDict, workdir: str,
@@ -223,16 +228,20 @@ def model_for(config: ml_collections.ConfigDict, workdir: str,
 
 
 def setup(config: ml_collections.ConfigDict, workdir: str, mesh, tokenizer: BaseTokenizer,
-          examples: dict[str, Sequence[dict]] | None = None) -> Setup:
+          examples: dict[str, Sequence[dict]] | None = None, *,
+          distil: Callable | None = None) -> Setup:
   """Labels, model and steps of a resolved fine-tuning config (model fields filled) with the
-  checkpoint's tokenizer; call inside the mesh and rules contexts."""
+  checkpoint's tokenizer (and a distillation's loss: see `finetune`); call inside the mesh and
+  rules contexts."""
   check_vocab_size(tokenizer, config.model.vocab_size, "it is not the checkpoint's tokenizer")
   m = model_for(config, workdir, examples)
+  loss, constants, teacher_flops = distil(m) if distil else (m.loss, (), 0.0)
   tx = optimizers.make_optimizer(config.optimizer, config.train.steps,
                                  head_learning_rate=config.finetune.head_learning_rate)
-  parts = assemble.assemble(config, mesh, m.model_config, m.model, m.loss, m.init_batch, tx,
-                            make_plan=lambda params: training_plan(config, params))
-  return Setup(tokenizer, m.labels, parts, m.examples)
+  parts = assemble.assemble(config, mesh, m.model_config, m.model, loss, m.init_batch, tx,
+                            make_plan=lambda params: training_plan(config, params),
+                            step_constants=constants)
+  return Setup(tokenizer, m.labels, parts, m.examples, teacher_flops)
 
 
 def eval_split(config: ml_collections.ConfigDict, split: str) -> tuple[str, str]:

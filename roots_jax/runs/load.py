@@ -28,13 +28,14 @@ from roots_jax.data.tokenizers import BaseTokenizer
 from roots_jax.errors import ConfigError, DataError
 from roots_jax.models import families
 from roots_jax.models.config import ModelConfig
-from roots_jax.runs import assemble, convert, finetune, pretrain, quantized, workdir as workdir_lib
+from roots_jax.runs import (assemble, convert, distilled, finetune, pretrain, quantized,
+                            workdir as workdir_lib)
 from roots_jax.training import checkpoints, partitioning
 from roots_jax.training.losses import Loss
 
 # Run kind -> its module. A converted run holds a pretraining run's model (parameters only), a
-# distilled one a student trained on a pretraining objective.
-KINDS = {"pretrain": pretrain, "converted": pretrain, "finetune": finetune, "distill": pretrain,
+# distilled one a student of a pretraining objective or of a task.
+KINDS = {"pretrain": pretrain, "converted": pretrain, "finetune": finetune, "distill": distilled,
          "quantized": quantized}
 
 

@@ -11,11 +11,12 @@ float32), at the source checkpoint's step.
 
 import ml_collections
 
-from roots_jax.runs import assemble, finetune, pretrain
+from roots_jax.runs import assemble, distilled, finetune, pretrain
 from roots_jax.training import quantization
 
 # The kind of run quantized (quantize.source_kind) -> its module.
-SOURCES = {"pretrain": pretrain, "converted": pretrain, "finetune": finetune, "distill": pretrain}
+SOURCES = {"pretrain": pretrain, "converted": pretrain, "finetune": finetune,
+           "distill": distilled}
 # A quantized run has one checkpoint.
 DEFAULT_CHECKPOINT = "latest"
 

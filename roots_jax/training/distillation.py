@@ -72,18 +72,22 @@ class DistillLoss(Loss):
   """A student's objective (the Loss fields, its own) with the teacher's soft targets on every
   distribution the objective scores (Loss.distributions), at those positions, and optionally the
   distance of matched layer outputs at the real tokens. The train step passes the teacher's
-  parameters to `forward` after the batch; evaluation uses the student's own Loss."""
+  parameters to `forward` after the batch; evaluation passes none."""
   teacher: nn.Module | None = None
   temperature: float = 1.0
   hidden_loss: str = ""              # "" (none) or one of HIDDEN_LOSSES
   layer_pairs: tuple = ()            # (student layer, teacher layer) outputs matched
   layer_outputs: Callable | None = None  # sown intermediates -> each layer's output [L, B, T, D]
 
-  def forward(self, model: nn.Module, params, batch, teacher_params, *, rng,
+  def forward(self, model: nn.Module, params, batch, teacher_params=None, *, rng,
               deterministic: bool, z_loss: float):
+    """{term: sum}; without the teacher's parameters (evaluation) the student's own terms."""
+    student = {k: v for k, v in params.items() if k != PROJECTION}
+    if teacher_params is None:
+      return super().forward(model, student, batch, rng=rng, deterministic=deterministic,
+                             z_loss=z_loss)
     args, kwargs = self.model_inputs(batch)
     mutable = ["intermediates"] if self.hidden_loss else False
-    student = {k: v for k, v in params.items() if k != PROJECTION}
     outputs = model.apply({"params": student}, *args, **kwargs, deterministic=deterministic,
                           rngs=None if deterministic else {"dropout": rng}, mutable=mutable)
     taught = self.teacher.apply({"params": teacher_params}, *args, **kwargs, deterministic=True,

@@ -129,6 +129,9 @@ def console_line(step: int, split: str, values: dict, total_steps: int | None = 
   head = f"step {step}" + (f"/{total_steps}" if total_steps else "")
   if split == "train":
     shown = [f(values[k]) for k, f in _TRAIN_SHOWN.items() if k in values]
+    if any(k.startswith("kd_") for k in values):  # a distillation: the terms it mixes, after it
+      shown[1:1] = [f"{k} {values[k]:.4f}" for k in values
+                    if k.startswith("kd_") or k.endswith("nll")]
     if values.get("skipped_steps"):
       shown.append(f"skipped {values['skipped_steps']:.0f} steps")
     if eta_s is not None:

@@ -2,6 +2,7 @@
 teacher untouched and out of the student's checkpoints, exact resume, one teacher per run, and a
 teacher that runs forward only (the compiled step's FLOPs)."""
 
+import json
 import os
 
 import jax
@@ -12,10 +13,11 @@ from flax import linen as nn
 from roots_jax import config as config_lib
 from roots_jax import distill as distill_command
 from roots_jax.errors import ConfigError
-from roots_jax.runs import distill, load, pretrain
+from roots_jax.runs import distill, evaluation, load, pretrain
+from roots_jax.runs import finetune as finetune_lib
 from roots_jax.training import checkpoints, partitioning, steps
 from roots_jax.training.distillation import PROJECTION
-from tiny_gpt import read_metrics, tiny_overrides
+from tiny_gpt import read_metrics, tiny_finetune_args, tiny_overrides
 
 # What tiny_overrides sets that a student takes from its teacher.
 _TEACHERS = ("model.vocab_size", "tokenizer.path")
@@ -184,3 +186,21 @@ def test_command(corpus, pretrained, tmp_path, capsys):
   assert distill_command.main(args) == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and "--config.teacher=RUN" in err[0]
+
+
+def test_task_student_of_a_fine_tuned_teacher(corpus, pretrained, task_files, tmp_path):
+  """A classifier distilled from a fine-tuned one: the teacher's labels and class distribution,
+  and a student used like any fine-tuned run."""
+  spec, overrides = tiny_finetune_args("classification", pretrained["decoder"], task_files)
+  finetune_lib.finetune(config_lib.load_config(spec, overrides), str(tmp_path / "teacher"))
+  config = config_lib.load_config("configs/distill/package.py",
+                                  overrides + [f"teacher={tmp_path / 'teacher'}"])
+  distill.distill(config, str(tmp_path / "student"))
+  rows = read_metrics(tmp_path / "student")
+  assert all(row["kd_kl"] >= 0 and np.isfinite(row["loss"]) for row in rows.values())
+  labels = lambda run: json.loads((tmp_path / run / "labels.json").read_text())
+  assert labels("student") == labels("teacher")
+  results = evaluation.evaluate_run(str(tmp_path / "student"), split="test")
+  assert results["kind"] == "classification" and 0 <= results["metrics"]["accuracy"] <= 1
+  with pytest.raises(ConfigError, match="is a fine-tuned model: distil it with a task's"):
+    distill.distill(distill_config(corpus, str(tmp_path / "teacher")), str(tmp_path / "x"))
