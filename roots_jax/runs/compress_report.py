@@ -11,7 +11,9 @@ or one quantized from those), the task's metric for a fine-tuned run on the firs
 section. The runs must share the first run's tokenizer. Eval tokens/s is tokens scored over
 seconds, timed after one untimed batch (the compilation); decode tokens/s is greedy generation of
 `decode_tokens` new tokens for one prompt from the split (no eos stop), timed after one untimed
-call; an encoder (BERT) or a classifier does not generate ("-").
+call over at least 3 calls; an encoder (BERT) or a classifier does not generate ("-"). Bytes on
+disk are those of the checkpoint's files as they are: a pretraining run's hold its optimizer
+state too, a converted, quantized or pruned run's the parameters only.
 """
 
 import dataclasses
@@ -34,6 +36,8 @@ log = logging.getLogger("roots_jax")
 TASK_METRICS = {"classification": "accuracy", "regression": "pearson",
                 "token_classification": "accuracy", "seq2seq": "exact_match"}
 PROMPT_TOKENS = 16
+# Decode is timed over 3 calls or this many seconds, whichever is longer.
+DECODE_SECONDS = 0.5
 
 
 @dataclasses.dataclass
@@ -155,7 +159,7 @@ def _generates(loaded: load.Loaded) -> bool:
 
 def _decode(loaded: load.Loaded, prompt: np.ndarray, new_tokens: int) -> float | None:
   """Greedy tokens/s of one prompt (padded with empty rows to the data-parallel size), timed
-  after one untimed call; None for a model that does not generate."""
+  after one untimed call over at least 3 calls and DECODE_SECONDS; None for a model that does not generate."""
   if not _generates(loaded):
     return None
   spec = loaded.batch_sharding.spec[0] if loaded.batch_sharding.spec else None
@@ -174,9 +178,11 @@ def _decode(loaded: load.Loaded, prompt: np.ndarray, new_tokens: int) -> float |
   run = jax.jit(lambda params, batch: decoding.generate(
       model, params, batch, family=family, config=config, eos_id=-1, method=method).tokens)
   jax.block_until_ready(run(loaded.params, prompts))
-  began = time.perf_counter()
-  jax.block_until_ready(run(loaded.params, prompts))
-  return new_tokens / (time.perf_counter() - began)
+  calls, began = 0, time.perf_counter()
+  while calls < 3 or time.perf_counter() - began < DECODE_SECONDS:  # steadier than one call
+    jax.block_until_ready(run(loaded.params, prompts))
+    calls += 1
+  return calls * new_tokens / (time.perf_counter() - began)
 
 
 def _count(loaded: load.Loaded) -> tuple[int, int | None]:
