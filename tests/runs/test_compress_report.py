@@ -79,3 +79,13 @@ def test_missing_run_is_exit_status_2(tmp_path, capfd):
                             str(tmp_path / "out")]) == 2
   err = capfd.readouterr().err
   assert err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_without_matplotlib_the_table_is_written_without_the_plot(tmp_path, monkeypatch):
+  monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)  # import fails
+  row = compress_report.Row(run="/r", kind="pretrain", made="", parameters=1, nonzero=None,
+                            disk_bytes=1, metric="perplexity", value=1.0, eval_tokens_per_s=1.0,
+                            decode_tokens_per_s=None)
+  assert not compress_report.plot([row], str(tmp_path / "p.png"))
+  assert not (tmp_path / "p.png").exists()
+  assert compress_report.cells(row)[-1] == "-"
