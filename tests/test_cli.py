@@ -12,15 +12,15 @@ import setuptools  # noqa: F401  (distutils, as setuptools provides it)
 from distutils.core import run_setup
 
 from roots_jax import config as config_lib
-from roots_jax import (convert, distill, evaluate, finetune, generate, prune, quantize, tokenizer,
-                       train)
+from roots_jax import (compress, convert, distill, evaluate, finetune, generate, prune, quantize,
+                       tokenizer, train)
 from roots_jax.api import LanguageModel
 from roots_jax.errors import CheckpointError, ConfigError
 from roots_jax.models.config import ModelConfig
 
 COMMANDS = {"train": train, "finetune": finetune, "evaluate": evaluate, "generate": generate,
             "convert": convert, "tokenizer": tokenizer, "distill": distill, "quantize": quantize,
-            "prune": prune}
+            "prune": prune, "compress": compress}
 
 
 def _call(capfd, command: str, argv: list[str]) -> tuple[int, str, str]:
@@ -42,6 +42,8 @@ def _call(capfd, command: str, argv: list[str]) -> tuple[int, str, str]:
     ("distill", [], ["--config", "--workdir", "--config.SECTION.KEY=VALUE"]),
     ("quantize", [], ["--run", "--out", "--scheme", "--calibration_batches", "int4_weight"]),
     ("prune", [], ["--run", "--out", "--heads", "--mlp_units", "--batches"]),
+    ("compress", [], ["report"]),
+    ("compress", ["report"], ["RUN", "--out", "--eval_batches", "--decode_tokens"]),
 ])
 def test_every_command_helps_itself(capfd, command, argv, flags):
   status, out, err = _call(capfd, command, argv + ["--help"])
