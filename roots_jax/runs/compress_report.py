@@ -1,6 +1,6 @@
-"""One table comparing a model with its compressed variants (issue 15): for each run, its kind
-and how it was made, its parameters, the bytes on disk of the checkpoint it is used from, its
-metric on one split (the first run's), and eval and decode tokens/s on this machine.
+"""One table comparing a model with its compressed variants: for each run, its kind and how it
+was made, its parameters, the bytes of its weights and of the checkpoint it is used from on disk,
+its metric on one split (the first run's), and eval and decode tokens/s on this machine.
 
   rows = report(["/tmp/run", "/tmp/run-w8", "/tmp/run-pruned"], eval_batches=20)
   print(format_table(rows))
@@ -11,7 +11,9 @@ or one quantized from those), the task's metric for a fine-tuned run on the firs
 section. The runs must share the first run's tokenizer. Eval tokens/s is tokens scored over
 seconds, timed after one untimed batch (the compilation); decode tokens/s is greedy generation of
 `decode_tokens` new tokens for one prompt from the split (no eos stop), timed after one untimed
-call over at least 3 calls; an encoder (BERT) or a classifier does not generate ("-"). Bytes on
+call over at least 3 calls; an encoder (BERT) or a classifier does not generate ("-"). The
+weights' bytes are the parameters' as the model holds them (int8 or int4 values with their
+float32 scales where quantized): what compression saves, plotted against the metric. Bytes on
 disk are those of the checkpoint's files as they are: a pretraining run's hold its optimizer
 state too, a converted, quantized or pruned run's the parameters only.
 """
@@ -48,6 +50,7 @@ class Row:
   made: str                      # how the run was made
   parameters: int
   nonzero: int | None            # a run trained with unstructured sparsity: its nonzero weights
+  weight_bytes: int              # of the parameters as the model holds them
   disk_bytes: int
   metric: str                    # perplexity, or the task's metric
   value: float
@@ -78,7 +81,7 @@ def report(runs: list[str], *, eval_batches: int = 20, decode_tokens: int = 32) 
       decode_rate = _decode(loaded, prompt, decode_tokens)
     parameters, nonzero = _count(loaded)
     rows.append(Row(run=workdir, kind=loaded.config.kind, made=_made(loaded, first),
-                    parameters=parameters, nonzero=nonzero,
+                    parameters=parameters, nonzero=nonzero, weight_bytes=_weight_bytes(loaded),
                     disk_bytes=quantize.checkpoint_disk_bytes(workdir, loaded.step),
                     metric=metric, value=value, eval_tokens_per_s=eval_rate,
                     decode_tokens_per_s=decode_rate))
@@ -229,11 +232,19 @@ def _made(loaded: load.Loaded, first: load.Loaded) -> str:
   return "; ".join(parts)
 
 
+def _weight_bytes(loaded: load.Loaded) -> int:
+  """Bytes of the run's parameters: a quantized run's QArrays as stored (values and scales)."""
+  if loaded.config.kind == "quantized":
+    return quantization.stored_bytes(loaded.params).total
+  return sum(x.nbytes for x in jax.tree.leaves(loaded.params))
+
+
 def _size(n: int) -> str:
   return f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
 
 
-HEADER = ("run", "kind", "made", "parameters", "on disk", "metric", "eval tok/s", "decode tok/s")
+HEADER = ("run", "kind", "made", "parameters", "weights", "on disk", "metric", "eval tok/s",
+          "decode tok/s")
 
 
 def cells(row: Row) -> tuple[str, ...]:
@@ -242,7 +253,7 @@ def cells(row: Row) -> tuple[str, ...]:
                                         if row.nonzero is not None else "")
   decode = "-" if row.decode_tokens_per_s is None else f"{row.decode_tokens_per_s:,.0f}"
   return (os.path.basename(row.run.rstrip("/")), row.kind, row.made, parameters,
-          _size(row.disk_bytes), f"{row.metric} {row.value:.4f}", f"{row.eval_tokens_per_s:,.0f}",
+          _size(row.weight_bytes), _size(row.disk_bytes), f"{row.metric} {row.value:.4f}", f"{row.eval_tokens_per_s:,.0f}",
           decode)
 
 
@@ -262,7 +273,7 @@ def markdown(rows: list[Row]) -> str:
 
 
 def plot(rows: list[Row], path: str) -> bool:
-  """Writes the metric against bytes on disk (log x), one labelled point per run, as a PNG at
+  """Writes the metric against the weights' bytes (log x), one labelled point per run, as a PNG at
   `path`; False (and one log line) without matplotlib."""
   try:
     import matplotlib  # pylint: disable=g-import-not-at-top
@@ -274,11 +285,11 @@ def plot(rows: list[Row], path: str) -> bool:
     return False
   fig, ax = plt.subplots(figsize=(6, 4))
   for row in rows:
-    ax.scatter(row.disk_bytes, row.value)
-    ax.annotate(os.path.basename(row.run.rstrip("/")), (row.disk_bytes, row.value),
+    ax.scatter(row.weight_bytes, row.value)
+    ax.annotate(os.path.basename(row.run.rstrip("/")), (row.weight_bytes, row.value),
                 textcoords="offset points", xytext=(4, 4), fontsize=8)
   ax.set_xscale("log")
-  ax.set_xlabel("checkpoint bytes on disk")
+  ax.set_xlabel("bytes of the weights")
   ax.set_ylabel(rows[0].metric if rows else "")
   ax.set_title("quality against size")
   fig.tight_layout()

@@ -171,8 +171,7 @@ def distill(config: ml_collections.ConfigDict, workdir: str) -> dict:
              parts.num_params / 1e6)
 
     manager = checkpoints.make_manager(workdir, keep=t.keep_checkpoints)
-    state = checkpoints.restore(
-        manager, checkpoints.abstract_like(parts.abstract_state, parts.state_sharding), train_iter)
+    state = assemble.restore(parts, manager, train_iter)
     if state is None:
       state = initial_state(config, parts, taught)
     else:

@@ -51,6 +51,10 @@ def test_report_of_a_model_and_its_compressed_variants(runs, tmp_path, capfd):
   assert rows[2]["parameters"] < rows[0]["parameters"] == rows[1]["parameters"]
   assert all(r["disk_bytes"] > 0 for r in rows)
   assert rows[1]["disk_bytes"] < rows[0]["disk_bytes"]
+  # The weights: float32, int8 kernels with their scales (and float embeddings), fewer float32.
+  assert rows[0]["weight_bytes"] == 4 * rows[0]["parameters"]
+  assert rows[1]["weight_bytes"] < rows[0]["weight_bytes"]
+  assert rows[2]["weight_bytes"] == 4 * rows[2]["parameters"]
   assert all(r["eval_tokens_per_s"] > 0 and r["decode_tokens_per_s"] > 0 for r in rows)
   assert all(r["metric"] == "perplexity" for r in rows)
   expected = evaluation.evaluate_run(runs[0])["metrics"]["perplexity"]
@@ -84,7 +88,7 @@ def test_missing_run_is_exit_status_2(tmp_path, capfd):
 def test_without_matplotlib_the_table_is_written_without_the_plot(tmp_path, monkeypatch):
   monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)  # import fails
   row = compress_report.Row(run="/r", kind="pretrain", made="", parameters=1, nonzero=None,
-                            disk_bytes=1, metric="perplexity", value=1.0, eval_tokens_per_s=1.0,
+                            weight_bytes=1, disk_bytes=1, metric="perplexity", value=1.0, eval_tokens_per_s=1.0,
                             decode_tokens_per_s=None)
   assert not compress_report.plot([row], str(tmp_path / "p.png"))
   assert not (tmp_path / "p.png").exists()
