@@ -41,6 +41,7 @@ class Parts(NamedTuple):
   init: Callable          # rng -> sharded TrainState
   train_step: Callable    # (state, batch, *step_constants) -> (state, metrics); donates state
   step_constants: tuple = ()  # what every step reads besides the batch (a teacher's params)
+  pruner: pruning.Pruner | None = None  # a pruning run's schedule (prune.*)
 
   @property
   def scorer(self) -> Scorer:
@@ -97,13 +98,13 @@ def assemble(config, mesh, model_config: ModelConfig, model: nn.Module, loss: Lo
   num_params = sum(x.size for x in jax.tree.leaves(abstract_state.params))
   return Parts(model_config, model, loss, num_params, abstract_state, state_sharding,
                batch_sharding, jax.jit(init_state, out_shardings=state_sharding), train_step,
-               step_constants)
+               step_constants, pruner)
 
 
 def restore(parts: Parts, manager, data_iterator):
   """The newest checkpoint restored into the parts' state, or None when there is none. A pruning
-  run resumed from a checkpoint written without pruning (continued pretraining) starts from
-  all-ones masks: the schedule prunes from prune.begin_step on."""
+  run resumed from a checkpoint written without pruning (continued pretraining) starts from the
+  masks its schedule has at that step (all ones before prune.begin_step), applied."""
   abstract = checkpoints.abstract_like(parts.abstract_state, parts.state_sharding)
   step = manager.latest_step()
   if (getattr(abstract, "masks", None) is None or step is None
@@ -111,9 +112,13 @@ def restore(parts: Parts, manager, data_iterator):
     return checkpoints.restore(manager, abstract, data_iterator)
   fields = {k: v for k, v in vars(abstract).items() if k != "masks"}
   state = checkpoints.restore(manager, steps.TrainState(**fields), data_iterator)
-  masks = jax.jit(pruning.masks_like, out_shardings=parts.state_sharding.masks)(state.params)
-  log.info("pruning starts on checkpoint step %d, which was written without it", int(state.step))
-  return steps.PrunedTrainState(**vars(state), masks=masks)
+  at = int(state.step)
+  masks = jax.jit(lambda p: parts.pruner.masks_at(at, p),
+                  out_shardings=parts.state_sharding.masks)(state.params)
+  params = jax.jit(pruning.apply_masks, out_shardings=parts.state_sharding.params,
+                   donate_argnums=0)(state.params, masks)
+  log.info("pruning starts on checkpoint step %d, which was written without it", at)
+  return steps.PrunedTrainState(**dict(vars(state), params=params), masks=masks)
 
 
 def _state_shardings(abstract_state, boxed_params, tx, mesh, rules, plan):

@@ -201,6 +201,17 @@ class Pruner:
     inside = (step >= self.begin_step) & (step <= self.end_step)
     return inside & (((step - self.begin_step) % self.frequency == 0) | (step == self.end_step))
 
+  def masks_at(self, step: int, params):
+    """The masks the schedule has after `step` steps, from `params` (all ones before
+    begin_step): where a run starts pruning on a checkpoint written without it."""
+    ones = masks_like(params)
+    if step < self.begin_step:
+      return ones
+    if self.method == "n_m":
+      return n_m_masks(params, ones, n=self.n, m=self.m)
+    return magnitude_masks(params, ones, self.schedule(min(step, self.end_step)),
+                           scope=self.scope)
+
   def update(self, step, params, masks):
     """The masks after `step` steps: recomputed from `params` at update steps, else `masks`."""
     def recompute():

@@ -183,6 +183,7 @@ def test_a_run_without_pruning_continues_with_two_of_four(corpus, tmp_path):
   train(_prune_config(corpus, prune__method="", train__steps=4, train__checkpoint_every=2),
         str(tmp_path / "run"))
   assert "masks" not in _state(tmp_path / "run", 4)
+  shutil.copytree(tmp_path / "run", tmp_path / "late")
   train(_prune_config(corpus, prune__method="n_m", prune__begin_step=6, train__steps=7),
         str(tmp_path / "run"))
   rows = read_metrics(tmp_path / "run")
@@ -190,6 +191,10 @@ def test_a_run_without_pruning_continues_with_two_of_four(corpus, tmp_path):
   assert rows[6]["sparsity"] == rows[7]["sparsity"] == 0.5
   wi = _kernels(_state(tmp_path / "run", 7)["params"])[("layers", "mlp", "wi", "kernel")]
   assert ((wi != 0).reshape(2, -1, 4, wi.shape[-1]).sum(axis=2) == 2).all()
+  # Pruning whose begin_step the checkpoint has passed starts at its masks of that step.
+  train(_prune_config(corpus, prune__method="n_m", prune__begin_step=2, prune__end_step=2,
+                      train__steps=5), str(tmp_path / "late"))
+  assert read_metrics(tmp_path / "late")[5]["sparsity"] == 0.5
 
 
 @pytest.mark.parametrize("overrides, message", [
