@@ -25,7 +25,8 @@ def stack_layers(block: type[nn.Module], config: ModelConfig, x: jax.Array, *arg
   A block maps (x, *args) -> (x, None); `args` (masks, positions, a relative position bias, the
   encoder output; None allowed) are the same for every layer.
   Scanned parameters (and KV caches, and structured pruning's masks) live under `layers` with a
-  leading "layers" (cache: layer) axis; looped ones under layers_0, layers_1, ... Decoding skips remat: there is no backward.
+  leading "layers" (cache: layer) axis; looped ones under layers_0, layers_1, ... Decoding
+  skips remat: there is no backward.
   """
   num_layers = num_layers or config.num_layers
   if config.remat_policy != "none" and not attrs.get("decode"):
@@ -56,7 +57,7 @@ def layer_outputs(intermediates: dict) -> jax.Array:
   if "layers" in stack:
     return stack["layers"]["hidden"][0]
   return jnp.stack([stack[f"layers_{i}"]["hidden"][0]
-                          for i in range(sum(map(_is_looped_layer, stack)))])
+                    for i in range(sum(map(_is_looped_layer, stack)))])
 
 
 def select_layers(params: dict, keep: list[int], *, scanned: bool) -> dict:

@@ -162,7 +162,8 @@ def _generates(loaded: load.Loaded) -> bool:
 
 def _decode(loaded: load.Loaded, prompt: np.ndarray, new_tokens: int) -> float | None:
   """Greedy tokens/s of one prompt (padded with empty rows to the data-parallel size), timed
-  after one untimed call over at least 3 calls and DECODE_SECONDS; None for a model that does not generate."""
+  after one untimed call over at least 3 calls and DECODE_SECONDS; None for a model that does
+  not generate."""
   if not _generates(loaded):
     return None
   spec = loaded.batch_sharding.spec[0] if loaded.batch_sharding.spec else None
@@ -253,8 +254,8 @@ def cells(row: Row) -> tuple[str, ...]:
                                         if row.nonzero is not None else "")
   decode = "-" if row.decode_tokens_per_s is None else f"{row.decode_tokens_per_s:,.0f}"
   return (os.path.basename(row.run.rstrip("/")), row.kind, row.made, parameters,
-          _size(row.weight_bytes), _size(row.disk_bytes), f"{row.metric} {row.value:.4f}", f"{row.eval_tokens_per_s:,.0f}",
-          decode)
+          _size(row.weight_bytes), _size(row.disk_bytes), f"{row.metric} {row.value:.4f}",
+          f"{row.eval_tokens_per_s:,.0f}", decode)
 
 
 def format_table(rows: list[Row]) -> str:

@@ -88,8 +88,8 @@ def test_missing_run_is_exit_status_2(tmp_path, capfd):
 def test_without_matplotlib_the_table_is_written_without_the_plot(tmp_path, monkeypatch):
   monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)  # import fails
   row = compress_report.Row(run="/r", kind="pretrain", made="", parameters=1, nonzero=None,
-                            weight_bytes=1, disk_bytes=1, metric="perplexity", value=1.0, eval_tokens_per_s=1.0,
-                            decode_tokens_per_s=None)
+                            weight_bytes=1, disk_bytes=1, metric="perplexity", value=1.0,
+                            eval_tokens_per_s=1.0, decode_tokens_per_s=None)
   assert not compress_report.plot([row], str(tmp_path / "p.png"))
   assert not (tmp_path / "p.png").exists()
   assert compress_report.cells(row)[-1] == "-"
