@@ -211,7 +211,7 @@ def test_mismatches_are_clear_errors(pretrained, task_files, tmp_path):
     finetune_lib.finetune(_config("classification", str(copy), task_files), str(tmp_path / "e"))
   # A fine-tuning run is not a pretraining checkpoint.
   finetune_lib.finetune(_config("classification", bert, task_files, train__steps=1), str(tmp_path / "f"))
-  with pytest.raises(ConfigError, match="is a fine-tuning run"):
+  with pytest.raises(ConfigError, match="is a fine-tuned model"):
     finetune_lib.finetune(_config("classification", str(tmp_path / "f"), task_files),
                           str(tmp_path / "g"))
 

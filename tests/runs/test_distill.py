@@ -17,6 +17,7 @@ from roots_jax.runs import distill, evaluation, load, pretrain
 from roots_jax.runs import finetune as finetune_lib
 from roots_jax.training import checkpoints, partitioning, steps
 from roots_jax.training.distillation import PROJECTION
+from hf import hf_models
 from tiny_gpt import read_metrics, tiny_finetune_args, tiny_overrides
 
 # What tiny_overrides sets that a student takes from its teacher.
@@ -102,6 +103,17 @@ def test_refuses_another_teacher(corpus, pretrained, gpt_student, tmp_path):
   config = distill_config(corpus, str(other), train__steps=6)
   with pytest.raises(ConfigError, match="was distilled from the teacher checkpoint"):
     distill.distill(config, gpt_student[0])
+
+
+def test_a_converted_teacher(corpus, tmp_path):
+  """A teacher converted from Hugging Face (kind "converted": parameters only) teaches."""
+  teacher = hf_models.make_run_of(
+      str(tmp_path / "converted"), dict(family="decoder", vocab_size=512, num_layers=2,
+                                        embed_dim=64, num_heads=4, mlp_dim=128, max_len=64),
+      overrides=[f"tokenizer.path={corpus / 'spm.model'}"])
+  distill.distill(distill_config(corpus, teacher, train__steps=2), str(tmp_path / "student"))
+  assert np.isfinite(read_metrics(tmp_path / "student")[2]["kd_kl"])
+  assert load.load(str(tmp_path / "student")).config.teacher.endswith("checkpoints/0")
 
 
 def test_teacher_runs_forward_only(corpus, pretrained):

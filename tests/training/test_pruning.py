@@ -197,6 +197,24 @@ def test_a_run_without_pruning_continues_with_two_of_four(corpus, tmp_path):
   assert read_metrics(tmp_path / "late")[5]["sparsity"] == 0.5
 
 
+def test_fine_tuning_prunes_the_backbone(pretrained, task_files, tmp_path):
+  """Pruning while fine-tuning: the backbone's kernels reach the target in the run's best
+  checkpoint, the one the fine-tuned model is used from; the head is not pruned."""
+  from tiny_gpt import read_metrics, tiny_finetune_config  # pylint: disable=g-import-not-at-top
+  from roots_jax.runs import load, finetune  # pylint: disable=g-import-not-at-top
+  config = tiny_finetune_config("classification", pretrained["decoder"], task_files,
+                                prune__method="magnitude", prune__target_sparsity=0.5,
+                                prune__begin_step=0, prune__end_step=2, prune__frequency=1)
+  finetune.finetune(config, str(tmp_path / "tuned"))
+  rows = read_metrics(tmp_path / "tuned")
+  assert rows[1]["sparsity"] > 0 and rows[4]["sparsity"] == pytest.approx(0.5, abs=1e-3)
+  params = jax.device_get(load.load(str(tmp_path / "tuned")).params)
+  kernels = _kernels(params)
+  assert kernels and all(p[0] == "backbone" for p in kernels)
+  for kernel in kernels.values():
+    assert (kernel == 0).mean() == pytest.approx(0.5, abs=0.01)
+
+
 @pytest.mark.parametrize("overrides, message", [
     (("prune.method=magnitude", "prune.target_sparsity=1.0"), "target_sparsity must be in [0, 1)"),
     (("prune.method=n_m", "prune.n=4"), "prune.n must be in 1..prune.m - 1"),
