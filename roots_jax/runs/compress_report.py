@@ -30,8 +30,8 @@ import numpy as np
 
 from roots_jax import decoding, objectives
 from roots_jax.errors import ConfigError
-from roots_jax.runs import finetune, load, pretrain, quantize, workdir as workdir_lib
-from roots_jax.training import partitioning, quantization
+from roots_jax.runs import finetune, load, pretrain, quantize
+from roots_jax.training import quantization
 
 log = logging.getLogger("roots_jax")
 
@@ -95,12 +95,8 @@ def report(runs: list[str], *, eval_batches: int = 20, decode_tokens: int = 32) 
 def _config(workdir: str, reference=None):
   """The run's config on this machine's devices, with `reference`'s (the first run's) data
   section (its own objective kept), batch size, seed and task section."""
-  config = workdir_lib.read_config(workdir)
+  config = load.config_here(workdir)
   with config.unlocked():
-    try:
-      partitioning.mesh_shape(config, jax.device_count())
-    except ConfigError:  # the run's mesh needs other devices: data-parallel over these
-      config.mesh.shape = (-1, 1, 1)
     if reference is not None:
       if ("task" in config) != ("task" in reference):
         raise ConfigError(f"{workdir} is a {config.kind} run and the first run a "

@@ -102,18 +102,24 @@ def resolve(path: str, checkpoint: int | str | None = None) -> tuple[str, str | 
   return workdir, which
 
 
+def config_here(workdir: str) -> ml_collections.ConfigDict:
+  """The run's config, its mesh data-parallel over this machine's devices where the run's needs
+  others."""
+  config = workdir_lib.read_config(workdir)
+  with config.unlocked():
+    try:
+      partitioning.mesh_shape(config, jax.device_count())
+    except ConfigError:
+      config.mesh.shape = (-1, 1, 1)
+  return config
+
+
 def load(path: str, *, checkpoint: int | str | None = None) -> Loaded:
   """The run (or checkpoint, or Hugging Face model) at `path`, ready to use; `checkpoint`:
   "best", "latest" or a step number (default: the run kind's). A run without a tokenizer loads
   with none (Loaded.no_tokenizer says why): its model still reads token ids."""
   workdir, which = resolve(path, checkpoint)
-  config = workdir_lib.read_config(workdir)
-  with config.unlocked():
-    try:
-      partitioning.mesh_shape(config, jax.device_count())
-    except ConfigError:  # the run's mesh needs other devices: data-parallel over these
-      config.mesh.shape = (-1, 1, 1)
-  loaded = load_run(workdir, config, which, needs_tokenizer=False)
+  loaded = load_run(workdir, config_here(workdir), which, needs_tokenizer=False)
   path = os.fspath(path)
   if loaded.no_tokenizer and workdir != workdir_lib.split_checkpoint(path)[0]:  # a Hugging Face
     loaded.no_tokenizer = (f"{os.path.abspath(os.path.expanduser(path))} has no tokenizer files: "

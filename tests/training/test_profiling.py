@@ -1,7 +1,6 @@
 """MFU's denominator: a CPU's peak is measured where the run runs."""
 
 import jax
-import numpy as np
 import pytest
 
 from roots_jax.training import profiling
