@@ -26,7 +26,7 @@ from roots_jax.data import builtin_tasks
 from roots_jax.errors import ConfigError
 from roots_jax.models import config as model_config
 from roots_jax.models.config import ModelConfig
-from roots_jax.training import metric_writer, partitioning
+from roots_jax.training import distillation, metric_writer, partitioning
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -483,7 +483,7 @@ _CHOICES = {
     "task.format": ("auto", "csv", "tsv", "jsonl"),
     "finetune.mode": ("full", "frozen"),
     "finetune.pooling": ("", "first", "last", "mean"),
-    "distill.hidden_loss": ("", "cosine", "mse"),
+    "distill.hidden_loss": ("", *distillation.HIDDEN_LOSSES),
     "distill.teacher_dtype": ("", "float32", "bfloat16", "float16"),
     "quant.qat_scheme": ("", "int8", "int8_weight", "int4_weight"),
     "quantize.scheme": ("int8_weight", "int8", "int4_weight"),

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     config = config_lib.load_config(args.config, args.overrides)
     with workdir_lib.removed_on_error(args.workdir):
       result = distill.distill(config, args.workdir)
-    if result:
+    if result and "task" not in config:  # a task's student logs its best validation itself
       cli.log.info("final eval: loss %.4f, perplexity %.2f", result["loss"], result["perplexity"])
 
   return cli.run(command)

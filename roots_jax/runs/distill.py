@@ -21,6 +21,7 @@ import jax
 import ml_collections
 import numpy as np
 from flax import linen as nn
+from flax import traverse_util
 
 from roots_jax import config as config_lib
 from roots_jax import models, objectives, tasks
@@ -250,8 +251,7 @@ def load_teacher(config: ml_collections.ConfigDict, teacher: Teacher) -> load.Lo
     teacher_config.mesh = ml_collections.ConfigDict(config.mesh.to_dict())
     if config.distill.teacher_dtype:
       teacher_config.model.dtype = config.distill.teacher_dtype
-  loaded = load.load_run(teacher.workdir, teacher_config, str(teacher.step), needs_tokenizer=False)
-  return loaded
+  return load.load_run(teacher.workdir, teacher_config, str(teacher.step), needs_tokenizer=False)
 
 
 def layer_pairs(config: ml_collections.ConfigDict, teacher_config: ModelConfig) -> tuple:
@@ -325,8 +325,8 @@ def initial_state(config: ml_collections.ConfigDict, parts: assemble.Parts,
   except ValueError as e:
     raise ConfigError(f"distill.init_layers: {e}") from None
   params = dict(state.params)
-  mine = {p: v.shape for p, v in _flat(params).items()}
-  for path, value in _flat(chosen).items():
+  mine = {p: v.shape for p, v in traverse_util.flatten_dict(params).items()}
+  for path, value in traverse_util.flatten_dict(chosen).items():
     if mine.get(path) != value.shape:
       raise ConfigError(f"distill.init_layers: the student's {'/'.join(path)} is "
                         f"{mine.get(path, 'absent')} but the teacher's is {value.shape}; a "
@@ -359,12 +359,6 @@ def kept_layers(config: ml_collections.ConfigDict, teacher: ModelConfig) -> list
     raise ConfigError(f"distill.init_layers names {len(keep)} teacher layers for a student of "
                       f"{depth} (each stack of an encoder-decoder student as deep)")
   return keep
-
-
-def _flat(tree, prefix=()) -> dict:
-  if isinstance(tree, dict):
-    return {p: v for k, sub in tree.items() for p, v in _flat(sub, (*prefix, k)).items()}
-  return {prefix: tree}
 
 
 def _size(params) -> int:

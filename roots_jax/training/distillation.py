@@ -127,13 +127,6 @@ def distill_loss(student: Loss, teacher: nn.Module, *, alpha: float, temperature
   if student.distributions is None:
     raise ConfigError("this objective scores no distribution (a regression): there are no "
                       "soft targets to distil")
-  if not 0.0 <= alpha <= 1.0:
-    raise ConfigError(f"distill.alpha must be in [0, 1]; got {alpha}")
-  if temperature <= 0:
-    raise ConfigError(f"distill.temperature must be positive; got {temperature}")
-  if hidden_loss and hidden_loss not in HIDDEN_LOSSES:
-    raise ConfigError(f"distill.hidden_loss must be empty or one of {', '.join(HIDDEN_LOSSES)}; "
-                      f"got {hidden_loss!r}")
   kd = [f"kd_{prefix}kl" for prefix in student.distribution_weights(student.init_batch(1, 1))]
   hidden = ["kd_hidden"] if hidden_loss else []
 
