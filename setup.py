@@ -7,7 +7,8 @@ setup(
     version="0.1.0",
     description="GPT, BERT and T5-style Transformer pretraining in one sharded JAX code path",
     packages=find_packages(include=["roots_jax", "roots_jax.*"]) + [
-        "roots_jax.configs", "roots_jax.configs.distill", "roots_jax.configs.finetune"],
+        "roots_jax.configs", "roots_jax.configs.distill", "roots_jax.configs.finetune",
+        "roots_jax.configs.prep"],
     # The shipped configs stay at the top of the checkout and install as roots_jax/configs, where
     # `--config quickstart` finds them (roots_jax.config.shipped_configs_dir).
     package_dir={"roots_jax.configs": "configs"},

@@ -52,7 +52,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.data = _section(
       "data",
-      source=("builtin", "builtin (Python stdlib) | files | tfds | hf (HF datasets)"),
+      source=("builtin", "builtin (Python stdlib) | files | tfds | hf (HF datasets) | prepared "
+              "(the output of python -m roots_jax.prep)"),
       objective=("causal", "causal (GPT) | mlm_nsp (BERT) | span_corruption (T5) | seq2seq"),
       target_len=(0, "encoder_decoder: decoder length; 0 = derived from the objective"),
       mask_rate=(0.15, "mlm: fraction of tokens selected (BERT: 0.15, then 80/10/10)"),
@@ -71,6 +72,10 @@ def base_config() -> ml_collections.ConfigDict:
                           "over it is skipped with a warning, text is cut to it (and 1 MiB)"),
       tfds_name=("", "source=tfds: the dataset name (e.g. lm1b)"),
       tfds_data_dir=("", "source=tfds: the directory of the prepared dataset"),
+      prepared_dir=("", "source=prepared: a python -m roots_jax.prep workdir (its manifest.json "
+                    "lists the shards)"),
+      prepared_languages=("", "source=prepared: the languages read, comma-separated (en,fr); "
+                          "empty: all"),
       hf_path=("", "hf: load_dataset's path (data files' directory, cached or hub name) or a "
                "save_to_disk directory of a DatasetDict"),
       hf_name=("", "hf: the dataset's configuration (e.g. wikitext-103-raw-v1)"),
@@ -275,6 +280,103 @@ def distill_config(task: bool = False) -> ml_collections.ConfigDict:
   return c
 
 
+def prep_config() -> ml_collections.ConfigDict:
+  """Every key of a corpus preparation (python -m roots_jax.prep, roots_jax.runs.prep): the raw
+  input, each step's settings (the ROOTS filters' per-language thresholds are data:
+  roots_jax/corpus/roots_parameters.json) and the datatrove executor that runs them."""
+  c = _section("", kind=("prep", "what the config runs: prep (a prepared corpus)"),
+               seed=(0, "the seed of the MinHash functions"))
+  c.input = _section(
+      "input",
+      source=("auto", "auto (files when input.files is set, else builtin) | builtin (Python "
+              "stdlib) | files | tfds | hf"),
+      files=("", "comma-separated paths or globs (.txt, .jsonl, .parquet), streamed"),
+      format=("auto", "auto (by extension) | text | jsonl | parquet"),
+      text_field=("text", "JSONL / Parquet / TFDS / HF field holding the text"),
+      tfds_name=("", "source=tfds: the dataset name"),
+      tfds_data_dir=("", "source=tfds: the directory of the prepared dataset"),
+      hf_path=("", "source=hf: load_dataset's path or a save_to_disk directory"),
+      hf_name=("", "source=hf: the dataset's configuration"),
+      hf_streaming=(False, "source=hf: stream the files"),
+      split=("train", "tfds / hf: the split prepared"),
+      max_document_bytes=(64 << 20, "a JSONL line or Parquet value over it is skipped with a "
+                          "warning, text is cut to it"),
+  )
+  c.normalize = _section(
+      "normalize",
+      fix_unicode=(True, "ftfy: mojibake, HTML entities, odd quotes"),
+      whitespace=(True, "exotic spaces to ' ', non-printing characters out, runs collapsed"),
+      html=(False, "crawled pages: HTML to text (script and style dropped)"),
+  )
+  c.language = _section(
+      "language",
+      enabled=(True, "identify each document's language (fastText lid.176, bundled)"),
+      keep=("", "comma-separated language codes kept (en,fr); empty: all"),
+      min_confidence=(-1.0, "drop below this language-id confidence; -1: the ROOTS table's "
+                      "value for the language (English 0.80)"),
+  )
+  c.quality = _section(
+      "quality",
+      enabled=(True, "the ROOTS quality filters"),
+      table=("", "a JSON file of per-language parameters like roots_jax/corpus/"
+             "roots_parameters.json; empty: the ROOTS table"),
+      filters=(",".join(PREP_FILTERS), "the filters applied, comma-separated"),
+      default_language=("en", "whose parameters apply to a language the table lacks"),
+  )
+  c.ngram = _section(
+      "ngram",
+      order=(5, "n of the modified Kneser-Ney model (ROOTS: KenLM 5-grams)"),
+      discount=("modified", "modified (three discounts per order, Chen & Goodman) | a number"),
+      reference_files=("", "the text it is trained on (paths or globs); empty: the built-in "
+                       "corpus's training split"),
+      eval_fraction=(0.02, "built-in reference: the modules held out, as training runs hold "
+                     "them out (data.eval_fraction)"),
+      tokenizer=("", "a sentencepiece .model or Hugging Face tokenizer directory (e.g. a run's "
+                 "RUN/tokenizer/spm.model); empty: one trained on the reference (cached)"),
+      vocab_size=(4096, "the trained tokenizer's pieces (the quickstart's)"),
+      tokenizer_train_bytes=(4_000_000, "text the tokenizer is trained on (the quickstart's)"),
+      max_bytes=(0, "reference text read; 0: all of it"),
+  )
+  c.redact = _section(
+      "redact",
+      enabled=(True, "replace personal data by tags (PI:EMAIL, ...), BigScience's regexes"),
+      kinds=("email,ip_address,key,user", "what is redacted, comma-separated"),
+  )
+  c.decontaminate = _section(
+      "decontaminate",
+      enabled=(True, "drop documents sharing long n-grams with evaluation sets"),
+      eval_files=("", "evaluation sets (paths or globs: JSONL, text); empty: the built-in "
+                  "fine-tuning tasks' test splits"),
+      eval_fields=("text", "eval_files: the JSONL fields compared, comma-separated"),
+      n=(13, "words per n-gram (GPT-3: 13)"),
+      min_matches=(1, "n-grams shared with the evaluation sets that drop a document"),
+  )
+  c.dedup = _section(
+      "dedup",
+      exact=(True, "drop documents whose normalised text repeats an earlier one's"),
+      near=(True, "drop near duplicates: MinHash LSH on word n-grams"),
+      lines=(True, "drop boilerplate lines repeated across documents (CCNet-style)"),
+      ngram_size=(5, "near: words per shingle"),
+      num_buckets=(14, "near: LSH bands (FineWeb: 14)"),
+      hashes_per_bucket=(8, "near: rows per band; 14 x 8 finds pairs above Jaccard ~0.72"),
+      line_min_docs=(3, "lines: a line in this many documents is boilerplate"),
+      line_min_chars=(20, "lines: shorter lines are never boilerplate"),
+  )
+  c.executor = _section(
+      "executor",
+      kind=("local", "local (processes on this machine) | slurm | ray"),
+      tasks=(4, "tasks of the per-document stages (and output shards)"),
+      workers=(0, "tasks run at once; 0: one per CPU core (local), all (slurm, ray)"),
+      partition=("", "slurm: the partition"),
+      time=("24:00:00", "slurm: a task's time limit"),
+      cpus_per_task=(1, "slurm, ray: CPUs per task"),
+      mem_per_cpu_gb=(2, "slurm, ray: memory per CPU"),
+      env_command=("", "slurm: run before each task (e.g. source ~/venv/bin/activate)"),
+      sbatch_args=("", "slurm: more sbatch options, key=value,key=value"),
+  )
+  return c
+
+
 # Dotted key -> meaning, recorded by _section as the schemas declare their keys.
 _MEANINGS: dict[str, str] = {}
 
@@ -467,7 +569,7 @@ _CHOICES = {
     **{f"model.{key}": values for key, values in model_config.CHOICES.items()},
     "kind": tuple(SCHEMAS),
     "tokenizer.model_type": ("unigram", "bpe"),
-    "data.source": ("builtin", "files", "tfds", "hf"),
+    "data.source": ("builtin", "files", "tfds", "hf", "prepared"),
     "data.objective": objectives.NAMES,
     "data.format": ("auto", "text", "jsonl", "parquet"),
     "optimizer.name": ("adamw", "sgd", "adafactor", "lion"),
@@ -493,6 +595,9 @@ _CHOICES = {
 def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
   """Rejects impossible values and combinations with a one-line message. Device-dependent checks
   (batch vs. mesh) run when `num_devices` is given."""
+  if config.kind == "prep":
+    _validate_prep(config)
+    return
   for key, choices in _CHOICES.items():
     *section, name = key.split(".")
     node = config[section[0]] if section and section[0] in config else None if section else config
@@ -550,6 +655,9 @@ def _validate_data(config: ml_collections.ConfigDict) -> None:
   if d.source == "hf" and not d.hf_path:
     raise ConfigError("data.source=hf needs data.hf_path (a Hugging Face dataset's name or a "
                       "local directory)")
+  if d.source == "prepared" and not d.prepared_dir:
+    raise ConfigError("data.source=prepared needs data.prepared_dir (a python -m roots_jax.prep "
+                      "workdir)")
   if objectives.get(d.objective).reads_pairs and d.source == "builtin":
     raise ConfigError(f"data.objective={d.objective} needs (input, target) pairs: set "
                       "data.source=files, tfds or hf with data.input_field and data.target_field, "
@@ -558,6 +666,66 @@ def _validate_data(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"data.eval_fraction must be in [0, 1); got {d.eval_fraction}")
   if d.max_document_bytes <= 0:
     raise ConfigError(f"data.max_document_bytes must be positive; got {d.max_document_bytes}")
+
+
+def _validate_prep(config: ml_collections.ConfigDict) -> None:
+  for key, choices in _PREP_CHOICES.items():
+    section, name = key.split(".")
+    if config[section][name] not in choices:
+      raise ConfigError(f"{key} must be one of {', '.join(choices)}; got "
+                        f"{config[section][name]!r}")
+  i = config.input
+  if i.source == "files" and not i.files:
+    raise ConfigError("input.source=files needs input.files (paths or globs)")
+  if i.source == "tfds" and not i.tfds_name:
+    raise ConfigError("input.source=tfds needs input.tfds_name")
+  if i.source == "hf" and not i.hf_path:
+    raise ConfigError("input.source=hf needs input.hf_path")
+  positive = {"ngram.order": config.ngram.order, "decontaminate.n": config.decontaminate.n,
+              "decontaminate.min_matches": config.decontaminate.min_matches,
+              "dedup.ngram_size": config.dedup.ngram_size,
+              "dedup.num_buckets": config.dedup.num_buckets,
+              "dedup.hashes_per_bucket": config.dedup.hashes_per_bucket,
+              "dedup.line_min_docs": config.dedup.line_min_docs,
+              "executor.tasks": config.executor.tasks,
+              "executor.cpus_per_task": config.executor.cpus_per_task,
+              "input.max_document_bytes": i.max_document_bytes}
+  for key, value in positive.items():
+    if value <= 0:
+      raise ConfigError(f"{key} must be positive; got {value}")
+  if config.dedup.line_min_docs < 2:
+    raise ConfigError(f"dedup.line_min_docs must be at least 2; got {config.dedup.line_min_docs}")
+  if config.executor.workers < 0:
+    raise ConfigError(f"executor.workers must be >= 0 (0: all); got {config.executor.workers}")
+  if config.ngram.discount != "modified":
+    try:
+      value = float(config.ngram.discount)
+    except ValueError:
+      value = -1.0
+    if not 0.0 < value < 1.0:
+      raise ConfigError(f"ngram.discount must be modified or a number in (0, 1); got "
+                        f"{config.ngram.discount!r}")
+  if not 0.0 <= config.ngram.eval_fraction < 1.0:
+    raise ConfigError(f"ngram.eval_fraction must be in [0, 1); got {config.ngram.eval_fraction}")
+  if config.executor.kind == "slurm" and not config.executor.partition:
+    raise ConfigError("executor.kind=slurm needs executor.partition")
+  if any("=" not in item for item in config.executor.sbatch_args.split(",") if item.strip()):
+    raise ConfigError(f"executor.sbatch_args takes key=value items, comma-separated; got "
+                      f"{config.executor.sbatch_args!r}")
+  for name in (f.strip() for f in config.quality.filters.split(",") if f.strip()):
+    if name not in PREP_FILTERS:
+      raise ConfigError(f"quality.filters has unknown filter {name!r}; use "
+                        f"{', '.join(PREP_FILTERS)}")
+
+
+# The ROOTS quality filters, in the order they are applied (roots_jax.corpus.quality).
+PREP_FILTERS = ("words", "character_repetition", "word_repetition", "special_characters",
+                "stopwords", "flagged_words", "perplexity")
+_PREP_CHOICES = {
+    "input.source": ("auto", "builtin", "files", "tfds", "hf"),
+    "input.format": ("auto", "text", "jsonl", "parquet"),
+    "executor.kind": ("local", "slurm", "ray"),
+}
 
 
 def _validate_prune(p: ml_collections.ConfigDict, m: ml_collections.ConfigDict | None) -> None:

@@ -139,10 +139,10 @@ class FileSource:
   config key that lists the files, for the messages.
   """
 
-  def __init__(self, patterns: str, fmt: str, fields: Fields, *, split: str,
+  def __init__(self, patterns: str | list[str], fmt: str, fields: Fields, *, split: str,
                eval_fraction: float | None, max_document_bytes: int,
                key: str = "data.train_files"):
-    self.paths = expand_patterns(patterns, key)
+    self.paths = expand_patterns(patterns, key) if isinstance(patterns, str) else patterns
     self.formats = [_check_file(p, fmt, fields, max_document_bytes, key) for p in self.paths]
     self.fields = fields
     self.split = split
@@ -574,6 +574,10 @@ def make_source(data: ml_collections.ConfigDict, split: str, *, pairs: bool = Fa
     return HfSource(data.hf_path, data.hf_name,
                     data.train_split if split == "train" else data.eval_split, fields,
                     streaming=data.hf_streaming, max_document_bytes=data.max_document_bytes)
+  if data.source == "prepared":
+    return FileSource(prepared_shards(data.prepared_dir, data.prepared_languages), "jsonl",
+                      fields, split=split, eval_fraction=data.eval_fraction,
+                      max_document_bytes=data.max_document_bytes, key="data.prepared_dir")
   if data.source == "files":
     if split == "eval" and data.eval_files:
       return FileSource(data.eval_files, data.format, fields, split=split, eval_fraction=None,
@@ -581,7 +585,32 @@ def make_source(data: ml_collections.ConfigDict, split: str, *, pairs: bool = Fa
     return FileSource(data.train_files, data.format, fields, split=split,
                       eval_fraction=None if data.eval_files else data.eval_fraction,
                       max_document_bytes=data.max_document_bytes)
-  raise DataError(f"unknown data.source {data.source!r}; use builtin, files, tfds or hf")
+  raise DataError(f"unknown data.source {data.source!r}; use builtin, files, tfds, hf or prepared")
+
+
+def prepared_shards(prep_dir: str, languages: str = "") -> list[str]:
+  """The shards of a prepared corpus (python -m roots_jax.prep) listed by its manifest.json, of
+  the comma-separated `languages` (empty: all), in the manifest's order."""
+  path = os.path.join(prep_dir, "manifest.json")
+  try:
+    with open(path) as f:
+      manifest = json.load(f)
+    shards = manifest["shards"]
+  except FileNotFoundError:
+    raise DataError(f"{prep_dir} has no manifest.json: run python -m roots_jax.prep --workdir "
+                    f"{prep_dir} to its end (it resumes), or fix data.prepared_dir") from None
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise DataError(f"cannot read the manifest {path}: {e}; prepare the corpus again") from e
+  wanted = {code.strip() for code in languages.split(",") if code.strip()}
+  paths = [os.path.join(prep_dir, s["path"]) for s in shards
+           if s["documents"] and (not wanted or s["language"] in wanted)]
+  if not paths:
+    have = sorted({s["language"] for s in shards if s["documents"]})
+    raise DataError(f"the prepared corpus {prep_dir} has no documents"
+                    + (f" in {', '.join(sorted(wanted))} (it has {', '.join(have) or 'none'}); "
+                       "fix data.prepared_languages" if wanted else
+                       "; its report.html says what removed them"))
+  return paths
 
 
 def _shuffle_seed(seed: int, epoch: int) -> int:

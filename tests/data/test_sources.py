@@ -203,3 +203,24 @@ def test_pair_mode_reads_input_target_tuples(tmp_path):
     next(it)
   with pytest.raises(DataError, match="no column 'b'.*set data.input_field"):
     files(str(tmp_path / "p.parquet"), field=("q", "b"))
+
+
+def test_prepared_corpus_reads_the_manifests_shards_by_language(make_config, tmp_path):
+  shards = {"data/en/00000.jsonl": ("en", ["one", "two"]), "data/fr/00000.jsonl": ("fr", ["un"]),
+            "data/en/00001.jsonl": ("en", ["three"]), "data/de/00001.jsonl": ("de", [])}
+  for path, (_, texts) in shards.items():
+    (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / path).write_text("".join(json.dumps({"text": t, "id": t}) + "\n" for t in texts))
+  manifest = [{"path": p, "language": lang, "documents": len(texts)}
+              for p, (lang, texts) in shards.items()]
+  (tmp_path / "manifest.json").write_text(json.dumps({"shards": manifest}))
+  data = make_config(source="prepared", prepared_dir=str(tmp_path), eval_fraction=0.0).data
+  assert read(sources.make_source(data, "train")) == ["one", "two", "un", "three"]
+  data.prepared_languages = "en"
+  assert read(sources.make_source(data, "train")) == ["one", "two", "three"]
+  data.prepared_languages = "de,it"
+  with pytest.raises(DataError, match=r"no documents in de, it \(it has en, fr\)"):
+    sources.make_source(data, "train")
+  data.prepared_dir = str(tmp_path / "nowhere")
+  with pytest.raises(DataError, match="has no manifest.json: run python -m roots_jax.prep"):
+    sources.make_source(data, "train")
