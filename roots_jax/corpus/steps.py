@@ -132,10 +132,12 @@ class Step(PipelineStep, abc.ABC):
   def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
     record = Record(self.name, rank)
     for doc in data:
-      record.came_in(language(doc), utf8_len(doc.text))
+      nbytes = utf8_len(doc.text)
       self.stat_update("documents_in")
       with self.track_time():
         reason = self.apply(doc, record)
+      # After apply: the language step's input counts under the language it identified.
+      record.came_in(language(doc), nbytes)
       if reason is None:
         record.went_out(language(doc), utf8_len(doc.text))
         self.stat_update("documents_out")

@@ -79,12 +79,11 @@ def built(prep):
 def test_merge_sums_the_tasks_parts(prep):
   merged = report.merge_parts(str(prep), "language")
   assert merged["tasks"] == 2
-  # Documents come in before identification ("unknown") and leave with their language.
+  # The language step's input counts under the language it identified.
   assert merged["languages"] == {
-      "unknown": {"docs_in": 5, "bytes_in": 60, "docs_out": 0, "bytes_out": 0, "removed": {}},
-      "en": {"docs_in": 0, "bytes_in": 0, "docs_out": 2, "bytes_out": 23,
+      "en": {"docs_in": 3, "bytes_in": 25, "docs_out": 2, "bytes_out": 23,
              "removed": {"low_confidence": 1}},
-      "fr": {"docs_in": 0, "bytes_in": 0, "docs_out": 1, "bytes_out": 10,
+      "fr": {"docs_in": 2, "bytes_in": 35, "docs_out": 1, "bytes_out": 10,
              "removed": {"low_confidence": 1}}}
   assert merged["signals"] == {"confidence": {"en": [0.9, 0.3, 0.95], "fr": [0.8, 0.1]}}
   assert merged["thresholds"] == {"confidence": {"en": [0.5, None], "fr": [0.5, None]}}
@@ -162,13 +161,13 @@ def test_steps_and_summary(built):
   assert quality["totals"] == {"docs_in": 3, "bytes_in": 33, "docs_out": 2, "bytes_out": 21}
   assert quality["counts"] == {"rewritten": 3}
   summary = rep["summary"]
-  # Languages count from quality, the first step whose input knows them; totals from the first.
-  assert summary["languages_from"] == "quality"
+  # Languages count from the language step's input, totals from the first step's.
+  assert summary["languages_from"] == "language"
   assert summary["languages"] == {
-      "en": {"docs_in": 2, "bytes_in": 23, "docs_out": 1, "bytes_out": 11, "docs_kept": 0.5,
-             "bytes_kept": 11 / 23},
-      "fr": {"docs_in": 1, "bytes_in": 10, "docs_out": 1, "bytes_out": 10, "docs_kept": 1.0,
-             "bytes_kept": 1.0}}
+      "en": {"docs_in": 3, "bytes_in": 25, "docs_out": 1, "bytes_out": 11, "docs_kept": 1 / 3,
+             "bytes_kept": 11 / 25},
+      "fr": {"docs_in": 2, "bytes_in": 35, "docs_out": 1, "bytes_out": 10, "docs_kept": 0.5,
+             "bytes_kept": 10 / 35}}
   assert summary["total"] == {"docs_in": 5, "bytes_in": 60, "docs_out": 2, "bytes_out": 21,
                               "docs_kept": 0.4, "bytes_kept": 0.35}
   assert rep["timings"] == EXTRA["timings"] and rep["notes"] == []
@@ -236,13 +235,11 @@ def test_user_mistakes(prep, tmp_path):
     report.merge_parts(str(tmp_path), "s")
 
 
-def test_summary_before_languages_are_known(prep):
-  """With no step after identification, languages count from the first step: all "unknown"."""
+def test_summary_of_the_language_step_alone(prep):
   entry = report._step_entry(report.merge_parts(str(prep), "language"))
   summary = report.summarize([entry])
   assert summary["languages_from"] == "language"
-  assert summary["languages"]["unknown"]["docs_in"] == 5
-  assert summary["languages"]["unknown"]["docs_out"] == 0
-  assert summary["languages"]["en"] == {"docs_in": 0, "bytes_in": 0, "docs_out": 2,
-                                        "bytes_out": 23, "docs_kept": None, "bytes_kept": None}
+  assert summary["languages"]["en"] == {"docs_in": 3, "bytes_in": 25, "docs_out": 2,
+                                        "bytes_out": 23, "docs_kept": 2 / 3,
+                                        "bytes_kept": 23 / 25}
   assert summary["total"]["docs_kept"] == 0.6
