@@ -2,13 +2,13 @@
 `report.json`, histograms of every signal as PNGs and one self-contained `report.html`, so a
 user sees what each step and threshold did to each language before trusting the corpus.
 
-  report = build(report_dir, out_dir, ["normalise", "language", "quality"], {"timings": {...}})
+  report = build(report_dir, out_dir, ["normalize", "language", "quality"], {"timings": {...}})
   print(format_summary(report))
 
 report.json keeps summaries of the signals (count, mean, percentiles, histogram counts), never
 the raw values. Per-language figures of the summary count from the input of the first step that
-knows the documents' languages (before language identification every document is "unknown");
-the totals from the first step's input.
+knows the documents' languages (the language step's own input counts under the languages it
+identified; steps before it see "unknown"); the totals from the first step's input.
 """
 
 import json
