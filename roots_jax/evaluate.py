@@ -1,7 +1,7 @@
 """Evaluation command: scores a run's checkpoint and writes WORKDIR/results.json.
 
   python -m roots_jax.evaluate --workdir RUN [--split SPLIT] [--checkpoint best|latest|STEP]
-      [--config NAME[:ARG]] [--config.KEY=VALUE ...]
+      [--config NAME[:ARG]] [--ngram DIR] [--config.KEY=VALUE ...]
 
 The run's config.json is used, or --config's sections with the run's model and tokenizer (to
 score the same model on another task's data or file); --config.KEY=VALUE overrides either.
@@ -13,7 +13,9 @@ another file with --config.data.source=files --config.data.train_files=X
 and Spearman (regression), token accuracy and macro F1 (token classification), perplexity and,
 from greedy generations, exact match, BLEU and ROUGE-1/2/L (seq2seq). Each result says how
 many examples and tokens it scored; results.json adds each class's precision, recall, F1 and
-support (classification, token classification) or the first generations (seq2seq). The scoring
+support (classification, token classification) or the first generations (seq2seq). --ngram DIR
+adds to a pretraining run's the perplexity of the n-gram model in DIR (roots_jax.corpus.ngram,
+trained on the run's tokenizer) on the same documents: the classical baseline. The scoring
 itself: roots_jax.runs.evaluation and roots_jax.evals.
 """
 
@@ -40,6 +42,9 @@ def parser() -> cli.ArgumentParser:
   p.add_argument("--config", default="", metavar="NAME[:ARG]",
                  help=config_lib.config_argument_help() + ", whose sections replace the run's "
                  "(its model and tokenizer stay the run's)")
+  p.add_argument("--ngram", default="", metavar="DIR",
+                 help="also score the held-out split with the n-gram model saved in DIR "
+                 "(a pretraining run; trained on the run's tokenizer)")
   return p
 
 
@@ -49,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
   def command():
     args = parser().parse(argv)
     results = evaluation.evaluate_run(args.workdir, args.overrides, split=args.split,
-                                      checkpoint=args.checkpoint, config_spec=args.config)
+                                      checkpoint=args.checkpoint, config_spec=args.config,
+                                      ngram=args.ngram)
     print(evaluation.format_table(results))
 
   return cli.run(command)

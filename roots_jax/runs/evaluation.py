@@ -1,7 +1,9 @@
 """Scoring a run's checkpoint into WORKDIR/results.json: a pretraining (or converted) run's
 token-weighted perplexity and loss terms on its held-out split, a fine-tuning run's task metrics
 on a split of its task (roots_jax.evals), each with the examples and tokens scored; a classifier's
-per-class figures ("per_class") and a seq2seq model's first generations ("samples") besides."""
+per-class figures ("per_class") and a seq2seq model's first generations ("samples") besides; and
+for a pretraining run, on request, an n-gram model's perplexity on the same documents ("ngram",
+roots_jax.corpus.ngram): the classical baseline."""
 
 import json
 import logging
@@ -11,6 +13,9 @@ import time
 import jax
 
 from roots_jax import config as config_lib
+from roots_jax import objectives
+from roots_jax.corpus import ngram as ngram_lib
+from roots_jax.data import sources
 from roots_jax.errors import ConfigError
 from roots_jax.runs import load, workdir as workdir_lib
 from roots_jax.training import distributed
@@ -19,11 +24,13 @@ log = logging.getLogger("roots_jax")
 
 
 def evaluate_run(workdir: str, overrides=(), *, split: str = "", checkpoint: str = "",
-                 config_spec: str = "") -> dict:
+                 config_spec: str = "", ngram: str = "") -> dict:
   """Scores the run in `workdir` (its config, or `config_spec`'s sections with the run's model
   and tokenizer; `overrides` applied to either) on `split` (default: the held-out split of a
   pretraining run, validation for a fine-tuning run) at `checkpoint` (default: latest, a
-  fine-tuning run's best); writes and returns results.json's contents."""
+  fine-tuning run's best); with `ngram` (a directory of roots_jax.corpus.ngram's model, trained
+  on the run's tokenizer) a pretraining run's split is scored by that model too. Writes and
+  returns results.json's contents."""
   config = workdir_lib.read_config(workdir)
   if config_spec:
     run_config, config = config, config_lib.load_config(config_spec)
@@ -40,12 +47,25 @@ def evaluate_run(workdir: str, overrides=(), *, split: str = "", checkpoint: str
   config_lib.validate(config, jax.device_count())
   kind = load.KINDS[config.kind]
   split, what = kind.eval_split(config, split)
+  if ngram and (what != "pretraining" or objectives.get(config.data.objective).reads_pairs):
+    raise ConfigError("--ngram scores the documents of a pretraining run's held-out split; this "
+                      f"run is scored on {what} examples: leave --ngram out")
   loaded = load.load_run(workdir, config, checkpoint or None)
+  baseline = None
+  if ngram:
+    baseline = ngram_lib.NGramModel.load(ngram)
+    baseline.check_tokenizer(loaded.tokenizer, os.path.abspath(ngram))
   log.info("evaluating %s at step %d on %s", workdir, loaded.step, split)
   began = time.perf_counter()
   with loaded.context():
     values, details = kind.evaluate(loaded, split)
   log.info("evaluated in %.1f s", time.perf_counter() - began)
+  if baseline is not None:
+    began = time.perf_counter()
+    details["ngram"] = {**ngram_lib.score_source(baseline, sources.make_source(config.data, "eval"),
+                                                 loaded.tokenizer),
+                        "order": baseline.order, "dir": os.path.abspath(ngram)}
+    log.info("n-gram baseline scored in %.1f s", time.perf_counter() - began)
   results = {"workdir": os.path.abspath(workdir), "kind": what, "split": split,
              "checkpoint_step": loaded.step, "metrics": values, **details,
              "config": config.to_dict()}
@@ -58,12 +78,18 @@ def evaluate_run(workdir: str, overrides=(), *, split: str = "", checkpoint: str
 
 
 def format_table(results: dict) -> str:
-  """The results as the evaluate command prints them: the metrics (counts as integers), then
-  each class's precision, recall, F1 and support; the sample generations stay in results.json."""
+  """The results as the evaluate command prints them: the metrics (counts as integers), the
+  n-gram baseline's, then each class's precision, recall, F1 and support; the sample generations
+  stay in results.json."""
   rows = [("run", results["workdir"]), ("kind", results["kind"]), ("split", results["split"]),
           ("checkpoint step", str(results["checkpoint_step"]))]
   rows += [(name, f"{value:.4f}" if isinstance(value, float) else str(value))
            for name, value in results["metrics"].items()]
+  if "ngram" in results:
+    baseline = results["ngram"]
+    rows += [(f"ngram {name}", f"{baseline[name]:.4f}" if name == "perplexity"
+              else str(baseline[name])) for name in ("perplexity", "tokens", "documents", "order",
+                                                     "dir")]
   per_class = results.get("per_class", {})
   if per_class:
     rows.append(("per class", "precision  recall      f1  support"))
