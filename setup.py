@@ -34,7 +34,6 @@ setup(
                  # Reference implementations for the roots_jax.metrics parity tests.
                  "sacrebleu", "rouge-score", "scikit-learn", "scipy",
                  # tests/corpus/test_ngram.py: NLTK's interpolated Kneser-Ney.
-                 "nltk>=3.8",
                  # tests/test_notebook.py runs notebooks/quickstart.ipynb in a kernel.
                  "nbclient", "nbformat", "ipykernel", "matplotlib",
                  # tests/test_launch.py lints launch/*.sh.

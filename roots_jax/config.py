@@ -335,7 +335,6 @@ def prep_config() -> ml_collections.ConfigDict:
                  "RUN/tokenizer/spm.model); empty: one trained on the reference (cached)"),
       vocab_size=(4096, "the trained tokenizer's pieces (the quickstart's)"),
       tokenizer_train_bytes=(4_000_000, "text the tokenizer is trained on (the quickstart's)"),
-      max_bytes=(0, "reference text read; 0: all of it"),
   )
   c.redact = _section(
       "redact",

@@ -50,6 +50,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from roots_jax import progress
+from roots_jax.data import load_tokenizer
 from roots_jax.data.tokenizers import BaseTokenizer
 from roots_jax.errors import ConfigError, DataError
 
@@ -465,3 +466,30 @@ def score_source(model: NGramModel, source, tokenizer: BaseTokenizer, *,
 def _tokenizer_info(tokenizer: BaseTokenizer) -> dict:
   return {"path": os.path.abspath(tokenizer.path) if getattr(tokenizer, "path", "") else "",
           "fingerprint": tokenizer_fingerprint(tokenizer)}
+
+
+class PerplexityScorer:
+  """text -> its perplexity per token under the model saved in `directory`, each non-empty line
+  a sentence (as ROOTS scored documents with KenLM: 10 ** (-sum log10 p / tokens) over the
+  lines); inf for a text without a line. The quality filter's perplexity signal. It pickles as
+  its two paths (datatrove sends steps to worker processes) and loads on first use."""
+
+  def __init__(self, directory: str, tokenizer_path: str):
+    self.directory, self.tokenizer_path = directory, tokenizer_path
+    self._model = self._tokenizer = None
+
+  def __getstate__(self):
+    return {"directory": self.directory, "tokenizer_path": self.tokenizer_path}
+
+  def __setstate__(self, state):
+    self.__init__(**state)
+
+  def __call__(self, text: str) -> float:
+    if self._model is None:
+      self._tokenizer = load_tokenizer(self.tokenizer_path)
+      self._model = NGramModel.load(self.directory)
+      self._model.check_tokenizer(self._tokenizer, self.directory)
+    sums, counts = self._model.score_documents(
+        text_sequences(text, self._tokenizer, split_lines=True))
+    tokens = int(counts.sum())
+    return float(np.exp(-sums.sum() / tokens)) if tokens else float("inf")

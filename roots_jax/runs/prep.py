@@ -242,11 +242,10 @@ class References(PipelineStep):
     reference = reference_config(config)
     tokenizer = pretrain.load_or_train_tokenizer(reference, layout.ngram_dir, process_index=0)
     if _uses_perplexity(config) and not os.path.exists(os.path.join(layout.ngram_dir,
-                                                                     ngram.MODEL_FILE)):
-      model = ngram.train_on_source(
-          sources.make_source(reference.data, "train"), tokenizer, order=config.ngram.order,
-          discount=_discount(config), max_bytes=config.ngram.max_bytes or None)
-      model.save(layout.ngram_dir, tokenizer_path=tokenizer_path(layout))
+                                                                     "ngram.json")):
+      reference_source = sources.make_source(reference.data, "train")
+      ngram.train_on_source(reference_source, tokenizer, order=config.ngram.order,
+                            discount=_discount(config)).save(layout.ngram_dir)
     if config.decontaminate.enabled and not os.path.exists(layout.decont_index):
       texts = (decontaminate.file_eval_texts(config.decontaminate.eval_files,
                                              _split(config.decontaminate.eval_fields))
