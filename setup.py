@@ -12,6 +12,8 @@ setup(
     # The shipped configs stay at the top of the checkout and install as roots_jax/configs, where
     # `--config quickstart` finds them (roots_jax.config.shipped_configs_dir).
     package_dir={"roots_jax.configs": "configs"},
+    # The ROOTS filtering parameters, stop words and flagged words (roots_jax/corpus/roots_table.py).
+    package_data={"roots_jax.corpus": ["*.json"]},
     python_requires=">=3.11",
     install_requires=[
         "jax>=0.7",
