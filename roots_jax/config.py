@@ -358,8 +358,11 @@ def prep_config() -> ml_collections.ConfigDict:
       ngram_size=(5, "near: words per shingle"),
       num_buckets=(14, "near: LSH bands (FineWeb: 14)"),
       hashes_per_bucket=(8, "near: rows per band; 14 x 8 finds pairs above Jaccard ~0.72"),
-      line_min_docs=(3, "lines: a line in this many documents is boilerplate"),
-      line_min_chars=(20, "lines: shorter lines are never boilerplate"),
+      near_min_similarity=(0.0, "near: colliding pairs whose estimated Jaccard is below this "
+                           "are not joined; 0: every LSH collision is"),
+      line_min_docs=(10, "lines: a line in this many documents is boilerplate"),
+      line_min_chars=(40, "lines: shorter lines are never boilerplate (`if __name__ == "
+                      "'__main__':` has 26 characters)"),
   )
   c.executor = _section(
       "executor",

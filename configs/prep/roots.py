@@ -6,8 +6,10 @@ decontamination against the built-in tasks' test splits.
   python -m roots_jax.prep --config prep/roots --workdir PREP --config.input.files='raw/*.jsonl'
   python -m roots_jax.prep --config prep/roots:code --workdir PREP   # source code
 
-`code`: the language and quality filters are made for prose (a Python file has few stop words);
-code is deduplicated, redacted and decontaminated only.
+`code`: the language and quality filters are made for prose (they keep 41 of the standard
+library's 734 modules: a Python file repeats itself and has few stop words), and whitespace
+normalisation would change indentation and string literals; code is deduplicated, redacted and
+decontaminated only.
 """
 
 from roots_jax.config import prep_config
@@ -18,6 +20,7 @@ def get_config(arg=None):
   if arg == "code":
     c.language.enabled = False
     c.quality.enabled = False
+    c.normalize.whitespace = False
   elif arg:
     raise ValueError(f"prep/roots takes no argument or code, not {arg!r}")
   return c

@@ -25,12 +25,16 @@ import glob
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from typing import Any, Iterator
 
+import loguru
 import ml_collections
 from datatrove.data import Document
+from datatrove.executor import base as datatrove_executor_base
+from datatrove.utils import logging as datatrove_logging
 from datatrove.executor import LocalPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.readers import JsonlReader
@@ -45,6 +49,36 @@ from roots_jax.errors import ConfigError, DataError, RootsError
 from roots_jax.runs import pretrain
 
 log = logging.getLogger("roots_jax")
+
+
+def _task_logger(logging_dir, rank: int, local_rank: int = 0, node_rank: int = -1):
+  """datatrove's task logger, quieter on the console: warnings and errors only, without a
+  traceback for a user error (the command says it in one line); the task's log file,
+  PREP/logs/STAGE/logs/task_RANK.log, keeps everything."""
+  del local_rank
+  loguru.logger.remove()
+  logfile = logging_dir.open(f"logs/task_{rank:05d}.log", "w")
+  prefix = f"[NODE {node_rank}] " if node_rank != -1 else ""
+  fmt = prefix + "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <8} | {name}:{function}:{line} - {message}"
+  user_error = lambda r: r["exception"] is not None and isinstance(r["exception"].value, RootsError)  # pylint: disable=unnecessary-lambda-assignment
+  loguru.logger.add(sys.stderr, level="WARNING", format=fmt, backtrace=False, diagnose=False,
+                    filter=lambda r: not user_error(r))
+  loguru.logger.add(logfile, level="DEBUG", format=fmt)
+  loguru.logger.info(f"Launching pipeline for {rank=}")
+  return logfile
+
+
+def _default_logger() -> None:
+  """datatrove's logger between tasks: warnings and errors on the console (not every task's
+  statistics, which PREP/logs/STAGE/stats.json keeps)."""
+  loguru.logger.remove()
+  loguru.logger.add(sys.stderr, level="WARNING", backtrace=False, diagnose=False)
+
+
+# Every process that runs a task imports this module (its steps are unpickled there) before the
+# task starts, so each uses the quieter loggers.
+datatrove_executor_base.add_task_logger = _task_logger
+datatrove_logging.setup_default_logger = _default_logger
 
 MANIFEST = "manifest.json"
 # Seconds between a reading task's reports of the bytes it read (PREP/logs/filter/progress),
@@ -88,17 +122,19 @@ class Layout:
     return self.path("logs", "filter", "progress")
 
 
-def input_data_section(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """The prep's input as a training run's data section, so the training sources read it: every
-  document (no held-out share)."""
-  i = config.input
-  data = config_lib.base_config().data
+def input_source(i: ml_collections.ConfigDict):
+  """The input section's source, read by the training sources (roots_jax.data.sources): every
+  document, none held out."""
   source = i.source if i.source != "auto" else ("files" if i.files else "builtin")
-  data.update(source=source, train_files=i.files, format=i.format, text_field=i.text_field,
-              tfds_name=i.tfds_name, tfds_data_dir=i.tfds_data_dir, hf_path=i.hf_path,
-              hf_name=i.hf_name, hf_streaming=i.hf_streaming, train_split=i.split,
+  if source == "files":
+    return sources.FileSource(i.files, i.format, i.text_field, split="train", eval_fraction=None,
+                              max_document_bytes=i.max_document_bytes, key="input.files")
+  data = config_lib.base_config().data
+  data.update(source=source, text_field=i.text_field, tfds_name=i.tfds_name,
+              tfds_data_dir=i.tfds_data_dir, hf_path=i.hf_path, hf_name=i.hf_name,
+              hf_streaming=i.hf_streaming, train_split=i.split,
               max_document_bytes=i.max_document_bytes, eval_fraction=0.0)
-  return data
+  return sources.make_source(data, "train")
 
 
 def _unit_name(source, unit: int) -> str:
@@ -118,13 +154,13 @@ class SourceReader(PipelineStep):
   type = "roots_jax"
   name = "read"
 
-  def __init__(self, data: dict, progress_dir: str):
+  def __init__(self, input_section: dict, progress_dir: str):
     super().__init__()
-    self.data, self.progress_dir = data, progress_dir
+    self.input_section, self.progress_dir = input_section, progress_dir
 
   def run(self, data=None, rank: int = 0, world_size: int = 1) -> Iterator[Document]:
     del data
-    source = sources.make_source(ml_collections.ConfigDict(self.data), "train")
+    source = input_source(ml_collections.ConfigDict(self.input_section))
     by_unit = source.num_units >= world_size
     seen, read, last = 0, 0, time.monotonic()
     for unit in range(rank if by_unit else 0, source.num_units, world_size if by_unit else 1):
@@ -248,7 +284,8 @@ class References(PipelineStep):
                             discount=_discount(config)).save(layout.ngram_dir)
     if config.decontaminate.enabled and not os.path.exists(layout.decont_index):
       texts = (decontaminate.file_eval_texts(config.decontaminate.eval_files,
-                                             _split(config.decontaminate.eval_fields))
+                                             _split(config.decontaminate.eval_fields),
+                                             key="decontaminate.eval_files")
                if config.decontaminate.eval_files else decontaminate.builtin_eval_texts())
       decontaminate.build_index(texts, layout.decont_index, n=config.decontaminate.n)
     return
@@ -291,7 +328,7 @@ def _split(text: str) -> tuple[str, ...]:
 
 def _filter_steps(config: ml_collections.ConfigDict, layout: Layout) -> list[PipelineStep]:
   r = layout.report_dir
-  pipeline: list[PipelineStep] = [SourceReader(input_data_section(config).to_dict(),
+  pipeline: list[PipelineStep] = [SourceReader(config.input.to_dict(),
                                                 progress_dir=layout.progress)]
   n = config.normalize
   pipeline.append(normalize.Normalizer(r, fix_unicode=n.fix_unicode, whitespace=n.whitespace,
@@ -300,7 +337,7 @@ def _filter_steps(config: ml_collections.ConfigDict, layout: Layout) -> list[Pip
     pipeline.append(language.LanguageId(
         r, languages=_split(config.language.keep),
         min_confidence=None if config.language.min_confidence < 0 else
-        config.language.min_confidence))
+        config.language.min_confidence, table_path=config.quality.table))
   if config.quality.enabled:
     q = config.quality
     scorer = (ngram.PerplexityScorer(layout.ngram_dir, tokenizer_path(layout))
@@ -323,21 +360,26 @@ def dedup_config(config: ml_collections.ConfigDict) -> dedup.DedupConfig:
   d = config.dedup
   return dedup.DedupConfig(exact=d.exact, near=d.near, lines=d.lines, ngram_size=d.ngram_size,
                            num_buckets=d.num_buckets, hashes_per_bucket=d.hashes_per_bucket,
+                           near_min_similarity=d.near_min_similarity,
                            line_min_docs=d.line_min_docs, line_min_chars=d.line_min_chars,
                            seed=config.seed)
 
 
 def stages(config: ml_collections.ConfigDict, prep_dir: str) -> list[tuple[str, list, int]]:
-  """(name, pipeline, tasks) of every stage, in order."""
+  """(name, pipeline, tasks) of every stage, in order. The deduplication stages read the
+  filter stage's output with the output stage's reader and task count, so that both see each
+  document at the same (task, position)."""
   layout = Layout(prep_dir)
   tasks = config.executor.tasks
   cfg = dedup_config(config)
-  read_filtered = lambda: JsonlReader(layout.filtered)  # pylint: disable=unnecessary-lambda-assignment
   result = [("references", [References(config.to_dict(), prep_dir)], 1),
             ("filter", _filter_steps(config, layout), tasks)]
-  result += dedup.stages(cfg, layout.dedup_dir, read_filtered, tasks)
-  result.append(("output", [read_filtered(), *dedup.filter_steps(cfg, layout.dedup_dir,
-                                                                   layout.report_dir),
+  signatures = dedup.signature_steps(cfg, layout.dedup_dir)
+  if signatures:
+    result.append(("dedup_signatures", [JsonlReader(layout.filtered), *signatures], tasks))
+  result += dedup.middle_stages(cfg, layout.dedup_dir)
+  result.append(("output", [JsonlReader(layout.filtered),
+                            *dedup.filter_steps(cfg, layout.dedup_dir, layout.report_dir),
                             ShardWriter(layout.report_dir, prep_dir, tokenizer_path(layout))],
                  tasks))
   result.append(("finalize", [Finalize(prep_dir)], 1))
@@ -363,10 +405,26 @@ class Finalize(PipelineStep):
     summary = report.build(layout.report_dir, self.prep_dir, steps=report_steps(layout),
                            extra={"config": config, "manifest": _manifest_summary(manifest),
                                   "stages": stage_times(layout),
-                                  "duplicates": dedup.summary(layout.dedup_dir)})
+                                  "duplicates": duplicates_summary(layout)})
     log.info("%s", report.format_summary(summary))
     return
     yield  # a generator, as datatrove expects of a step
+
+
+def duplicates_summary(layout: Layout) -> dict:
+  """Documents removed as exact and as near duplicates (the pairs: PREP/dedup/duplicates.jsonl),
+  with a few examples of each."""
+  path = os.path.join(layout.dedup_dir, "duplicates.jsonl")
+  summary: dict[str, Any] = {"file": os.path.relpath(path, layout.root)}
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        pair = json.loads(line)
+        kind = summary.setdefault(pair["kind"], {"removed": 0, "examples": []})
+        kind["removed"] += 1
+        if len(kind["examples"]) < 5:
+          kind["examples"].append(pair)
+  return summary
 
 
 def report_steps(layout: Layout) -> list[str]:
@@ -405,16 +463,17 @@ def _manifest_summary(manifest: dict) -> dict:
       "shards": len(manifest["shards"])}
 
 
-def stage_times(layout: Layout) -> dict[str, float]:
-  """Seconds each stage's tasks spent, summed over tasks (from datatrove's per-task stats)."""
-  times = {}
+def stage_times(layout: Layout) -> dict[str, dict[str, float]]:
+  """Seconds each step of each stage spent, summed over the stage's tasks (datatrove's per-task
+  statistics)."""
+  times: dict[str, dict[str, float]] = {}
   for stage_dir in sorted(glob.glob(layout.path("logs", "*"))):
-    total = 0.0
-    for path in glob.glob(os.path.join(stage_dir, "stats", "*.json")):
+    stage = times.setdefault(os.path.basename(stage_dir), {})
+    for path in sorted(glob.glob(os.path.join(stage_dir, "stats", "*.json"))):
       with open(path) as f:
         for step in json.load(f):
-          total += step.get("time_stats", {}).get("total", 0.0)
-    times[os.path.basename(stage_dir)] = total
+          seconds = step["time_stats"]["total"] if isinstance(step["time_stats"], dict) else 0.0
+          stage[step["name"]] = stage.get(step["name"], 0.0) + seconds
   return times
 
 
@@ -451,13 +510,14 @@ def prepare(config: ml_collections.ConfigDict, prep_dir: str) -> dict | None:
   """Runs (or resumes) the prep of `config` into `prep_dir`; returns the report (None when the
   stages were submitted to SLURM, whose last job writes it)."""
   layout = Layout(prep_dir)
-  sources.make_source(input_data_section(config), "train")  # a missing input fails here
+  _default_logger()
+  source = input_source(config.input)  # a missing input fails here
   check_config(config, layout)
   plan = stages(config, prep_dir)
   e = config.executor
   if e.kind == "local":
     workers = e.workers or os.cpu_count() or 1
-    total = input_bytes(sources.make_source(input_data_section(config), "train"))
+    total = input_bytes(source)
     for name, pipeline, tasks in plan:
       _run_local(name, pipeline, tasks, min(workers, tasks), layout,
                  total if name == "filter" else None)

@@ -1,0 +1,198 @@
+"""The corpus preparation end to end (python -m roots_jax.prep): a raw corpus with planted
+duplicates, personal data, junk and an evaluation passage becomes per-language shards with a
+manifest and a report; a killed prep resumes to the same output; training reads it."""
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import raw_corpus
+from roots_jax import config as config_lib
+from roots_jax import prep as prep_command
+from roots_jax.errors import ConfigError
+from roots_jax.runs import prep
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory):
+  root = tmp_path_factory.mktemp("raw")
+  docs = raw_corpus.write(root / "raw.jsonl")
+  raw_corpus.reference(root / "reference.txt")
+  (root / "eval.jsonl").write_text(json.dumps({"text": raw_corpus.EVAL_PASSAGE}) + "\n")
+  return root, docs
+
+
+def overrides(root) -> list[str]:
+  return [f"input.files={root / 'raw.jsonl'}", f"ngram.reference_files={root / 'reference.txt'}",
+          "ngram.vocab_size=400", "ngram.order=3", "ngram.eval_fraction=0.0",
+          f"decontaminate.eval_files={root / 'eval.jsonl'}", "dedup.line_min_docs=5",
+          "executor.tasks=3", "executor.workers=1"]
+
+
+@pytest.fixture(scope="module")
+def prepared(raw, tmp_path_factory):
+  root, docs = raw
+  workdir = tmp_path_factory.mktemp("prep") / "prep"
+  config = config_lib.load_config("prep/roots", overrides(root))
+  report = prep.prepare(config, str(workdir))
+  return workdir, docs, report
+
+
+def shards(workdir) -> dict[str, list[dict]]:
+  with open(workdir / "manifest.json") as f:
+    manifest = json.load(f)
+  out = {}
+  for shard in manifest["shards"]:
+    with open(workdir / shard["path"]) as f:
+      out[shard["path"]] = [json.loads(line) for line in f]
+  return out
+
+
+def outcome(workdir, docs) -> dict[str, str]:
+  """The kind of each raw document -> "kept" or why it was removed (from the report's samples
+  and the duplicate pairs)."""
+  with open(workdir / "report.json") as f:
+    report = json.load(f)
+  why = {}
+  for step in report["steps"]:
+    for reason, samples in step["samples"].items():
+      for sample in samples:
+        why[sample["id"]] = reason
+  kept = {d["id"] for docs_ in shards(workdir).values() for d in docs_}
+  result = {}
+  for index, doc in enumerate(docs):
+    key = f"raw.jsonl:{index}"
+    result.setdefault(doc["kind"], []).append("kept" if key in kept else why.get(key, "?"))
+  return result
+
+
+def test_planted_documents_meet_their_steps(prepared):
+  workdir, docs, _ = prepared
+  kinds = outcome(workdir, docs)
+  assert set(kinds["clean_en"]) == set(kinds["clean_fr"]) == set(kinds["clean_de"]) == {"kept"}
+  assert kinds["exact_duplicate"] == ["exact_duplicate"]
+  assert kinds["near_duplicate"] == ["near_duplicate"]
+  assert kinds["contaminated"] == ["contaminated"]
+  assert kinds["repetition"] == ["word_repetition"]
+  assert kinds["symbols"] == ["special_characters"]
+  assert kinds["personal_data"] == ["kept"]
+  texts = [d["text"] for docs_ in shards(workdir).values() for d in docs_]
+  personal = [t for t in texts if "PI:EMAIL" in t]
+  assert len(personal) == 1 and "PI:IP_ADDRESS" in personal[0]
+  assert not any(raw_corpus.EMAIL in t or raw_corpus.IP in t for t in texts)
+  # The footer stays in the first document that has it only.
+  assert sum(raw_corpus.BOILERPLATE in t for t in texts) == 1
+  with open(workdir / "dedup" / "duplicates.jsonl") as f:
+    pairs = [json.loads(line) for line in f]
+  assert sorted(p["kind"] for p in pairs) == ["exact", "near"]
+
+
+def test_manifest_counts_what_the_shards_hold(prepared):
+  workdir, _, _ = prepared
+  with open(workdir / "manifest.json") as f:
+    manifest = json.load(f)
+  from roots_jax.data import load_tokenizer  # pylint: disable=g-import-not-at-top
+  tokenizer = load_tokenizer(manifest["tokenizer"])
+  held = shards(workdir)
+  assert set(manifest["languages"]) == {"en", "fr", "de"}
+  for shard in manifest["shards"]:
+    docs = held[shard["path"]]
+    assert shard["path"] == f"data/{shard['language']}/{shard['path'][-11:]}"
+    assert {d["language"] for d in docs} == {shard["language"]}
+    assert shard["documents"] == len(docs)
+    assert shard["bytes"] == sum(len(d["text"].encode()) for d in docs)
+    assert shard["tokens"] == sum(len(tokenizer.encode(d["text"])) for d in docs)
+  assert manifest["documents"] == sum(map(len, held.values())) == 36 + 1
+  assert manifest["tokens"] == sum(s["tokens"] for s in manifest["shards"])
+
+
+def test_report_accounts_for_every_document(prepared):
+  workdir, docs, report = prepared
+  assert report["summary"]["total"]["docs_in"] == len(docs)
+  assert report["summary"]["total"]["docs_out"] == 37
+  steps = [s["step"] for s in report["steps"]]
+  assert steps == ["normalize", "language", "quality", "redact", "decontaminate", "exact_dedup",
+                   "near_dedup", "lines", "output"]
+  for before, after in zip(report["steps"], report["steps"][1:]):
+    assert before["totals"]["docs_out"] == after["totals"]["docs_in"]
+  quality = report["steps"][2]
+  assert quality["thresholds"]["word_repetition"]["en"] == [None, 0.19]
+  assert {"perplexity", "stopwords", "word_repetition"} <= set(quality["signals"])
+  page = (workdir / "report.html").read_text()
+  assert "word_repetition" in page and "buy now buy now" in page
+  plots = os.listdir(workdir / "plots")
+  assert "quality_perplexity.png" in plots and "language_language_score.png" in plots
+  assert report["duplicates"]["exact"]["removed"] == 1
+  assert set(report["stages"]) >= {"filter", "output", "references"}
+
+
+def _outputs(workdir) -> dict:
+  """What a prep wrote that must not depend on how it ran: the shards, the manifest's counts,
+  the duplicate pairs and the report's numbers."""
+  with open(workdir / "manifest.json") as f:
+    manifest = json.load(f)
+  with open(workdir / "report.json") as f:
+    report = json.load(f)
+  with open(workdir / "dedup" / "duplicates.jsonl") as f:
+    pairs = f.read()
+  return {"shards": shards(workdir), "pairs": pairs,
+          "manifest": {k: manifest[k] for k in ("documents", "bytes", "tokens", "languages",
+                                                 "shards")},
+          "steps": [(s["step"], s["languages"], s["counts"]) for s in report["steps"]]}
+
+
+def test_a_killed_prep_resumes_to_the_same_output(raw, prepared, tmp_path):
+  root, _ = raw
+  workdir = tmp_path / "prep"
+  command = [sys.executable, "-m", "roots_jax.prep", "--workdir", str(workdir)] + [
+      f"--config.{o}" for o in overrides(root)]
+  process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+  first = workdir / "logs" / "filter" / "completions" / "00000"
+  deadline = time.monotonic() + 300
+  while not first.exists() and process.poll() is None and time.monotonic() < deadline:
+    time.sleep(0.02)
+  os.killpg(process.pid, signal.SIGKILL)
+  process.wait()
+  assert first.exists() and not (workdir / "manifest.json").exists()
+  filter_done = len(os.listdir(workdir / "logs" / "filter" / "completions"))
+  assert filter_done < 3  # killed mid-stage
+  assert prep_command.main(["--workdir", str(workdir)] + [f"--config.{o}" for o in overrides(
+      root)]) == 0
+  assert _outputs(workdir) == _outputs(prepared[0])
+
+
+def test_training_reads_the_prepared_corpus(prepared, tmp_path):
+  from roots_jax.runs.pretrain import train  # pylint: disable=g-import-not-at-top
+  from tiny_gpt import read_metrics  # pylint: disable=g-import-not-at-top
+  workdir, _, _ = prepared
+  with open(workdir / "manifest.json") as f:
+    tokenizer = json.load(f)["tokenizer"]
+  config = config_lib.load_config("configs/gpt2.py:tiny", [
+      "data.source=prepared", f"data.prepared_dir={workdir}", "data.prepared_languages=en,fr",
+      "data.eval_fraction=0.1", f"tokenizer.path={tokenizer}", "model.vocab_size=400",
+      "model.num_layers=1", "model.embed_dim=32", "model.num_heads=2", "model.mlp_dim=64",
+      "model.max_len=32", "data.seq_len=32", "train.batch_size=8", "train.steps=2",
+      "train.log_every=1", "train.eval_every=2", "train.eval_batches=1",
+      "train.checkpoint_every=1000"])
+  result = train(config, str(tmp_path / "run"))
+  assert len(read_metrics(tmp_path / "run")) == 2 and result["perplexity"] > 1
+
+
+def test_user_mistakes_are_one_line_errors(raw, prepared, tmp_path, capsys):
+  root, _ = raw
+  missing = ["--workdir", str(tmp_path / "p"), "--config.input.files=/no/such/*.jsonl"]
+  assert prep_command.main(missing) == 2
+  assert capsys.readouterr().err.strip().startswith(
+      "error: data file pattern '/no/such/*.jsonl' in input.files matches no file")
+  config = config_lib.load_config("prep/roots", overrides(root) + ["dedup.ngram_size=4"])
+  with pytest.raises(ConfigError, match=r"was prepared with another config \(dedup.ngram_size"):
+    prep.prepare(config, str(prepared[0]))
