@@ -16,7 +16,7 @@ import numpy as np
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
-from roots_jax.corpus import layout
+from roots_jax.corpus import dedup_files
 
 PAIR_DTYPE = np.dtype([("f1", "<u4"), ("d1", "<u4"), ("f2", "<u4"), ("d2", "<u4")])
 
@@ -62,10 +62,10 @@ class DedupClusters(PipelineStep):
 
   def exact_groups(self) -> list[np.ndarray]:
     hashes, keys = [np.zeros(0, np.uint64)], [np.zeros(0, np.uint64)]
-    for rank, path in layout.rank_files(self.dedup_dir, "exact/sigs", ".npy"):
+    for rank, path in dedup_files.rank_files(self.dedup_dir, "exact/sigs", ".npy"):
       sigs = np.load(path)
       hashes.append(sigs["hash"])
-      keys.append(layout.key(rank, sigs["index"]))
+      keys.append(dedup_files.key(rank, sigs["index"]))
     return _groups(np.concatenate(hashes), np.concatenate(keys))
 
   def signatures(self, nodes: np.ndarray) -> np.ndarray:
@@ -73,10 +73,10 @@ class DedupClusters(PipelineStep):
     gathered from the band files."""
     sigs = np.zeros((len(nodes), self.num_buckets * self.rows), np.uint64)
     for b in range(self.num_buckets):
-      for rank, path in layout.rank_files(self.dedup_dir, f"minhash/sigs/bucket_{b:03d}",
+      for rank, path in dedup_files.rank_files(self.dedup_dir, f"minhash/sigs/bucket_{b:03d}",
                                           ".minhash.sig"):
-        records = np.fromfile(path, dtype=layout.bucket_dtype(self.rows, False))
-        keys = layout.key(rank, records["doc"])
+        records = np.fromfile(path, dtype=dedup_files.bucket_dtype(self.rows, False))
+        keys = dedup_files.key(rank, records["doc"])
         pos = np.minimum(np.searchsorted(nodes, keys), max(len(nodes) - 1, 0))
         found = nodes[pos] == keys if len(nodes) else np.zeros(len(keys), bool)
         sigs[pos[found], b * self.rows:(b + 1) * self.rows] = records["sig"][found]
@@ -88,7 +88,7 @@ class DedupClusters(PipelineStep):
              for n in sorted(os.listdir(os.path.join(self.dedup_dir, "minhash", "buckets")))
              if n.endswith(".dups")]
     pairs = np.concatenate(pairs or [np.zeros(0, PAIR_DTYPE)])
-    a, b = layout.key(pairs["f1"], pairs["d1"]), layout.key(pairs["f2"], pairs["d2"])
+    a, b = dedup_files.key(pairs["f1"], pairs["d1"]), dedup_files.key(pairs["f2"], pairs["d2"])
     nodes = np.unique(np.r_[a, b])
     sigs = self.signatures(nodes)
 
@@ -135,10 +135,10 @@ class DedupClusters(PipelineStep):
       by_rank.setdefault(k >> 32, []).append(k & 0xFFFFFFFF)
     ids = {}
     for r, indices in by_rank.items():
-      ids.update({layout.key(r, i).item(): v for i, v in layout.read_ids(d, r, indices).items()})
+      ids.update({dedup_files.key(r, i).item(): v for i, v in dedup_files.read_ids(d, r, indices).items()})
     duplicates = []
     for kind, rows in entries.items():
-      for _, path in layout.rank_files(d, f"{kind}/ranks", ".jsonl"):  # a previous run's
+      for _, path in dedup_files.rank_files(d, f"{kind}/ranks", ".jsonl"):  # a previous run's
         os.remove(path)
       per_rank: dict[int, list] = {}
       for k, size, kept, sim in sorted(rows):
@@ -148,8 +148,8 @@ class DedupClusters(PipelineStep):
         if kept is not None:
           duplicates.append((ids[k], kind, ids[kept], sim))
       for r, lines in per_rank.items():
-        layout.write_lines(layout.rank_path(d, f"{kind}/ranks", r, ".jsonl"), lines)
-    layout.save(os.path.join(d, "removed.npy"), np.array(sorted(removed), np.uint64))
-    layout.write_lines(os.path.join(d, "duplicates.jsonl"), (
+        dedup_files.write_lines(dedup_files.rank_path(d, f"{kind}/ranks", r, ".jsonl"), lines)
+    dedup_files.save(os.path.join(d, "removed.npy"), np.array(sorted(removed), np.uint64))
+    dedup_files.write_lines(os.path.join(d, "duplicates.jsonl"), (
         json.dumps({"removed": r, "kept": k, "kind": kind, "similarity": s})
         for r, kind, k, s in sorted(duplicates)))

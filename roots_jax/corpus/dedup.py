@@ -42,7 +42,7 @@ from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupBuckets,
 from datatrove.utils.text import ngrams, simplify_text
 from datatrove.utils.word_tokenizers import SpaCyTokenizer, load_word_tokenizer
 
-from roots_jax.corpus import layout
+from roots_jax.corpus import dedup_files
 from roots_jax.corpus.clusters import DedupClusters
 from roots_jax.corpus.lines import LineDedupFilter, LineMerge, line_hashes
 from roots_jax.corpus.steps import Record, Step, language
@@ -142,9 +142,9 @@ class DedupSignatures(PipelineStep):
 
   def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
     cfg, d = self.cfg, self.dedup_dir
-    ids_path = layout.rank_path(d, "ids", rank, ".txt")
+    ids_path = dedup_files.rank_path(d, "ids", rank, ".txt")
     os.makedirs(os.path.dirname(ids_path), exist_ok=True)
-    bucket_paths = [layout.rank_path(d, f"minhash/sigs/bucket_{b:03d}", rank, ".minhash.sig")
+    bucket_paths = [dedup_files.rank_path(d, f"minhash/sigs/bucket_{b:03d}", rank, ".minhash.sig")
                     for b in range(cfg.num_buckets)] if cfg.near else []
     for path in bucket_paths:
       os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -167,19 +167,19 @@ class DedupSignatures(PipelineStep):
     for f in buckets:
       f.close()
     for path in bucket_paths:  # datatrove's bucket stage merges the files in sorted order
-      records = np.fromfile(path + ".tmp", dtype=layout.bucket_dtype(cfg.hashes_per_bucket, True))
+      records = np.fromfile(path + ".tmp", dtype=dedup_files.bucket_dtype(cfg.hashes_per_bucket, True))
       records.sort(order=records.dtype.names)
       records.tofile(path + ".tmp")
       os.replace(path + ".tmp", path)
     if cfg.exact:
-      layout.save(layout.rank_path(d, "exact/sigs", rank, ".npy"), _sorted_sigs(exact))
+      dedup_files.save(dedup_files.rank_path(d, "exact/sigs", rank, ".npy"), _sorted_sigs(exact))
     if cfg.lines:
-      layout.save(layout.rank_path(d, "lines/sigs", rank, ".npy"), _sorted_sigs(lines))
+      dedup_files.save(dedup_files.rank_path(d, "lines/sigs", rank, ".npy"), _sorted_sigs(lines))
     os.replace(ids_path + ".tmp", ids_path)
 
 
 def _sorted_sigs(pairs: list[tuple[int, int]]) -> np.ndarray:
-  sigs = np.array(pairs, dtype=layout.SIG_DTYPE)
+  sigs = np.array(pairs, dtype=dedup_files.SIG_DTYPE)
   sigs.sort(order=["hash", "index"])
   return sigs
 
@@ -199,7 +199,7 @@ class _GroupFilter(Step):
     self.dedup_dir = dedup_dir
 
   def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-    path = layout.rank_path(self.dedup_dir, f"{self.kind}/ranks", rank, ".jsonl")
+    path = dedup_files.rank_path(self.dedup_dir, f"{self.kind}/ranks", rank, ".jsonl")
     self.entries = {}
     if os.path.exists(path):
       with open(path, encoding="utf-8") as f:
@@ -222,7 +222,7 @@ class _GroupFilter(Step):
 
   def finish(self, record: Record) -> None:
     if self.entries:
-      raise DataError(layout.misaligned(len(self.entries), self.name))
+      raise DataError(dedup_files.misaligned(len(self.entries), self.name))
 
 
 class ExactDedupFilter(_GroupFilter):

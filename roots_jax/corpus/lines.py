@@ -23,7 +23,7 @@ import xxhash
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
-from roots_jax.corpus import layout
+from roots_jax.corpus import dedup_files
 from roots_jax.corpus.steps import Record, Step, language, utf8_len
 from roots_jax.errors import DataError
 
@@ -70,15 +70,15 @@ class LineMerge(PipelineStep):
   def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1):
     low, high = _hash_range(rank, world_size)
     hashes, keys = [], []
-    for r, path in layout.rank_files(self.dedup_dir, "lines/sigs", ".npy"):
+    for r, path in dedup_files.rank_files(self.dedup_dir, "lines/sigs", ".npy"):
       sigs = np.load(path, mmap_mode="r")
       start = np.searchsorted(sigs["hash"], np.uint64(low))
       stop = len(sigs) if high is None else np.searchsorted(sigs["hash"], np.uint64(high))
       hashes.append(np.asarray(sigs["hash"][start:stop]))
-      keys.append(layout.key(r, sigs["index"][start:stop]))
+      keys.append(dedup_files.key(r, sigs["index"][start:stop]))
     hashes = np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)
     keys = np.concatenate(keys) if keys else np.zeros(0, np.uint64)
-    survive = ~np.isin(keys, layout.removed_keys(self.dedup_dir))
+    survive = ~np.isin(keys, dedup_files.removed_keys(self.dedup_dir))
     hashes, keys = hashes[survive], keys[survive]
     order = np.lexsort((keys, hashes))
     hashes, keys = hashes[order], keys[order]
@@ -88,7 +88,7 @@ class LineMerge(PipelineStep):
     keepers = np.empty(len(common), KEEPER_DTYPE)
     keepers["hash"], keepers["key"] = hashes[common], keys[common]
     self.stat_update("boilerplate_lines", value=len(common))
-    layout.save(os.path.join(self.dedup_dir, "lines", "boilerplate", f"{rank:05d}.npy"), keepers)
+    dedup_files.save(os.path.join(self.dedup_dir, "lines", "boilerplate", f"{rank:05d}.npy"), keepers)
 
 
 class LineDedupFilter(Step):
@@ -104,11 +104,11 @@ class LineDedupFilter(Step):
     self.dedup_dir, self.min_chars = dedup_dir, min_chars
 
   def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-    keepers = np.concatenate([np.load(p) for _, p in layout.rank_files(
+    keepers = np.concatenate([np.load(p) for _, p in dedup_files.rank_files(
         self.dedup_dir, "lines/boilerplate", ".npy")] or [np.zeros(0, KEEPER_DTYPE)])
     self.boilerplate = set(keepers["hash"].tolist())
     mine = keepers[(keepers["key"] >> np.uint64(32)) == rank]
-    ids = layout.read_ids(self.dedup_dir, rank, mine["key"] & np.uint64(0xFFFFFFFF))
+    ids = dedup_files.read_ids(self.dedup_dir, rank, mine["key"] & np.uint64(0xFFFFFFFF))
     self.keeps: dict[str, set[int]] = {}
     for h, k in zip(mine["hash"].tolist(), (mine["key"] & np.uint64(0xFFFFFFFF)).tolist()):
       self.keeps.setdefault(ids[k], set()).add(h)
@@ -138,4 +138,4 @@ class LineDedupFilter(Step):
 
   def finish(self, record: Record) -> None:
     if self.unseen:
-      raise DataError(layout.misaligned(len(self.unseen), self.name))
+      raise DataError(dedup_files.misaligned(len(self.unseen), self.name))

@@ -402,11 +402,10 @@ class Finalize(PipelineStep):
     manifest = write_manifest(layout)
     with open(layout.path("config.json")) as f:
       config = json.load(f)
-    summary = report.build(layout.report_dir, self.prep_dir, steps=report_steps(layout),
-                           extra={"config": config, "manifest": _manifest_summary(manifest),
-                                  "stages": stage_times(layout),
-                                  "duplicates": duplicates_summary(layout)})
-    log.info("%s", report.format_summary(summary))
+    report.build(layout.report_dir, self.prep_dir, steps=report_steps(layout),
+                 extra={"config": config, "manifest": _manifest_summary(manifest),
+                        "stages": stage_times(layout), "duplicates": duplicates_summary(layout)})
+    log.info("wrote %s and %s", layout.path(MANIFEST), layout.path("report.html"))
     return
     yield  # a generator, as datatrove expects of a step
 
