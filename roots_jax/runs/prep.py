@@ -25,6 +25,7 @@ import glob
 import json
 import logging
 import os
+import shutil
 import sys
 import threading
 import time
@@ -273,6 +274,12 @@ class References(PipelineStep):
 
   def run(self, data=None, rank: int = 0, world_size: int = 1):
     del data, rank, world_size
+    with self.track_time(unit="task"):
+      self._build()
+    return
+    yield  # a generator, as datatrove expects of a step
+
+  def _build(self) -> None:
     config = ml_collections.ConfigDict(self.config)
     layout = Layout(self.prep_dir)
     reference = reference_config(config)
@@ -288,8 +295,6 @@ class References(PipelineStep):
                                              key="decontaminate.eval_files")
                if config.decontaminate.eval_files else decontaminate.builtin_eval_texts())
       decontaminate.build_index(texts, layout.decont_index, n=config.decontaminate.n)
-    return
-    yield  # a generator, as datatrove expects of a step
 
 
 def reference_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -522,10 +527,8 @@ def prepare(config: ml_collections.ConfigDict, prep_dir: str) -> dict | None:
                  total if name == "filter" else None)
     with open(layout.path("report.json")) as f:
       return json.load(f)
-  previous = None
-  for name, pipeline, tasks in plan:
-    previous = _cluster_executor(e, name, pipeline, tasks, layout, previous)
-  previous.run()
+  _check_cluster(e.kind)
+  cluster_executors(e, plan, layout)[-1].run()  # runs (or submits) the stages it depends on
   if e.kind == "slurm":
     log.info("submitted the stages to SLURM; %s is written when the last job ends",
              layout.path("report.html"))
@@ -579,17 +582,35 @@ def _run_local(name: str, pipeline: list, tasks: int, workers: int, layout: Layo
   log.info("%s: done in %.1f s", name, time.perf_counter() - began)
 
 
-def _cluster_executor(e: ml_collections.ConfigDict, name: str, pipeline: list, tasks: int,
-                      layout: Layout, depends):
-  if e.kind == "slurm":
-    from datatrove.executor import SlurmPipelineExecutor  # pylint: disable=g-import-not-at-top
-    sbatch = dict(item.split("=", 1) for item in _split(e.sbatch_args))
-    return SlurmPipelineExecutor(
-        pipeline=pipeline, tasks=tasks, workers=e.workers or -1, time=e.time,
-        partition=e.partition, cpus_per_task=e.cpus_per_task, mem_per_cpu_gb=e.mem_per_cpu_gb,
-        job_name=f"prep_{name}", env_command=e.env_command or None, sbatch_args=sbatch or None,
-        logging_dir=layout.logs(name), depends=depends)
-  from datatrove.executor import RayPipelineExecutor  # pylint: disable=g-import-not-at-top
-  return RayPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=e.workers or -1,
-                             cpus_per_task=e.cpus_per_task, mem_per_cpu_gb=e.mem_per_cpu_gb,
-                             logging_dir=layout.logs(name), depends=depends)
+def _check_cluster(kind: str) -> None:
+  """SLURM needs sbatch here (a login node); Ray a cluster, which ray.init joins (RAY_ADDRESS)
+  or starts on this machine."""
+  if kind == "slurm" and shutil.which("sbatch") is None:
+    raise ConfigError("executor.kind=slurm submits jobs with sbatch, which this machine lacks; "
+                      "run the command on a SLURM login node")
+  if kind == "ray":
+    try:
+      import ray  # pylint: disable=g-import-not-at-top
+    except ImportError:
+      raise ConfigError("executor.kind=ray needs Ray: pip install ray") from None
+    if not ray.is_initialized():
+      ray.init()
+
+
+def cluster_executors(e: ml_collections.ConfigDict, plan: list, layout: Layout) -> list:
+  """One SLURM or Ray executor per stage of `plan`, each depending on the one before."""
+  executors = []
+  for name, pipeline, tasks in plan:
+    common = dict(pipeline=pipeline, tasks=tasks, workers=e.workers or -1,
+                  cpus_per_task=e.cpus_per_task, mem_per_cpu_gb=e.mem_per_cpu_gb,
+                  logging_dir=layout.logs(name), depends=executors[-1] if executors else None)
+    if e.kind == "slurm":
+      from datatrove.executor import SlurmPipelineExecutor  # pylint: disable=g-import-not-at-top
+      sbatch = dict(item.split("=", 1) for item in _split(e.sbatch_args))
+      executors.append(SlurmPipelineExecutor(
+          **common, time=e.time, partition=e.partition, job_name=f"prep_{name}",
+          env_command=e.env_command or None, sbatch_args=sbatch or None))
+    else:
+      from datatrove.executor import RayPipelineExecutor  # pylint: disable=g-import-not-at-top
+      executors.append(RayPipelineExecutor(**common))
+  return executors

@@ -4,6 +4,7 @@ manifest and a report; a killed prep resumes to the same output; training reads 
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -196,3 +197,27 @@ def test_user_mistakes_are_one_line_errors(raw, prepared, tmp_path, capsys):
   config = config_lib.load_config("prep/roots", overrides(root) + ["dedup.ngram_size=4"])
   with pytest.raises(ConfigError, match=r"was prepared with another config \(dedup.ngram_size"):
     prep.prepare(config, str(prepared[0]))
+
+
+def test_cluster_stages_chain_slurm_jobs(raw, tmp_path):
+  root, _ = raw
+  config = config_lib.load_config("prep/roots", overrides(root) + [
+      "executor.kind=slurm", "executor.partition=cpu", "executor.time=02:00:00",
+      "executor.sbatch_args=account=lm,constraint=amd", "executor.env_command=source venv/bin/activate"])
+  layout = prep.Layout(str(tmp_path / "prep"))
+  prep.check_config(config, layout)
+  plan = prep.stages(config, layout.root)
+  executors = prep.cluster_executors(config.executor, plan, layout)
+  assert [e.world_size for e in executors] == [tasks for _, _, tasks in plan] == [
+      1, 3, 3, 14, 1, 1, 3, 1]
+  assert executors[0].depends is None
+  assert all(e.depends is before for before, e in zip(executors, executors[1:]))
+  last = executors[-1]
+  assert (last.partition, last.time, last.job_name) == ("cpu", "02:00:00", "prep_finalize")
+  sbatch = last.get_sbatch_args()
+  assert (sbatch["account"], sbatch["constraint"], sbatch["partition"]) == ("lm", "amd", "cpu")
+  assert last.env_command == "source venv/bin/activate"
+  assert last.logging_dir.path == layout.logs("finalize")
+  if shutil.which("sbatch") is None:
+    with pytest.raises(ConfigError, match="sbatch, which this machine lacks"):
+      prep.prepare(config, layout.root)
