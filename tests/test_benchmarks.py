@@ -85,3 +85,24 @@ def test_gpu_driver_sizes_runs_and_records_its_rows_on_a_cpu(tmp_path):
   assert float(cells[5].replace(",", "")) > 0 and cells[6].endswith("%")
   decoded = [line for line in table.splitlines() if line.startswith("| gpt2-tiny | ")][-2:]
   assert [line.split(" | ")[1] for line in decoded] == ["1", "2"]
+
+
+def test_prep_benchmark_prints_every_step(tmp_path):
+  import raw_corpus  # pylint: disable=g-import-not-at-top
+  raw_corpus.write(tmp_path / "raw.jsonl")
+  raw_corpus.reference(tmp_path / "reference.txt")
+  result = subprocess.run(
+      [sys.executable, "benchmarks/prep.py", "--pipeline_workers", "1", "--documents", "10",
+       f"--config.input.files={tmp_path / 'raw.jsonl'}",
+       f"--config.ngram.reference_files={tmp_path / 'reference.txt'}",
+       "--config.ngram.vocab_size=400", "--config.ngram.order=3"],
+      capture_output=True, text=True, check=True)
+  lines = result.stdout.splitlines()
+  assert lines[0].startswith("| step | documents | MB | seconds | documents/s per core")
+  rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in lines[2:]}
+  assert list(rows) == ["whole pipeline, 1 worker", "normalize", "language",
+                        "quality (no perplexity)", "quality: perplexity", "redact",
+                        "decontaminate", "dedup signatures"]
+  assert rows["whole pipeline, 1 worker"][0].strip() == "42"
+  assert all(cells[0].strip() == "10" and float(cells[3].replace(",", "")) > 0
+             for name, cells in rows.items() if name != "whole pipeline, 1 worker")
