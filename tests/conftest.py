@@ -22,6 +22,7 @@ if not os.path.basename(os.environ.get("ROOTS_JAX_CACHE", "")).startswith("roots
 import functools
 import importlib
 import json
+import logging
 import random
 import subprocess
 import sys
@@ -151,6 +152,18 @@ def task_files(tmp_path_factory):
       paths.append(str(path))
     files[kind] = paths
   return files
+
+
+@pytest.fixture(autouse=True)
+def _roots_jax_logger():
+  """Each test finds the roots_jax logger as Python leaves it: a command run in-process puts it
+  on the console (cli.log_to_console: its own handler, no propagation), where caplog no longer
+  sees its records."""
+  logger = logging.getLogger("roots_jax")
+  handlers, propagate, level = logger.handlers[:], logger.propagate, logger.level
+  yield
+  logger.handlers[:] = handlers
+  logger.propagate, logger.level = propagate, level
 
 
 # Small data fixtures for the data, objectives and tasks tests: a tokenizer trained once, tiny

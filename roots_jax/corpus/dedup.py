@@ -2,7 +2,7 @@
 duplicates (MinHash LSH over word n-grams, datatrove's signature format and bucket stage) and
 repeated lines (roots_jax.corpus.lines).
 
-The integrator's stages, each an executor that `depends=` the one before:
+The stages (roots_jax.runs.prep builds them), each an executor that `depends=` the one before:
 
   1. signatures (tasks N): the reader of the filtered folder, then `signature_steps(cfg, d)`;
   2. `middle_stages(cfg, d)`: (name, pipeline, tasks) for MinHash buckets (tasks num_buckets),

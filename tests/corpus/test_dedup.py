@@ -1,6 +1,6 @@
 """Deduplication end to end through datatrove's LocalPipelineExecutor on a planted corpus: exact
 copies (case and whitespace changed), near-duplicate pairs at known word 5-gram Jaccard
-similarities, boilerplate lines; two input ranks, as the integrator's stages run them."""
+similarities, boilerplate lines; two input ranks, as the prep's stages run them."""
 
 import json
 import os
@@ -99,7 +99,7 @@ def planted_corpus():
 
 
 def run_stages(root: str, docs: list[dict], cfg: dedup.DedupConfig) -> None:
-  """The integrator's chain: input -> filtered (2 tasks), signatures, middle stages, final."""
+  """The prep's chain: input -> filtered (2 tasks), signatures, middle stages, final."""
   os.makedirs(os.path.join(root, "input"))
   for rank in range(2):
     with open(os.path.join(root, "input", f"{rank:05d}.jsonl"), "w") as f:
