@@ -28,7 +28,7 @@ from roots_jax import config as config_lib
 from roots_jax.corpus import (decontaminate, dedup, language, ngram, normalize, quality, redact,
                               steps)
 from roots_jax.errors import ConfigError
-from roots_jax.runs import prep
+from roots_jax.runs import prep, prep_steps
 
 
 def pipeline_row(config, workers: int, workdir: str) -> dict:
@@ -50,9 +50,9 @@ def pipeline_row(config, workers: int, workdir: str) -> dict:
 
 def step_instances(config, workdir: str) -> dict[str, object]:
   """Each step as the pipeline builds it, with the references of the prep in `workdir`."""
-  layout = prep.Layout(workdir)
+  layout = prep_steps.Layout(workdir)
   r = tempfile.mkdtemp(prefix="prep_bench_parts_")
-  scorer = ngram.PerplexityScorer(layout.ngram_dir, prep.tokenizer_path(layout))
+  scorer = ngram.PerplexityScorer(layout.ngram_dir, prep_steps.tokenizer_path(layout))
   return {
       "normalize": normalize.Normalizer(r),
       "language": language.LanguageId(r),
@@ -68,7 +68,7 @@ def step_instances(config, workdir: str) -> dict[str, object]:
 
 
 def step_rows(config, workdir: str, documents: int | None) -> list[dict]:
-  reader = prep.SourceReader(config.input.to_dict(), tempfile.mkdtemp(prefix="prep_bench_"))
+  reader = prep_steps.SourceReader(config.input.to_dict(), tempfile.mkdtemp(prefix="prep_bench_"))
   docs = list(reader.run())[:documents]
   docs = list(normalize.Normalizer(tempfile.mkdtemp(prefix="prep_bench_"))(iter(docs)))
   rows = []

@@ -18,6 +18,7 @@ import sys
 
 from roots_jax import cli
 from roots_jax import config as config_lib
+from roots_jax.errors import ConfigError
 
 
 def parser() -> cli.ArgumentParser:
@@ -39,10 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.config_help:
       print(config_lib.describe(config))
       return 0
-    from roots_jax.runs import prep  # pylint: disable=g-import-not-at-top
+    try:
+      from roots_jax.corpus import report  # pylint: disable=g-import-not-at-top
+      from roots_jax.runs import prep  # pylint: disable=g-import-not-at-top
+    except ImportError as e:
+      raise ConfigError(f"python -m roots_jax.prep needs the prep extra ({e.name} is missing): "
+                        "pip install -e '.[prep]'") from e
     result = prep.prepare(config, args.workdir)
     if result is not None:
-      print(prep.report.format_summary(result))
+      print(report.format_summary(result))
 
   return cli.run(command)
 

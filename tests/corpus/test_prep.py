@@ -16,7 +16,7 @@ import raw_corpus
 from roots_jax import config as config_lib
 from roots_jax import prep as prep_command
 from roots_jax.errors import ConfigError
-from roots_jax.runs import prep
+from roots_jax.runs import prep, prep_steps
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -204,7 +204,7 @@ def test_cluster_stages_chain_slurm_jobs(raw, tmp_path):
   config = config_lib.load_config("prep/roots", overrides(root) + [
       "executor.kind=slurm", "executor.partition=cpu", "executor.time=02:00:00",
       "executor.sbatch_args=account=lm,constraint=amd", "executor.env_command=source venv/bin/activate"])
-  layout = prep.Layout(str(tmp_path / "prep"))
+  layout = prep_steps.Layout(str(tmp_path / "prep"))
   prep.check_config(config, layout)
   plan = prep.stages(config, layout.root)
   executors = prep.cluster_executors(config.executor, plan, layout)
