@@ -28,6 +28,7 @@ import threading
 import time
 
 import ml_collections
+import multiprocess.forkserver
 from datatrove.executor import LocalPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.readers import JsonlReader
@@ -175,6 +176,9 @@ def _run_local(name: str, pipeline: list, tasks: int, workers: int, layout: Layo
                total_bytes: int | None) -> None:
   """Runs one stage's unfinished tasks; the filter stage shows the input bytes read (a bar
   with the rate and time left on a terminal), the others the tasks done."""
+  # Worker processes fork from a server that imported the prep's steps (and so their quieter
+  # loggers) once, whatever the stage's pipeline imports.
+  multiprocess.forkserver.set_forkserver_preload(["roots_jax.runs.prep_steps"])
   executor = LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=workers,
                                    logging_dir=layout.logs(name), skip_completed=True)
   completed = lambda: sum(map(executor.is_rank_completed, range(tasks)))  # pylint: disable=unnecessary-lambda-assignment

@@ -57,8 +57,9 @@ def quiet_datatrove_logger() -> None:
   loguru.logger.add(sys.stderr, level="WARNING", backtrace=False, diagnose=False)
 
 
-# Every process that runs a task imports this module (its steps are unpickled there) before the
-# task starts, so each uses the quieter loggers.
+# Local workers fork from a server that imported this module (roots_jax.runs.prep), so every
+# task there uses the quieter loggers; on SLURM and Ray, so do the tasks that unpickle this
+# module's steps (the others log as datatrove does, into their job's log).
 datatrove_executor_base.add_task_logger = _task_logger
 datatrove_logging.setup_default_logger = quiet_datatrove_logger
 
