@@ -11,7 +11,8 @@ into the user's cache, and the n-gram model and decontamination index each time,
 apart). Then each step runs alone, in this process, on the same N documents (default: all of
 them, after normalisation), so the steps' rates compare: a filter step is measured on every
 document, not only on those earlier filters let through. The references (n-gram model,
-decontamination index) are the first pipeline run's.
+decontamination index) are the first pipeline run's; a step whose reference the config did not
+build (no perplexity filter, no decontamination) is left out.
 """
 
 import copy
@@ -52,19 +53,26 @@ def step_instances(config, workdir: str) -> dict[str, object]:
   """Each step as the pipeline builds it, with the references of the prep in `workdir`."""
   layout = prep_steps.Layout(workdir)
   r = tempfile.mkdtemp(prefix="prep_bench_parts_")
-  scorer = ngram.PerplexityScorer(layout.ngram_dir, prep_steps.tokenizer_path(layout))
-  return {
+  instances = {
       "normalize": normalize.Normalizer(r),
       "language": language.LanguageId(r),
       "quality (no perplexity)": quality.QualityFilter(
           r, filters=tuple(f for f in quality.FILTERS if f != "perplexity")),
-      "quality: perplexity": quality.QualityFilter(r, filters=("perplexity",),
-                                                   perplexity=scorer),
+      "quality: perplexity": None,
       "redact": redact.Redactor(r),
-      "decontaminate": decontaminate.Decontaminator(r, index_path=layout.decont_index),
+      "decontaminate": None,
       "dedup signatures": dedup.DedupSignatures(prep.dedup_config(config),
                                                 tempfile.mkdtemp(prefix="prep_bench_dedup_")),
   }
+  # The references a config built: an n-gram model with the perplexity filter on, an index with
+  # decontamination on.
+  if os.path.exists(os.path.join(layout.ngram_dir, "ngram.json")):
+    scorer = ngram.PerplexityScorer(layout.ngram_dir, prep_steps.tokenizer_path(layout))
+    instances["quality: perplexity"] = quality.QualityFilter(r, filters=("perplexity",),
+                                                             perplexity=scorer)
+  if os.path.exists(layout.decont_index):
+    instances["decontaminate"] = decontaminate.Decontaminator(r, index_path=layout.decont_index)
+  return {name: step for name, step in instances.items() if step is not None}
 
 
 def step_rows(config, workdir: str, documents: int | None) -> list[dict]:
