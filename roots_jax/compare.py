@@ -165,8 +165,8 @@ def _judge_scores(args, settings: dict, texts: dict) -> dict[tuple[str, int], fl
   return {k: metrics.rouge([texts[k]], [references[k[1]]])["rougeL"] for k in keys}
 
 
-def _fill_judge_votes(args, votes_log: store.VoteLog) -> str:
-  settings, texts = store.load_generations(args.workdir)
+def _fill_judge_votes(args, settings: dict, texts: dict, votes_log: store.VoteLog) -> str:
+  """Votes as rater judge:NAME on the pairs it has not judged; the rater."""
   scores = _judge_scores(args, settings, texts)
   rater = f"judge:{args.judge}"
   for pair in pairs_lib.make_pairs([r["name"] for r in settings["runs"]],
@@ -177,11 +177,11 @@ def _fill_judge_votes(args, votes_log: store.VoteLog) -> str:
 
 
 def report(args) -> None:
-  settings, _ = store.load_generations(args.workdir)
+  settings, texts = store.load_generations(args.workdir)
   votes_log = store.VoteLog(args.workdir)
   raters = args.raters.split(",") if args.raters else None
   if args.judge:
-    judge_rater = _fill_judge_votes(args, votes_log)
+    judge_rater = _fill_judge_votes(args, settings, texts, votes_log)
     raters = raters or [judge_rater]
   votes = [v for v in votes_log.votes() if raters is None or v["rater"] in raters]
   result = report_lib.build(votes, [r["name"] for r in settings["runs"]],

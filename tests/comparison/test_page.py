@@ -70,13 +70,18 @@ def test_api_votes_are_on_disk_when_the_request_returns(server):
   with open(os.path.join(directory, store.VOTES)) as f:  # before anything else happens
     (line,) = [json.loads(l) for l in f]
   assert line["pair"] == shown["id"] and line["choice"] == "right"
-  assert shown["left"] == f"<{line['left']} continues prompt {fake_comparison.PROMPTS.index(shown['prompt'])}>"
+  prompt = fake_comparison.PROMPTS.index(shown["prompt"])
+  assert shown["left"] == f"<{line['left']} continues prompt {prompt}>"
   assert after["done"] == 1 and after["pair"]["id"] != shown["id"]
   assert _post(f"{url}/api/undo", {"rater": "ann"})["pair"]["id"] == shown["id"]
   assert _get(f"{url}/api/state?rater=bob")["done"] == 0
   with pytest.raises(urllib.error.HTTPError) as bad:
     _post(f"{url}/api/vote", {"rater": "ann", "pair": shown["id"], "choice": "maybe"})
   assert bad.value.code == 400 and "not one of" in json.load(bad.value)["error"]
+  state = _get(f"{url}/api/state?rater=bob")
+  while state["pair"] is not None:  # bob judges every pair, then there is none left
+    state = _post(f"{url}/api/vote", {"rater": "bob", "pair": state["pair"]["id"], "choice": "tie"})
+  assert state["done"] == 9 and len(_effective(directory, "bob")) == 9
 
 
 @pytest.fixture
@@ -94,7 +99,7 @@ def browser():
 
 @pytest.mark.extra("browser")
 def test_the_page_in_a_browser(server, browser):
-  from selenium.webdriver.common.action_chains import ActionChains  # pylint: disable=g-import-not-at-top
+  from selenium.webdriver.common import action_chains  # pylint: disable=g-import-not-at-top
   from selenium.webdriver.common.by import By  # pylint: disable=g-import-not-at-top
   from selenium.webdriver.common.keys import Keys  # pylint: disable=g-import-not-at-top
   from selenium.webdriver.support.ui import WebDriverWait  # pylint: disable=g-import-not-at-top
@@ -113,7 +118,7 @@ def test_the_page_in_a_browser(server, browser):
     return int(left[1]), left[0], right[0]
 
   def press(key):
-    ActionChains(browser).send_keys(key).perform()
+    action_chains.ActionChains(browser).send_keys(key).perform()
 
   browser.get(url)
   progress("0 / 9")
