@@ -131,7 +131,7 @@ def _rolling(lm: LM, task: Task, docs) -> tuple[dict, list]:
   values = {"loglikelihood": np.array([ll for ll, _ in scored], np.float64),
             "words": np.array([len(re.split(r"\s+", t)) for t in texts], np.float64),
             "bytes": np.array([len(t.encode("utf-8")) for t in texts], np.float64)}
-  samples = [{"text": t[:200], "loglikelihood": ll, "tokens": n}
+  samples = [{"text": t[:200], "loglikelihood": float(ll), "tokens": int(n)}
              for t, (ll, n) in list(zip(texts, scored))[:NUM_SAMPLES]]
   return values, samples
 

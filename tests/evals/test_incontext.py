@@ -133,6 +133,17 @@ def test_rolling_perplexities_by_hand(tmp_path):
   assert result["samples"][1] == {"text": "éf", "loglikelihood": -1.5, "tokens": 1}
 
 
+def test_rolling_metrics_are_the_harness_aggregations():
+  harness = pytest.importorskip("lm_eval.api.metrics")
+  ll, words, num_bytes = [-12.5, -3.0, -40.25], [3, 1, 9], [14, 4, 50]
+  assert incontext.word_perplexity(ll, words) == pytest.approx(
+      harness.weighted_perplexity(list(zip(ll, words))), rel=1e-12)
+  assert incontext.byte_perplexity(ll, num_bytes) == pytest.approx(
+      harness.weighted_perplexity(list(zip(ll, num_bytes))), rel=1e-12)
+  assert incontext.bits_per_byte(ll, num_bytes) == pytest.approx(
+      harness.bits_per_byte(list(zip(ll, num_bytes))), rel=1e-12)
+
+
 def test_generation_metrics_by_hand(tmp_path):
   task = incontext_tasks.load_task(_write_task(
       tmp_path, {**QA, "metrics": ["exact_match", "f1", "bleu", "rouge", "acc"]},
