@@ -56,15 +56,19 @@ def resolve(spec: str | Task) -> Task:
   return incontext_tasks.load_task(spec)
 
 
+def check_settings(num_fewshot: int, limit: int | None) -> None:
+  if num_fewshot < 0:
+    raise ConfigError(f"--num_fewshot must be 0 or more, not {num_fewshot}")
+  if limit is not None and limit < 1:
+    raise ConfigError(f"--limit must be positive, not {limit}")
+
+
 def evaluate_tasks(lm: LM, tasks: Sequence[str | Task], num_fewshot: int = 0,
                    limit: int | None = None, seed: int = DEFAULT_SEED,
                    iterations: int = bootstrap.ITERATIONS) -> dict[str, dict]:
   """Each task's metrics, standard errors, samples and speed on its first `limit` documents
   (all when None), with `num_fewshot` examples per prompt drawn by random.Random(seed)."""
-  if num_fewshot < 0:
-    raise ConfigError(f"--num_fewshot must be 0 or more, not {num_fewshot}")
-  if limit is not None and limit < 1:
-    raise ConfigError(f"--limit must be positive, not {limit}")
+  check_settings(num_fewshot, limit)
   resolved = [resolve(t) for t in tasks]
   names = [t.name for t in resolved]
   if len(set(names)) < len(names):

@@ -15,10 +15,10 @@ import jax
 
 from roots_jax import config as config_lib
 from roots_jax import objectives
-from roots_jax.evals import incontext
 from roots_jax.corpus import ngram as ngram_lib
 from roots_jax.data import sources
 from roots_jax.errors import ConfigError
+from roots_jax.evals import incontext
 from roots_jax.models import families
 from roots_jax.runs import load, workdir as workdir_lib
 from roots_jax.training import distributed
@@ -93,7 +93,8 @@ def evaluate_incontext(path: str, task_specs: list[str], *, num_fewshot: int = 0
     raise ConfigError(f"{workdir} is an encoder-only ({config.model.family}) model, which gives "
                       "no next-token probabilities: --tasks scores decoder and encoder-decoder "
                       "models")
-  tasks = [incontext.resolve(spec) for spec in task_specs]  # a bad task fails before loading
+  incontext.check_settings(num_fewshot, limit)  # mistakes fail before the model loads
+  tasks = [incontext.resolve(spec) for spec in task_specs]
   distributed.maybe_initialize(config.distributed)
   loaded = load.load_run(workdir, config, which)
   log.info("evaluating %s at step %d on %s, %d-shot", workdir, loaded.step,

@@ -324,6 +324,8 @@ def test_only_language_models_take_tasks(pretrained, task_files, tmp_path, capsy
   assert evaluate_cli.main(["--workdir", pretrained["decoder"], "--tasks", "stdlib_bpb",
                             "--split", "test"]) == 2
   assert "leave --split out" in capsys.readouterr().err
+  with pytest.raises(ConfigError, match="--num_fewshot must be 0 or more"):
+    evaluation.evaluate_incontext(pretrained["decoder"], ["stdlib_next_line"], num_fewshot=-1)
 
 
 def test_format_table_shows_each_metric_with_its_stderr():
