@@ -2,6 +2,8 @@
 
   python -m roots_jax.evaluate --workdir RUN [--split SPLIT] [--checkpoint best|latest|STEP]
       [--config NAME[:ARG]] [--ngram DIR] [--config.KEY=VALUE ...]
+  python -m roots_jax.evaluate --workdir RUN --tasks TASK[,TASK...] [--num_fewshot K]
+      [--limit N] [--seed S] [--checkpoint ...]
 
 The run's config.json is used, or --config's sections with the run's model and tokenizer (to
 score the same model on another task's data or file); --config.KEY=VALUE overrides either.
@@ -15,8 +17,15 @@ from greedy generations, exact match, BLEU and ROUGE-1/2/L (seq2seq). Each resul
 many examples and tokens it scored; results.json adds each class's precision, recall, F1 and
 support (classification, token classification) or the first generations (seq2seq). --ngram DIR
 adds to a pretraining run's the perplexity of the n-gram model in DIR (roots_jax.corpus.ngram,
-trained on the run's tokenizer) on the same documents: the classical baseline. The scoring
-itself: roots_jax.runs.evaluation and roots_jax.evals.
+trained on the run's tokenizer) on the same documents: the classical baseline.
+
+--tasks scores a language model (a pretrained, converted, distilled or quantized decoder or
+encoder-decoder run, or a Hugging Face model directory) zero- or few-shot on in-context tasks, as
+EleutherAI's lm-evaluation-harness does: built-in ones from the standard library
+(stdlib_next_line, stdlib_docstring_name, stdlib_cloze, stdlib_bpb) or task files (JSON over
+local JSONL data; the format: roots_jax.evals.incontext_tasks). Each metric comes with its
+bootstrap standard error; results.json's "incontext" adds each task's first prompts and answers.
+The scoring itself: roots_jax.runs.evaluation and roots_jax.evals.
 """
 
 import sys
@@ -28,6 +37,8 @@ if __name__ == "__main__":  # first: glibc reads its tunables when the process s
 
 from roots_jax import cli
 from roots_jax import config as config_lib
+from roots_jax.errors import ConfigError
+from roots_jax.evals.incontext import DEFAULT_SEED
 from roots_jax.runs import evaluation
 
 
@@ -45,6 +56,14 @@ def parser() -> cli.ArgumentParser:
   p.add_argument("--ngram", default="", metavar="DIR",
                  help="also score the held-out split with the n-gram model saved in DIR "
                  "(a pretraining run; trained on the run's tokenizer)")
+  p.add_argument("--tasks", default="", metavar="TASK[,TASK...]",
+                 help="in-context tasks: built-in names or task files (.json)")
+  p.add_argument("--num_fewshot", type=int, default=0, metavar="K",
+                 help="with --tasks: examples in each prompt (default 0)")
+  p.add_argument("--limit", type=int, default=0, metavar="N",
+                 help="with --tasks: score each task's first N documents (default: all)")
+  p.add_argument("--seed", type=int, default=DEFAULT_SEED, metavar="S",
+                 help="with --tasks: draws the few-shot examples and the bootstrap resamples")
   return p
 
 
@@ -53,6 +72,17 @@ def main(argv: list[str] | None = None) -> int:
 
   def command():
     args = parser().parse(argv)
+    if args.tasks:
+      given = [f"--{k}" for k in ("split", "config", "ngram") if getattr(args, k)]
+      if given or args.overrides:
+        raise ConfigError(f"--tasks scores the run's model as it is: leave "
+                          f"{', '.join(given) or '--config.KEY=VALUE'} out")
+      results = evaluation.evaluate_incontext(
+          args.workdir, [t.strip() for t in args.tasks.split(",") if t.strip()],
+          num_fewshot=args.num_fewshot, limit=args.limit or None, seed=args.seed,
+          checkpoint=args.checkpoint)
+      print(evaluation.format_table(results))
+      return
     results = evaluation.evaluate_run(args.workdir, args.overrides, split=args.split,
                                       checkpoint=args.checkpoint, config_spec=args.config,
                                       ngram=args.ngram)

@@ -7,7 +7,8 @@ scores and the split it reads (evals.base), called with parameters for a dict of
 
 perplexity scores a pretraining objective's held-out split; the others a fine-tuning task's
 labelled split (each task kind names its evaluator). A new evaluator is a module here, added to
-EVALUATORS below.
+EVALUATORS below. In-context (zero- and few-shot) tasks score a language model through the
+harness's three requests instead of a scorer: evals.incontext.
 """
 
 from roots_jax.errors import ConfigError
