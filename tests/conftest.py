@@ -38,6 +38,7 @@ EXTRAS = {
     "datasets": (("datasets",), "pip install -e '.[datasets]'"),
     "wandb": (("wandb",), "pip install -e '.[wandb]'"),
     "quant": (("qwix",), "pip install -e '.[quant]'"),
+    "lmeval": (("lm_eval",), "pip install -e '.[lmeval]'"),
 }
 # Set (as .ci/run does) to make a missing extra fail those tests instead of skipping them.
 REQUIRE_EXTRAS = "ROOTS_JAX_REQUIRE_EXTRAS"
@@ -46,7 +47,7 @@ REQUIRE_EXTRAS = "ROOTS_JAX_REQUIRE_EXTRAS"
 def pytest_configure(config):
   config.addinivalue_line("markers", "slow: a test of a minute or more (deselect: -m 'not slow')")
   config.addinivalue_line("markers", "extra(name): needs an optional extra (hf: torch and "
-                          "transformers, datasets, wandb, quant: qwix); skipped without it, failed "
+                          "transformers, datasets, wandb, quant: qwix, lmeval: lm-eval); skipped without it, failed "
                           f"instead when {REQUIRE_EXTRAS}=1")
 
 
