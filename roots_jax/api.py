@@ -654,7 +654,8 @@ class LanguageModel:
     max_len = min(lm_rows.round_up(longest + 3), 128)
     target_len = 2
     if kind == "seq2seq":
-      target_len = min(lm_rows.round_up(max(len(tok.encode(e["label"])) for e in examples) + 1, 8), 32)
+      longest_target = max(len(tok.encode(e["label"])) for e in examples)
+      target_len = min(lm_rows.round_up(longest_target + 1, 8), 32)
     m = self.model_config
     if m.position in BOUNDED_POSITIONS:
       # A decoder's seq2seq rows hold the targets after the input.

@@ -46,7 +46,7 @@ class InContextLM:
                         "model; this is an encoder-only (BERT) one")
     self.model, self.params, self.tokenizer, self.family = model, params, tokenizer, family
     self.batch_sharding, self.context, self.max_len = batch_sharding, context, max_len
-    self.rows = lm_rows.round_up(batch_size, lm_rows.data_parallel_size(batch_sharding))
+    self.batch_rows = lm_rows.round_up(batch_size, lm_rows.data_parallel_size(batch_sharding))
     self.examples: dict[str, int] = collections.Counter()
     self.seconds: dict[str, float] = collections.Counter()
     self._fns: dict = {}
@@ -137,13 +137,13 @@ class InContextLM:
     out = [None] * len(rows)
     # Longest first: the widest (most memory-hungry) batch runs first.
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i][0]) - len(rows[i][1] or ()))
-    for start in range(0, len(order), self.rows):
-      chunk = order[start:start + self.rows]
-      batch_rows = [rows[i] for i in chunk]
-      width = self._width(max(len(r[0]) for r in batch_rows))
-      encoder_width = self._width(max(len(r[1]) for r in batch_rows)) if (
+    for start in range(0, len(order), self.batch_rows):
+      chunk = order[start:start + self.batch_rows]
+      chunk_rows = [rows[i] for i in chunk]
+      width = self._width(max(len(r[0]) for r in chunk_rows))
+      encoder_width = self._width(max(len(r[1]) for r in chunk_rows)) if (
           self.family.has_encoder) else None
-      sums, greedy = self._run(fn, lm_rows.scored_batch(batch_rows, width, encoder_width),
+      sums, greedy = self._run(fn, lm_rows.scored_batch(chunk_rows, width, encoder_width),
                                len(chunk))
       for i, s, g in zip(chunk, sums, greedy):
         out[i] = (float(s), bool(g))
@@ -191,8 +191,8 @@ class InContextLM:
     prefix = family.prompt_prefix
     texts = [None] * len(prompts)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    for start in range(0, len(order), self.rows):
-      chunk = order[start:start + self.rows]
+    for start in range(0, len(order), self.batch_rows):
+      chunk = order[start:start + self.batch_rows]
       tokens, segments = lm_rows.left_padded([prompts[i] for i in chunk],
                                              self._width(max(len(prompts[i]) for i in chunk)))
       out = self._run(fn, {f"{prefix}inputs": tokens, f"{prefix}segment_ids": segments},
@@ -214,8 +214,8 @@ class InContextLM:
     return self._fns[key]
 
   def _run(self, fn: Callable, batch: dict[str, np.ndarray], rows: int):
-    return lm_rows.run_padded(fn, self.params, batch, rows, self.rows, self.batch_sharding,
-                              self.context)
+    return lm_rows.run_padded(fn, self.params, batch, rows, self.batch_rows,
+                              self.batch_sharding, self.context)
 
   def _count(self, kind: str, examples: int, start: float) -> None:
     self.examples[kind] += examples
