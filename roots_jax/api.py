@@ -17,7 +17,7 @@ Parameters are restored into a mesh built from the run's config (or, when that m
 fit the devices here, a data-parallel one over all of them); batches are padded to a multiple
 of the data-parallel size with padding rows that change nothing. Each call is jitted once per
 (kind of call, input shapes, generation settings); prompt and text widths are rounded up to a
-multiple of WIDTH_MULTIPLE so that varied inputs share compilations.
+multiple of evals.lm_rows.WIDTH_MULTIPLE so that varied inputs share compilations.
 """
 
 import collections
@@ -39,6 +39,7 @@ from roots_jax import decoding, progress, tasks
 from roots_jax.cli import log_to_console
 from roots_jax.decoding import GenerationConfig
 from roots_jax.errors import ConfigError
+from roots_jax.evals import lm_rows
 from roots_jax.models.config import BOUNDED_POSITIONS
 from roots_jax.models.heads import FinetuneModel
 from roots_jax.runs import finetune as finetune_run, load as load_lib, quantized
@@ -46,7 +47,6 @@ from roots_jax.tasks.base import text_ids
 
 log = logging.getLogger("roots_jax")
 
-WIDTH_MULTIPLE = 16
 # Prompts per jitted call of generate; texts per call of score, embed and predict.
 GENERATE_BATCH = 32
 BATCH = 64
@@ -91,9 +91,7 @@ class LanguageModel:
     self.labels = loaded.labels
     self.mesh = loaded.mesh
     self._batch_sharding = loaded.batch_sharding
-    spec = loaded.batch_sharding.spec[0] if loaded.batch_sharding.spec else None
-    axes = () if spec is None else (spec if isinstance(spec, tuple) else (spec,))
-    self._row_multiple = int(np.prod([loaded.mesh.shape[a] for a in axes]))
+    self._row_multiple = lm_rows.data_parallel_size(loaded.batch_sharding)
     self._fns: dict[Any, Callable] = {}
 
   def __repr__(self):
@@ -132,12 +130,9 @@ class LanguageModel:
   def _run(self, fn: Callable, batch: dict[str, np.ndarray], rows: int, *args):
     """fn(params, batch, *args) on `batch` padded with all-zero rows to a multiple of the
     data-parallel size; the first `rows` rows of every output, as numpy."""
-    total = -(-rows // self._row_multiple) * self._row_multiple
-    padded = {k: np.concatenate([v, np.zeros((total - rows, *v.shape[1:]), v.dtype)])
-              for k, v in batch.items()}
-    with self._loaded.context():
-      out = fn(self.params, jax.device_put(padded, self._batch_sharding), *args)
-    return jax.tree.map(lambda x: np.asarray(x)[:rows], jax.device_get(out))
+    total = lm_rows.round_up(rows, self._row_multiple)
+    return lm_rows.run_padded(fn, self.params, batch, rows, total, self._batch_sharding,
+                              self._loaded.context, *args)
 
   # Generation.
 
@@ -183,8 +178,8 @@ class LanguageModel:
     for start in progress.track(range(0, len(encoded), GENERATE_BATCH), "generate",
                                 unit="batch"):
       chunk = encoded[start:start + GENERATE_BATCH]
-      width = _round_up(max(len(ids) for ids in chunk))
-      tokens, segments = _left_padded(chunk, width)
+      width = lm_rows.round_up(max(len(ids) for ids in chunk))
+      tokens, segments = lm_rows.left_padded(chunk, width)
       out = self._run(fn, {f"{prefix}inputs": tokens, f"{prefix}segment_ids": segments},
                       len(chunk), np.int32(seed))
       for row_tokens, row_lengths in zip(out.tokens, out.lengths):
@@ -313,36 +308,15 @@ class LanguageModel:
                         "shorten it")
 
   def _score_batch(self, rows) -> dict[str, np.ndarray]:
-    width = _round_up(max(len(r[0]) for r in rows))
-    batch = {"inputs": _right_padded([r[0] for r in rows], width),
-             "segment_ids": _right_padded([[1] * len(r[0]) for r in rows], width),
-             "targets": _right_padded([r[2] for r in rows], width),
-             "weights": _right_padded([r[3] for r in rows], width, np.float32)}
-    if self._family.has_encoder:
-      width = _round_up(max(len(r[1]) for r in rows))
-      batch["encoder_inputs"] = _right_padded([r[1] for r in rows], width)
-      batch["encoder_segment_ids"] = _right_padded([[1] * len(r[1]) for r in rows], width)
-    return batch
+    encoder_width = lm_rows.round_up(max(len(r[1]) for r in rows)) if (
+        self._family.has_encoder) else None
+    return lm_rows.scored_batch(rows, lm_rows.round_up(max(len(r[0]) for r in rows)),
+                                encoder_width)
 
   def _score_fn(self) -> Callable:
     """(params, batch) -> [B] sums of the log-probabilities of the weighted targets."""
-    model, has_encoder = self.model, self._family.has_encoder
-
-    def fn(params, b):
-      segments = b["segment_ids"]
-      if has_encoder:
-        encoder_segments = b["encoder_segment_ids"]
-        logits = model.apply({"params": params}, b["encoder_inputs"], b["inputs"],
-                             encoder_segment_ids=encoder_segments, decoder_segment_ids=segments,
-                             encoder_positions=_positions(encoder_segments),
-                             decoder_positions=_positions(segments))
-      else:
-        logits = model.apply({"params": params}, b["inputs"], positions=_positions(segments),
-                             segment_ids=segments)
-      logp = jax.nn.log_softmax(logits.astype(jnp.float32))                      # [B, T, V]
-      picked = jnp.take_along_axis(logp, b["targets"][..., None], axis=-1)[..., 0]
-      return (picked * b["weights"]).sum(-1)                                      # [B]
-    return fn
+    scores = lm_rows.target_scores(self.model, self._family.has_encoder)
+    return lambda params, batch: scores(params, batch)[0]
 
   # Features.
 
@@ -361,7 +335,7 @@ class LanguageModel:
       raise ConfigError(f"pooling={pooling!r} does not fit a {self.family} model: use "
                         f"{' or '.join(fits)}")
     cap = self.model_config.max_len
-    width = min(_round_up(max(len(self.tokenizer.encode(t)) for t in texts) + 2), cap)
+    width = min(lm_rows.round_up(max(len(self.tokenizer.encode(t)) for t in texts) + 2), cap)
     rows = self._text_rows(texts, width)
     fn = self._jit(("embed", pooling), lambda: self._embed_fn(pooling))
     out = np.concatenate([self._run(fn, _stack(rows[i:i + BATCH]), len(rows[i:i + BATCH]))
@@ -458,7 +432,7 @@ class LanguageModel:
 
     def fn(params, b):
       variables, segments = {"params": backbone(params)}, b["mask"]
-      positions = _positions(segments)
+      positions = lm_rows.positions(segments)
       if name == "encoder":
         args = dict(token_types=b["token_types"], positions=positions, segment_ids=segments)
         hidden, pooled = stack.apply(variables, b["ids"], features=True, **args)
@@ -475,7 +449,7 @@ class LanguageModel:
       encoded = stack.apply(variables, b["ids"], encoder_segment_ids=segments,
                             encoder_positions=positions, method="encode")
       args = dict(encoder_segment_ids=segments, decoder_segment_ids=b["decoder_mask"],
-                  decoder_positions=_positions(b["decoder_mask"]), method="decode")
+                  decoder_positions=lm_rows.positions(b["decoder_mask"]), method="decode")
       out = {"encoder_hidden_states": encoded,
              "hidden_states": stack.apply(variables, encoded, b["decoder_ids"], features=True,
                                           **args)}
@@ -510,9 +484,9 @@ class LanguageModel:
     results = []
     for start in range(0, len(rows), BATCH):
       chunk = rows[start:start + BATCH]
-      width = _round_up(max(len(r) for r in chunk))
-      batch = {"ids": _right_padded(chunk, width),
-               "mask": _right_padded([[1] * len(r) for r in chunk], width),
+      width = lm_rows.round_up(max(len(r) for r in chunk))
+      batch = {"ids": lm_rows.right_padded(chunk, width),
+               "mask": lm_rows.right_padded([[1] * len(r) for r in chunk], width),
                "token_types": np.zeros((len(chunk), width), np.int32)}
       scores, ids = self._run(fn, batch, len(chunk))
       for row, row_scores, row_ids in zip(chunk, scores, ids):
@@ -677,10 +651,11 @@ class LanguageModel:
     up to the fine-tune config's defaults (128, 32) and the model's positions."""
     tok = self.tokenizer
     longest = max(len(tok.encode(e["text"])) for e in examples)
-    max_len = min(_round_up(longest + 3), 128)
+    max_len = min(lm_rows.round_up(longest + 3), 128)
     target_len = 2
     if kind == "seq2seq":
-      target_len = min(_round_up(max(len(tok.encode(e["label"])) for e in examples) + 1, 8), 32)
+      longest_target = max(len(tok.encode(e["label"])) for e in examples)
+      target_len = min(lm_rows.round_up(longest_target + 1, 8), 32)
     m = self.model_config
     if m.position in BOUNDED_POSITIONS:
       # A decoder's seq2seq rows hold the targets after the input.
@@ -785,31 +760,5 @@ def _hold_out(examples: list[dict], kind: str) -> tuple[list[dict], list[dict]]:
   return [examples[i] for i in sorted(kept)], [examples[i] for i in sorted(held)]
 
 
-def _round_up(n: int, multiple: int = WIDTH_MULTIPLE) -> int:
-  return -(-max(n, 1) // multiple) * multiple
-
-
-def _left_padded(rows: list[list[int]], width: int) -> tuple[np.ndarray, np.ndarray]:
-  """tokens, segment ids [B, width], each row at the right end (generation's prompt layout)."""
-  tokens = np.zeros((len(rows), width), np.int32)
-  segments = np.zeros((len(rows), width), np.int32)
-  for i, ids in enumerate(rows):
-    tokens[i, width - len(ids):] = ids
-    segments[i, width - len(ids):] = 1
-  return tokens, segments
-
-
-def _right_padded(rows: list[list], width: int, dtype=np.int32) -> np.ndarray:
-  out = np.zeros((len(rows), width), dtype)
-  for i, values in enumerate(rows):
-    out[i, :len(values)] = values
-  return out
-
-
 def _stack(rows: list[dict]) -> dict[str, np.ndarray]:
   return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
-
-
-def _positions(segments: jax.Array) -> jax.Array:
-  """[B, T] positions of right-padded rows (0 on padding)."""
-  return jnp.where(segments > 0, jnp.arange(segments.shape[1])[None], 0)

@@ -41,6 +41,7 @@ EXTRAS = {
     "compare": (("starlette", "uvicorn"), "pip install -e '.[compare]'"),
     # Selenium driving Debian's headless Chromium (the programs below).
     "browser": (("selenium",), "pip install selenium && apt-get install chromium chromium-driver"),
+    "lmeval": (("lm_eval",), "pip install -e '.[lmeval]'"),
 }
 # The programs an extra needs besides its packages, found on PATH.
 EXTRA_PROGRAMS = {"browser": ("chromium", "chromedriver")}
@@ -52,7 +53,8 @@ def pytest_configure(config):
   config.addinivalue_line("markers", "slow: a test of a minute or more (deselect: -m 'not slow')")
   config.addinivalue_line("markers", "extra(name): needs an optional extra (hf: torch and "
                           "transformers, datasets, wandb, quant: qwix, compare: starlette and "
-                          "uvicorn, browser: selenium and chromium); skipped without it, failed "
+                          "uvicorn, browser: selenium and chromium, lmeval: lm-eval); skipped "
+                          "without it, failed "
                           f"instead when {REQUIRE_EXTRAS}=1")
 
 
