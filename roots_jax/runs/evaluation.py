@@ -21,6 +21,7 @@ from roots_jax.errors import ConfigError
 from roots_jax.evals import incontext
 from roots_jax.models import families
 from roots_jax.runs import load, workdir as workdir_lib
+from roots_jax.runs.incontext import lm_of
 from roots_jax.training import distributed
 
 log = logging.getLogger("roots_jax")
@@ -99,7 +100,6 @@ def evaluate_incontext(path: str, task_specs: list[str], *, num_fewshot: int = 0
   loaded = load.load_run(workdir, config, which)
   log.info("evaluating %s at step %d on %s, %d-shot", workdir, loaded.step,
            ", ".join(t.name for t in tasks), num_fewshot)
-  from roots_jax.runs.incontext import lm_of  # pylint: disable=g-import-not-at-top
   with loaded.context():
     scores = incontext.evaluate_tasks(lm_of(loaded), tasks, num_fewshot, limit, seed)
   results = {"workdir": workdir, "kind": "in-context", "checkpoint_step": loaded.step,
