@@ -105,8 +105,8 @@ class InContextLM:
 
   def _check_fits(self, length: int, what: str) -> None:
     if length > self.max_len:
-      raise ConfigError(f"a {what} of {length} tokens exceeds the model's max_len "
-                        f"{self.max_len}: shorten it")
+      raise ConfigError(f"a {what} of {length} tokens exceeds the model's context of "
+                        f"{self.max_len} tokens: shorten it")
 
   def loglikelihood_rolling(self, texts: Sequence[str]) -> list[tuple[float, int]]:
     """(sum of ln p of every token of the text, token count) for each text, the first token
@@ -178,7 +178,7 @@ class InContextLM:
       return (tok.encode(context) + [tok.eos_id])[-self.max_len:]
     if new_tokens >= self.max_len:
       raise ConfigError(f"max_gen_toks={new_tokens} leaves no room for the prompt in the "
-                        f"model's max_len {self.max_len}: lower it")
+                        f"model's context of {self.max_len} tokens: lower it")
     ids = ([tok.bos_id] if tok.bos_id >= 0 else []) + tok.encode(context)
     return (ids or [self._prefix])[-(self.max_len - new_tokens):]
 

@@ -7,9 +7,9 @@ data (the built-in pretraining corpus is the stdlib too):
   the function's name among four names of other functions.
 - stdlib_cloze (generate_until, LAMBADA-style): a function up to the last identifier of one of
   its lines (up to CLOZES_PER_FUNCTION lines each), an identifier already used above it -> that
-  identifier; scored by exact match of the greedy generation (cut at the first character that
-  cannot continue an identifier) and by acc, whether the identifier is the model's greedy
-  continuation.
+  identifier (with the spaces before it); scored by exact match of the greedy generation (cut at
+  the first character but a space that cannot continue an identifier) and by acc, whether the
+  identifier is the model's greedy continuation.
 - stdlib_bpb (rolling_loglikelihood): whole held-out modules -> bits per byte and word and byte
   perplexity.
 
@@ -41,8 +41,9 @@ MAX_EXAMPLES = 200
 CLOZES_PER_FUNCTION = 3
 MAX_CONTEXT_LINES = 12  # a next-line or cloze context shows at most this many lines
 _LINE = re.compile(r"^(.*\W)([A-Za-z_]\w*)$")  # a line ending in an identifier
-# Stop strings of the cloze: anything that cannot continue an identifier.
-_NOT_IDENTIFIER = tuple(sorted(set(string.punctuation + string.whitespace) - {"_"}))
+# Stop strings of the cloze: anything that cannot continue an identifier but the space that may
+# open the target (exact match strips the generation).
+_NOT_IDENTIFIER = tuple(sorted(set(string.punctuation + string.whitespace) - {"_", " "}))
 
 
 class Function(NamedTuple):
@@ -151,7 +152,12 @@ def _cloze_docs(functions: tuple[Function, ...]) -> list[dict]:
         found.append((i, match))
     rng = random.Random(f.where)
     for i, match in sorted(rng.sample(found, min(CLOZES_PER_FUNCTION, len(found)))):
-      docs.append({"context": _context(f, i) + "\n" + match[1], "target": match[2]})
+      # The spaces before the identifier open the target, as LAMBADA's space opens its word: a
+      # prompt ending in a space tokenizes as no training text did ("= " + "name", not "=" +
+      # " name"), and a model continues it badly.
+      before = match[1].rstrip(" ")
+      docs.append({"context": _context(f, i) + "\n" + before,
+                   "target": match[1][len(before):] + match[2]})
   return docs
 
 

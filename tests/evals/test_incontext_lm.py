@@ -141,3 +141,9 @@ def test_an_encoder_is_refused_and_an_encoder_decoder_has_no_rolling(pretrained,
     lm_of(load_lib.load(pretrained["encoder"]))
   with pytest.raises(ConfigError, match="needs a decoder"):
     models["encoder_decoder"][1].loglikelihood_rolling(["Ba ko."])
+
+
+def test_the_context_is_the_length_a_run_was_trained_on(models):
+  """Positions past data.seq_len were never trained (the tiny runs: 32 of max_len 64)."""
+  lm, icl = models["decoder"]
+  assert (lm.config.data.seq_len, lm.model_config.max_len, icl.max_len) == (32, 64, 32)
