@@ -30,7 +30,10 @@ DEFAULT_SEED = 1234     # the harness's few-shot seed
 
 
 class LM(Protocol):
-  """The harness's model interface (lm_eval.api.model.LM), over batches of requests."""
+  """The harness's model interface (lm_eval.api.model.LM), over batches of requests, and how
+  many requests so far had their context cut to the model's length (the first tokens dropped)."""
+
+  truncated: int
 
   def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
     """(context, continuation) -> (sum of ln p(continuation tokens | context), whether each
@@ -80,7 +83,7 @@ def evaluate_tasks(lm: LM, tasks: Sequence[str | Task], num_fewshot: int = 0,
 def evaluate_task(lm: LM, task: Task, num_fewshot: int, limit: int | None, seed: int,
                   iterations: int) -> dict:
   docs = task.docs[:limit] if limit else task.docs
-  began = time.perf_counter()
+  began, truncated = time.perf_counter(), lm.truncated
   if task.kind == "rolling_loglikelihood":
     num_fewshot = 0  # the harness scores whole documents without examples
     values, samples = _rolling(lm, task, docs)
@@ -92,7 +95,8 @@ def evaluate_task(lm: LM, task: Task, num_fewshot: int, limit: int | None, seed:
   seconds = time.perf_counter() - began
   scores, errors = _metrics(task, values, iterations, seed)
   return {"kind": task.kind, "metrics": scores, "stderr": errors, "num_fewshot": num_fewshot,
-          "examples": len(docs), "seconds": seconds,
+          "examples": len(docs), "truncated_requests": lm.truncated - truncated,
+          "seconds": seconds,
           "examples_per_second": len(docs) / max(seconds, 1e-9), "samples": samples}
 
 

@@ -49,6 +49,9 @@ class InContextLM:
     self.batch_rows = lm_rows.round_up(batch_size, lm_rows.data_parallel_size(batch_sharding))
     self.examples: dict[str, int] = collections.Counter()
     self.seconds: dict[str, float] = collections.Counter()
+    # Requests whose context lost its first tokens to the model's context length: a few-shot
+    # prompt longer than the model knows loses its first examples.
+    self.truncated = 0
     self._fns: dict = {}
 
   def examples_per_second(self, kind: str) -> float:
@@ -82,7 +85,7 @@ class InContextLM:
     if spaces:
       context, continuation = context[:-spaces], context[-spaces:] + continuation
     if self.family.has_encoder:
-      source = (tok.encode(context) + [tok.eos_id])[-self.max_len:]
+      source = self._cut_left(tok.encode(context) + [tok.eos_id], self.max_len)
       target = tok.encode(continuation)
       self._check_fits(len(target), "continuation")
       return [0] + target[:-1], source, target, [1.0] * len(target)
@@ -99,9 +102,14 @@ class InContextLM:
   def _decoder_row(self, context: list[int], target: list[int]) -> Row:
     """The last max_len + 1 tokens of context + target, scoring the target."""
     self._check_fits(len(target), "continuation")
-    ids = (context + target)[-(self.max_len + 1):]
+    ids = self._cut_left(context + target, self.max_len + 1)
     weights = [0.0] * (len(ids) - 1 - len(target)) + [1.0] * len(target)
     return ids[:-1], None, ids[1:], weights
+
+  def _cut_left(self, ids: list[int], length: int) -> list[int]:
+    """The last `length` of `ids`, counting a cut in `truncated`."""
+    self.truncated += len(ids) > length
+    return ids[-length:]
 
   def _check_fits(self, length: int, what: str) -> None:
     if length > self.max_len:
@@ -175,12 +183,12 @@ class InContextLM:
   def _prompt(self, context: str, new_tokens: int) -> list[int]:
     tok = self.tokenizer
     if self.family.has_encoder:
-      return (tok.encode(context) + [tok.eos_id])[-self.max_len:]
+      return self._cut_left(tok.encode(context) + [tok.eos_id], self.max_len)
     if new_tokens >= self.max_len:
       raise ConfigError(f"max_gen_toks={new_tokens} leaves no room for the prompt in the "
                         f"model's context of {self.max_len} tokens: lower it")
     ids = ([tok.bos_id] if tok.bos_id >= 0 else []) + tok.encode(context)
-    return (ids or [self._prefix])[-(self.max_len - new_tokens):]
+    return self._cut_left(ids or [self._prefix], self.max_len - new_tokens)
 
   def _generate(self, prompts: list[list[int]], new_tokens: int) -> list[str]:
     config = GenerationConfig(max_new_tokens=new_tokens)

@@ -142,11 +142,14 @@ def format_table(results: dict) -> str:
 
 
 def _format_incontext(results: dict) -> str:
-  """Each task's shots, documents and speed, then its metrics as value ± bootstrap stderr."""
+  """Each task's shots, documents, speed and requests cut to the model's context, then its
+  metrics as value ± bootstrap stderr."""
   rows = [("run", results["workdir"]), ("checkpoint step", str(results["checkpoint_step"]))]
   for name, task in results["incontext"].items():
+    cut = task["truncated_requests"]
     rows.append((name, f"{task['num_fewshot']}-shot, {task['examples']} examples, "
-                       f"{task['examples_per_second']:.1f} examples/s"))
+                       f"{task['examples_per_second']:.1f} examples/s"
+                       + (f", {cut} requests cut to the model's context" if cut else "")))
     rows += [(f"  {metric}", f"{value:.4f} ± {task['stderr'][metric]:.4f}")
              for metric, value in task["metrics"].items()]
   width = max(len(name) for name, _ in rows)

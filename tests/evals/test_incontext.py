@@ -25,6 +25,8 @@ class FakeLM:
   """Scores a continuation by a table (default -10), a text by -0.5 nats per byte, and
   generates from a table keyed by the prompt after its last blank line; records every call."""
 
+  truncated = 0
+
   def __init__(self, scores=None, greedy=(), generations=None):
     self.scores, self.greedy, self.generations = scores or {}, set(greedy), generations or {}
     self.calls = []
@@ -333,7 +335,7 @@ def test_only_language_models_take_tasks(pretrained, task_files, tmp_path, capsy
 
 def test_format_table_shows_each_metric_with_its_stderr():
   results = {"workdir": "/runs/gpt", "checkpoint_step": 3, "incontext": {"t": {
-      "num_fewshot": 5, "examples": 200, "examples_per_second": 41.26,
+      "num_fewshot": 5, "examples": 200, "examples_per_second": 41.26, "truncated_requests": 0,
       "metrics": {"acc": 0.25, "acc_norm": 0.3}, "stderr": {"acc": 0.0306, "acc_norm": 0.0324}}}}
   assert evaluation.format_table(results).split("\n") == [
       "run              /runs/gpt",
@@ -341,6 +343,10 @@ def test_format_table_shows_each_metric_with_its_stderr():
       "t                5-shot, 200 examples, 41.3 examples/s",
       "  acc            0.2500 ± 0.0306",
       "  acc_norm       0.3000 ± 0.0324"]
+  results["incontext"]["t"]["truncated_requests"] = 12
+  assert evaluation.format_table(results).split("\n")[2] == (
+      "t                5-shot, 200 examples, 41.3 examples/s, 12 requests cut to the model's "
+      "context")
 
 
 @pytest.mark.parametrize("family", ["decoder", "encoder_decoder"])

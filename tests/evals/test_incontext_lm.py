@@ -147,3 +147,12 @@ def test_the_context_is_the_length_a_run_was_trained_on(models):
   """Positions past data.seq_len were never trained (the tiny runs: 32 of max_len 64)."""
   lm, icl = models["decoder"]
   assert (lm.config.data.seq_len, lm.model_config.max_len, icl.max_len) == (32, 64, 32)
+
+
+def test_contexts_longer_than_the_model_are_cut_and_counted(models):
+  _, icl = models["decoder"]
+  before = icl.truncated
+  long_context = " ".join(["ba ko mi"] * 40)
+  icl.loglikelihood([("ba ko", " mi"), (long_context, " mi")])
+  icl.generate_until([(long_context, {"until": ["\n"], "max_gen_toks": 4})])
+  assert icl.truncated - before == 2
