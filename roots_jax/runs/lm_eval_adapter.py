@@ -13,6 +13,7 @@ directory), checkpoint ("best", "latest" or a step), batch_size (rows per jitted
 
 import importlib
 
+from lm_eval import utils
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
@@ -41,6 +42,18 @@ class RootsJaxLM(LM):
     rows = DEFAULT_BATCH_SIZE if batch_size in (None, "auto") else int(batch_size)
     self.lm = lm_of(load_lib.load(path, checkpoint=checkpoint), batch_size=rows)
     self.max_gen_toks = int(max_gen_toks)
+
+  @classmethod
+  def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None):
+    return cls.create_from_arg_obj(utils.simple_parse_args_string(arg_string), additional_config)
+
+  @classmethod
+  def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None):
+    """model_args win over the settings the harness passes to every model (its --batch_size,
+    default 1, and device), which would otherwise collide with them."""
+    extra = {k: v for k, v in (additional_config or {}).items()
+             if v is not None and k not in arg_dict}
+    return cls(**arg_dict, **extra)
 
   def loglikelihood(self, requests) -> list[tuple[float, bool]]:
     results = self.lm.loglikelihood([r.args for r in requests])

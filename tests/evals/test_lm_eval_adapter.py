@@ -1,5 +1,6 @@
 """The lm-evaluation-harness adapter run by the harness itself on task YAMLs over local JSONL
-files: its acc, acc_norm and exact_match equal those computed by hand from InContextLM."""
+files: its acc, acc_norm and exact_match equal those computed by hand from InContextLM, and our
+runner's on the same documents."""
 
 import json
 import os
@@ -9,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from roots_jax.evals import incontext
 from roots_jax.evals.incontext_lm import rolling_windows
 from roots_jax.runs import load as load_lib
 from roots_jax.runs.incontext import lm_of
@@ -99,6 +101,13 @@ def test_the_harness_scores_the_adapter_as_computed_by_hand(pretrained, tasks, m
   assert 0 < np.mean(acc_norm) < 1 or 0 < np.mean(acc) < 1, "choices that tell the two apart"
   assert results["rj_choice"]["acc,none"] == pytest.approx(np.mean(acc))
   assert results["rj_choice"]["acc_norm,none"] == pytest.approx(np.mean(acc_norm))
+  # Our runner, on the same documents as a task file, gives the harness's numbers.
+  (root / "ours.json").write_text(json.dumps({
+      "name": "rj_choice", "kind": "multiple_choice", "data": {"test": "choice.jsonl"},
+      "context": "{question}", "choices": "choices", "answer": "answer"}))
+  ours = incontext.evaluate_tasks(icl, [str(root / "ours.json")])["rj_choice"]["metrics"]
+  assert ours["acc"] == pytest.approx(results["rj_choice"]["acc,none"])
+  assert ours["acc_norm"] == pytest.approx(results["rj_choice"]["acc_norm,none"])
   generated = icl.generate_until([(p, {"until": ["."], "max_gen_toks": 8}) for p in PROMPTS])
   assert results["rj_generate"]["exact_match,none"] == pytest.approx(
       np.mean([g == a for g, a in zip(generated, answers)])) == pytest.approx(0.5)
@@ -118,7 +127,8 @@ def test_the_command_runs_a_task_through_the_harness(pretrained, tasks, tmp_path
   env = dict(os.environ, HF_DATASETS_OFFLINE="1", PYTHONPATH=os.getcwd())
   done = subprocess.run(
       [sys.executable, "-m", "roots_jax.lm_eval", "run", "--model", "roots_jax", "--model_args",
-       f"path={pretrained['decoder']}", "--tasks", "rj_generate", "--include_path", str(root),
+       f"path={pretrained['decoder']},batch_size=8", "--batch_size", "1", "--tasks",
+       "rj_generate", "--include_path", str(root),
        "--output_path", str(tmp_path / "out")], env=env, capture_output=True, text=True,
       check=False)
   assert done.returncode == 0, done.stderr[-2000:]
