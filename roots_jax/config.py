@@ -37,6 +37,11 @@ def base_config() -> ml_collections.ConfigDict:
             "finetune | converted (a Hugging Face checkpoint's parameters) | distill | "
             "quantized"),
       seed=(0, "the seed of initialisation, data order, masking and dropout"),
+      init_from=("", "the run whose parameters training starts from, a run directory (its "
+                 "newest checkpoint) or one of its checkpoints/<step> directories: pretraining, "
+                 "a pretraining, converted or distilled run to continue pretraining (its model "
+                 "and tokenizer; a fresh optimizer and data position), empty: random; "
+                 "fine-tuning, the pretrained backbone"),
   )
 
   # Model fields, with their meanings: roots_jax.models.config.ModelConfig.
@@ -190,10 +195,6 @@ def finetune_config() -> ml_collections.ConfigDict:
   del c["data"]
   for key, value in list(c.model.items()):
     c.model[key] = placeholder(type(value))
-  c.update(_section(
-      "",
-      init_from=("", "a pretraining workdir, or one of its checkpoints/<step> directories"),
-  ))
 
   c.task = _section(
       "task",
@@ -254,6 +255,7 @@ def distill_config(task: bool = False) -> ml_collections.ConfigDict:
   if not task:  # a fine-tuning config's model fields are init_from's already
     for key, value in list(c.model.items()):  # None: the teacher's
       c.model[key] = placeholder(type(value))
+    del c["init_from"]  # a student starts random or from the teacher (distill.init_layers)
   c.update(_section(
       "",
       teacher=("", "the teacher: a run directory (its newest checkpoint), one of its "

@@ -122,8 +122,8 @@ def test_frozen_backbone_trains_only_the_head(pretrained, task_files, tmp_path):
   flops = {}
   for mode in ("full", "frozen"):
     config = _config("classification", pretrained["encoder"], task_files, finetune__mode=mode)
-    pretrained_run = finetune_lib.resolve_init_from(config.init_from)
-    finetune_lib.merge_model(config, pretrained_run)
+    pretrained_run = workdir_lib.resolve_init_from(config.init_from)
+    workdir_lib.merge_model(config, pretrained_run)
     mesh = partitioning.make_mesh(config)
     with jax.set_mesh(mesh), nn.logical_axis_rules(partitioning.logical_rules(config)):
       tokenizer = load_tokenizer(pretrained_run.tokenizer_path)

@@ -19,7 +19,7 @@ from sentencepiece import sentencepiece_model_pb2
 
 from tiny_gpt import log_messages, read_metrics, tiny_overrides
 from roots_jax import config as config_lib, models
-from roots_jax.errors import CheckpointError, TrainingHalted
+from roots_jax.errors import CheckpointError, ConfigError, TrainingHalted
 from roots_jax.models.config import ModelConfig
 from roots_jax.runs.pretrain import train
 from roots_jax.train import main as train_main
@@ -323,3 +323,35 @@ def test_cli_errors_are_one_line_with_status_2(corpus, tmp_path):
                           capture_output=True, text=True)
   assert result.returncode == 2 and result.stderr.startswith(
       "error: the following arguments are required: --workdir")
+
+
+def test_continued_pretraining_starts_from_exactly_the_source_parameters(corpus, pretrained,
+                                                                          tmp_path):
+  source = pretrained["decoder"]  # configs/gpt2.py:tiny, 3 steps on the corpus
+  workdir = tmp_path / "continued"
+  # The first step's learning rate is 0 (warmup from 0): its parameters are the ones it started
+  # from, with a fresh optimizer (step 1, not 4) and data read from the start.
+  train(_config(corpus, train__steps=1, init_from=source, optimizer__warmup_steps=2),
+        str(workdir))
+  started, given = _final_params(workdir, 1), _final_params(source, 3)
+  assert jax.tree.structure(started) == jax.tree.structure(given)
+  assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(started),
+                                                  jax.tree.leaves(given)))
+  assert sorted(read_metrics(workdir)) == [1]
+  written = json.loads((workdir / "config.json").read_text())
+  assert written["init_from"] == os.path.join(source, "checkpoints", "3")
+  assert written["tokenizer"]["path"] == str(corpus / "spm.model")
+
+
+def test_continued_pretraining_refuses_another_model_or_tokenizer(corpus, pretrained, tmp_path):
+  source = pretrained["decoder"]
+  with pytest.raises(ConfigError, match=r"model.embed_dim is 32 here but 64 in the checkpoint"):
+    train(_config(corpus, init_from=source, model__embed_dim=32), str(tmp_path / "a"))
+  proto = sentencepiece_model_pb2.ModelProto()
+  proto.ParseFromString((corpus / "spm.model").read_bytes())
+  proto.pieces[100].score += 1.0
+  (tmp_path / "other.model").write_bytes(proto.SerializeToString())
+  with pytest.raises(ConfigError, match="is not the tokenizer of init_from"):
+    train(_config(corpus, init_from=source, tokenizer__path=tmp_path / "other.model"),
+          str(tmp_path / "b"))
+  assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

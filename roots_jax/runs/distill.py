@@ -199,7 +199,7 @@ def distill_task(config: ml_collections.ConfigDict, workdir: str, teacher: Teach
   if config.task.kind != theirs.task.kind:
     raise ConfigError(f"task.kind is {config.task.kind} but the teacher was fine-tuned for "
                       f"{theirs.task.kind}")
-  pretrained = finetune.resolve_init_from(config.init_from)
+  pretrained = workdir_lib.resolve_init_from(config.init_from)
   if pretrained.config.model.family != theirs.model.family:
     raise ConfigError(f"init_from is a {pretrained.config.model.family} model but the teacher "
                       f"a {theirs.model.family}: a student shares its teacher's family")

@@ -10,7 +10,6 @@ without validation examples the run trains unscored and is used at its last chec
 Running it again resumes.
 """
 
-import dataclasses
 import logging
 import os
 from typing import Callable, NamedTuple, Sequence
@@ -26,7 +25,7 @@ from roots_jax.data.supervised import LabelVocab
 from roots_jax.data.tokenizers import BaseTokenizer, check_vocab_size
 from roots_jax.errors import ConfigError
 from roots_jax.models import families
-from roots_jax.models.config import RUNTIME_FIELDS, ModelConfig
+from roots_jax.models.config import ModelConfig
 from roots_jax.models.heads import FinetuneModel
 from roots_jax.runs import assemble, loop, workdir as workdir_lib
 from roots_jax.training import checkpoints, distributed, optimizers, partitioning, steps
@@ -35,54 +34,6 @@ log = logging.getLogger("roots_jax")
 
 # The checkpoint a fine-tuned model is used from: its best by the validation metric.
 DEFAULT_CHECKPOINT = "best"
-
-
-@dataclasses.dataclass(frozen=True)
-class Pretrained:
-  """The run and checkpoint a fine-tuning run starts from (init_from)."""
-  workdir: str
-  step: int
-  config: ml_collections.ConfigDict  # its resolved config
-  tokenizer_path: str
-
-
-def resolve_init_from(init_from: str) -> Pretrained:
-  """The run and checkpoint step that init_from names: a pretraining (or converted) run's
-  directory (its newest checkpoint) or one of its checkpoints/<step> directories."""
-  if not init_from:
-    raise ConfigError("set init_from to a pretraining workdir or one of its checkpoints/<step> "
-                      "directories (finetune.from_scratch=True re-initialises its weights)")
-  if not os.path.isdir(os.path.expanduser(init_from)):
-    raise ConfigError(f"init_from {init_from!r} does not exist")
-  workdir, step = workdir_lib.split_checkpoint(init_from)
-  if not os.path.isfile(workdir_lib.config_path(workdir)):
-    raise ConfigError(f"init_from {init_from!r} is not a roots_jax run: "
-                      f"{workdir_lib.config_path(workdir)} is missing")
-  config = workdir_lib.read_config(workdir)
-  if "task" in config:
-    raise ConfigError(f"init_from {init_from!r} is a fine-tuned model; give a pretraining run")
-  if step is None:
-    step = workdir_lib.checkpoint_manager(workdir).latest_step()
-    if step is None:
-      raise ConfigError(f"init_from {init_from!r} has no complete checkpoint in "
-                        f"{os.path.join(workdir, 'checkpoints')}")
-  return Pretrained(workdir, step, config, workdir_lib.tokenizer_path(workdir, config))
-
-
-def merge_model(config: ml_collections.ConfigDict, pretrained: Pretrained) -> None:
-  """Fills the fine-tune config's unset model fields from the checkpoint's; a field set to a
-  different value is an error naming each difference (the run-time fields may differ)."""
-  differences = []
-  with config.unlocked():
-    for key, value in pretrained.config.model.items():
-      mine = config.model[key]
-      if mine is None:
-        config.model[key] = value
-      elif mine != value and key not in RUNTIME_FIELDS:
-        differences.append(f"model.{key} is {mine!r} here but {value!r} in the checkpoint")
-  if differences:
-    raise ConfigError(f"the config does not match init_from {pretrained.workdir}: "
-                      f"{'; '.join(differences)}; drop those settings to use the checkpoint's")
 
 
 def finetune(config: ml_collections.ConfigDict, workdir: str,
@@ -98,8 +49,8 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
                       "roots_jax.config.finetune_config() (see configs/finetune/)")
   workdir_lib.check_workdir(workdir)
   distributed.maybe_initialize(config.distributed)
-  pretrained = resolve_init_from(config.init_from)
-  merge_model(config, pretrained)
+  pretrained = workdir_lib.resolve_init_from(config.init_from)
+  workdir_lib.merge_model(config, pretrained)
   kind = tasks.get(config.task.kind)
   kind.check_family(families.get(config.model.family))
   config_lib.validate(config, jax.device_count())
@@ -306,7 +257,7 @@ def training_plan(config: ml_collections.ConfigDict, params):
 
 
 def _initial_state(config: ml_collections.ConfigDict, parts: assemble.Parts,
-                   pretrained: Pretrained) -> steps.TrainState:
+                   pretrained: workdir_lib.Pretrained) -> steps.TrainState:
   """A fresh state whose backbone is the pretrained one (unless finetune.from_scratch); an LM
   head starts as a copy of the pretrained one."""
   state = parts.init(jax.random.key(config.seed))

@@ -1,6 +1,7 @@
-"""Pretraining runs (kind "pretrain"): a model of any family trained from scratch on its
-objective, resumed from the newest checkpoint in its workdir; and using one (and a converted
-run, which holds a pretrained model's parameters) once trained.
+"""Pretraining runs (kind "pretrain"): a model of any family trained on its objective from
+scratch or, continued pretraining, from another run's parameters (init_from: a pretraining,
+converted or distilled run), resumed from the newest checkpoint in its workdir; and using one
+(and a converted run, which holds a pretrained model's parameters) once trained.
 
   train(config_lib.load_config("configs/quickstart.py"), "/tmp/run")
 """
@@ -42,6 +43,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                       "python -m roots_jax.finetune")
   workdir_lib.check_workdir(workdir)
   distributed.maybe_initialize(config.distributed)
+  source = continued_from(config)
   config_lib.validate(config, jax.device_count())
   is_main = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
@@ -66,6 +68,13 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     state = assemble.restore(parts, manager, train_iter)
     if state is None:
       state = parts.init(jax.random.key(config.seed))
+      if source is not None:
+        state = state.replace(params=checkpoints.restore_params(
+            workdir_lib.checkpoint_manager(source.workdir), source.step,
+            checkpoints.abstract_like(parts.abstract_state.params,
+                                      parts.state_sharding.params)))
+        log.info("continued pretraining from %s step %d (a fresh optimizer and data position)",
+                 source.workdir, source.step)
     else:
       log.info("resumed from checkpoint step %d", int(state.step))
       if int(state.step) >= t.steps:
@@ -83,6 +92,26 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return loop.run_loop(config, workdir, parts, state, manager, train_iter, evaluate,
                          tokens_per_step=t.batch_size * config.data.seq_len,
                          flops_per_token=flops_per_token(config, parts.model_config))
+
+
+def continued_from(config: ml_collections.ConfigDict) -> workdir_lib.Pretrained | None:
+  """The run init_from names, with the config made to match it: its model (a field set to
+  another value is an error naming it, run-time fields aside) and its tokenizer (another
+  tokenizer.path is an error: the embeddings belong to its ids); None without init_from."""
+  if not config.init_from:
+    return None
+  source = workdir_lib.resolve_init_from(config.init_from)
+  workdir_lib.merge_model(config, source)
+  if config.tokenizer.path:
+    mine, theirs = load_tokenizer(config.tokenizer.path), load_tokenizer(source.tokenizer_path)
+    if mine.contents() != theirs.contents():
+      raise ConfigError(f"tokenizer.path {config.tokenizer.path} is not the tokenizer of init_from "
+                        f"{source.workdir} ({source.tokenizer_path}); leave tokenizer.path empty "
+                        "to use that one")
+  with config.unlocked():
+    config.init_from = os.path.join(source.workdir, "checkpoints", str(source.step))
+    config.tokenizer.path = source.tokenizer_path
+  return source
 
 
 def build(config: ml_collections.ConfigDict, mesh) -> assemble.Parts:

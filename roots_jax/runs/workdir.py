@@ -8,6 +8,7 @@
 """
 
 import contextlib
+import dataclasses
 import os
 import shutil
 
@@ -19,6 +20,7 @@ from roots_jax import config as config_lib
 from roots_jax.data import load_tokenizer
 from roots_jax.data.tokenizers import BaseTokenizer
 from roots_jax.errors import CheckpointError, ConfigError, DataError, RootsError
+from roots_jax.models.config import RUNTIME_FIELDS
 from roots_jax.training import checkpoints
 
 
@@ -173,3 +175,53 @@ def save_run_copy(tokenizer: BaseTokenizer, workdir: str) -> None:
   tokenizer.path leaves the run usable."""
   if run_copy(workdir) is None:
     tokenizer.save(run_copy_path(tokenizer, workdir))
+
+
+@dataclasses.dataclass(frozen=True)
+class Pretrained:
+  """The run and checkpoint a run starts from (init_from): a fine-tuning run's backbone, a
+  continued pretraining run's parameters."""
+  workdir: str
+  step: int
+  config: ml_collections.ConfigDict  # its resolved config
+  tokenizer_path: str
+
+
+def resolve_init_from(init_from: str) -> Pretrained:
+  """The run and checkpoint step that init_from names: a pretraining (or converted) run's
+  directory (its newest checkpoint) or one of its checkpoints/<step> directories."""
+  if not init_from:
+    raise ConfigError("set init_from to a pretraining workdir or one of its checkpoints/<step> "
+                      "directories (finetune.from_scratch=True re-initialises its weights)")
+  if not os.path.isdir(os.path.expanduser(init_from)):
+    raise ConfigError(f"init_from {init_from!r} does not exist")
+  workdir, step = split_checkpoint(init_from)
+  if not os.path.isfile(config_path(workdir)):
+    raise ConfigError(f"init_from {init_from!r} is not a roots_jax run: "
+                      f"{config_path(workdir)} is missing")
+  config = read_config(workdir)
+  if "task" in config:
+    raise ConfigError(f"init_from {init_from!r} is a fine-tuned model; give a pretraining run")
+  if step is None:
+    step = checkpoint_manager(workdir).latest_step()
+    if step is None:
+      raise ConfigError(f"init_from {init_from!r} has no complete checkpoint in "
+                        f"{os.path.join(workdir, 'checkpoints')}")
+  return Pretrained(workdir, step, config, tokenizer_path(workdir, config))
+
+
+def merge_model(config: ml_collections.ConfigDict, pretrained: Pretrained) -> None:
+  """Fills the fine-tune config's unset model fields from the checkpoint's; a field set to a
+  different value is an error naming each difference (the run-time fields may differ)."""
+  differences = []
+  with config.unlocked():
+    for key, value in pretrained.config.model.items():
+      mine = config.model[key]
+      if mine is None:
+        config.model[key] = value
+      elif mine != value and key not in RUNTIME_FIELDS:
+        differences.append(f"model.{key} is {mine!r} here but {value!r} in the checkpoint")
+  if differences:
+    raise ConfigError(f"the config does not match init_from {pretrained.workdir}: "
+                      f"{'; '.join(differences)}; drop those settings, or set them to the "
+                      "checkpoint's values")

@@ -26,7 +26,7 @@ from roots_jax.errors import ConfigError, DataError
 from roots_jax.models import families
 from roots_jax.objectives.mlm_nsp import MaskedLM
 from roots_jax.objectives.span_corruption import SpanCorruption
-from roots_jax.runs.finetune import resolve_init_from
+from roots_jax.runs.workdir import resolve_init_from
 from roots_jax.runs.pretrain import load_or_train_tokenizer
 
 TEXTS = [

@@ -17,7 +17,7 @@ from roots_jax import models
 from roots_jax.hf import architectures
 from roots_jax.models.config import ModelConfig
 from roots_jax.runs import convert, workdir
-from roots_jax.runs.finetune import resolve_init_from
+from roots_jax.runs.workdir import resolve_init_from
 from roots_jax.training import checkpoints
 
 try:  # The hf extra: tests using these are marked extra("hf") (see tests/conftest.py).
