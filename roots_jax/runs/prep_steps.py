@@ -120,13 +120,15 @@ def input_source(i: ml_collections.ConfigDict):
   return sources.make_source(data, "train")
 
 
-def _unit_name(source, unit: int) -> str:
+def _unit_namer(source):
+  """unit -> the name its documents' ids start with: a built-in module's path, a file's name
+  (its path when two files share a name), a dataset record's index."""
   if isinstance(source, sources.BuiltinSource):
-    return source.files[unit]
+    return source.files.__getitem__
   if isinstance(source, sources.FileSource):
-    return os.path.basename(source.paths[unit]) if len(
-        {os.path.basename(p) for p in source.paths}) == len(source.paths) else source.paths[unit]
-  return str(unit)
+    unique = len({os.path.basename(p) for p in source.paths}) == len(source.paths)
+    return lambda unit: os.path.basename(source.paths[unit]) if unique else source.paths[unit]
+  return str
 
 
 class SourceReader(PipelineStep):
@@ -145,9 +147,9 @@ class SourceReader(PipelineStep):
     del data
     source = input_source(ml_collections.ConfigDict(self.input_section))
     by_unit = source.num_units >= world_size
-    seen, read, last = 0, 0, time.monotonic()
+    seen, read, last, unit_name = 0, 0, time.monotonic(), _unit_namer(source)
     for unit in range(rank if by_unit else 0, source.num_units, world_size if by_unit else 1):
-      name = _unit_name(source, unit)
+      name = unit_name(unit)
       for index, (_, thunk) in enumerate(source.records(unit, None)):
         seen += 1
         if not by_unit and (seen - 1) % world_size != rank:
