@@ -722,7 +722,8 @@ def _validate_prep(config: ml_collections.ConfigDict) -> None:
                         f"{', '.join(PREP_FILTERS)}")
 
 
-# The ROOTS quality filters, in the order they are applied (roots_jax.corpus.quality).
+# The ROOTS quality filters, in the order they are applied: roots_jax.corpus.quality.FILTERS,
+# which config may not import (datatrove is the optional prep extra); a test keeps them equal.
 PREP_FILTERS = ("words", "character_repetition", "word_repetition", "special_characters",
                 "stopwords", "flagged_words", "perplexity")
 _PREP_CHOICES = {

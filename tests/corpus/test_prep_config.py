@@ -31,3 +31,8 @@ def test_roots_config_defaults_to_the_builtin_corpus_with_every_step():
 def test_bad_values_are_one_line_errors(override, message):
   with pytest.raises(ConfigError, match=message):
     config_lib.load_config("prep/roots", [override])
+
+
+def test_the_config_names_the_quality_filters_in_their_order():
+  from roots_jax.corpus import quality  # pylint: disable=g-import-not-at-top
+  assert config_lib.PREP_FILTERS == quality.FILTERS
