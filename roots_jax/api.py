@@ -37,6 +37,7 @@ import numpy as np
 from roots_jax import config as config_lib
 from roots_jax import decoding, progress, tasks
 from roots_jax.cli import log_to_console
+from roots_jax.data import qa_spans
 from roots_jax.decoding import GenerationConfig
 from roots_jax.errors import ConfigError
 from roots_jax.evals import lm_rows
@@ -663,10 +664,14 @@ class LanguageModel:
       max_len = min(max_len, m.max_len - targets)
     return max_len, target_len
 
-  def predict(self, texts: str | Sequence[str]) -> list:
+  def predict(self, texts: str | Sequence[str] | dict | Sequence[dict]) -> list:
     """A fine-tuned model's predictions: classes as its training labels gave them (str, int or
     bool), scores (float) or generated texts (greedy, up to task.target_len tokens, as the
-    evaluate driver generates them)."""
+    evaluate driver generates them). A model fine-tuned for extractive_qa answers
+    {"question", "context"} dicts (one, or a list) with {"answer", "score", "start", "end"}
+    (see `answer`)."""
+    if self.task == "extractive_qa":
+      return self.answer(texts)
     texts, single = as_texts(texts, "texts")
     self._needs_text()
     if self.task is None:
@@ -695,9 +700,54 @@ class LanguageModel:
     probs = np.exp(logits - logits.max(-1, keepdims=True))
     return (probs / probs.sum(-1, keepdims=True)).astype(np.float32)
 
-  def _head_outputs(self, texts: Sequence[str]) -> np.ndarray:
-    """The fine-tuned head's outputs: logits [N, C] or scores [N]."""
-    rows = self._text_rows(texts, self.config.task.max_len)
+  def answer(self, questions: dict | Sequence[dict], *,
+             max_answer_len: int | None = None) -> dict | list[dict]:
+    """An extractive_qa model's answers to {"question", "context"} dicts (a list of answers for
+    a list), as Hugging Face's question-answering pipeline gives them: {"answer": the span's
+    text, "score": its start probability x end probability (softmax over its window's context
+    tokens and [CLS]), "start", "end": its characters in the context}, the best span (at most
+    max_answer_len tokens, default task.max_answer_len) over all windows of the context read
+    as in training (task.max_len, doc_stride, max_question_len). An answer is the tokens' text,
+    not widened to whole words (HF's align_to_words)."""
+    single = isinstance(questions, dict)
+    items = [questions] if single else questions
+    if not isinstance(items, (list, tuple)) or not items or not all(
+        isinstance(q, dict) and isinstance(q.get("question"), str)
+        and isinstance(q.get("context"), str) for q in items):
+      raise ConfigError("answer (predict) takes a {\"question\": str, \"context\": str} dict or a "
+                        "non-empty list of them")
+    if self.task != "extractive_qa":
+      raise ConfigError(f"answering questions needs a model fine-tuned for extractive_qa; this "
+                        f"one is {'fine-tuned for ' + self.task if self.task else 'pretrained'}")
+    self._needs_text()
+    task = self.config.task
+    rows, owner = [], []
+    for i, item in enumerate(items):
+      for window in self._task.windows(item, tokenizer=self.tokenizer, max_len=task.max_len,
+                                       doc_stride=task.doc_stride,
+                                       max_question_len=task.max_question_len):
+        rows.append(self._task.row(window, i, family=self._family, max_len=task.max_len))
+        owner.append(i)
+    logits = self._head_outputs(rows=rows)                                       # [R, L, 2]
+    owner = np.asarray(owner)
+    results = []
+    for i, item in enumerate(items):
+      mine = np.flatnonzero(owner == i)
+      span = qa_spans.best_span(item["context"],
+                                [(logits[r, :, 0], logits[r, :, 1]) for r in mine],
+                                [rows[r]["offsets"] for r in mine],
+                                max_answer_len=max_answer_len or task.max_answer_len,
+                                probability=True)
+      results.append({"answer": span.text, "score": span.score, "start": span.start,
+                      "end": span.end})
+    return results[0] if single else results
+
+  def _head_outputs(self, texts: Sequence[str] = (),
+                    rows: list[dict] | None = None) -> np.ndarray:
+    """The fine-tuned head's outputs on `texts` (or on a task's `rows`): logits [N, C] or
+    scores [N] (start and end logits [N, L, 2] of an extractive_qa model's rows)."""
+    if rows is None:
+      rows = self._text_rows(texts, self.config.task.max_len)
     model = self.model
     fn = self._jit("head", lambda: lambda params, batch: model.apply({"params": params}, batch))
     return np.concatenate([self._run(fn, _stack(rows[i:i + BATCH]), len(rows[i:i + BATCH]))

@@ -198,11 +198,13 @@ def finetune_config() -> ml_collections.ConfigDict:
 
   c.task = _section(
       "task",
-      kind=("classification", "classification | regression | token_classification | seq2seq"),
+      kind=("classification", "classification | regression | token_classification | seq2seq | "
+            "extractive_qa"),
       source=("builtin", "builtin (from the stdlib corpus) | files | tfds"),
       builtin=("package", "package: a function's docstring -> its top-level stdlib package "
                "(classification); summary: a function's code -> the first line of its "
-               "docstring (seq2seq)"),
+               "docstring (seq2seq); identifier: a docstring sentence with a parameter blanked "
+               "-> the parameter's span in the code (extractive_qa)"),
       train_files=("", "comma-separated paths or globs (.csv, .tsv, .jsonl)"),
       validation_files=("", "like train_files, for the validation split"),
       test_files=("", "like train_files, for the test split"),
@@ -219,6 +221,10 @@ def finetune_config() -> ml_collections.ConfigDict:
       test_split=("test", "the split evaluate --split test scores"),
       max_len=(128, "input tokens, special tokens included"),
       target_len=(32, "seq2seq: target tokens, eos included"),
+      doc_stride=(128, "extractive_qa: context tokens shared by consecutive windows (HF: 128 "
+                  "for max_len 384)"),
+      max_question_len=(64, "extractive_qa: question tokens kept"),
+      max_answer_len=(30, "extractive_qa: the longest answer predicted, in tokens (HF: 30)"),
   )
 
   c.finetune = _section(

@@ -5,6 +5,8 @@
   # [{"generated_text": "def ..."}, {"generated_text": "def ..."}]
   roots_jax.pipeline("fill-mask", model="/tmp/bert")("The [MASK] sat.", top_k=3)
   # [{"score": ..., "token": ..., "token_str": "cat", "sequence": "The cat sat."}, ...]
+  roots_jax.pipeline("question-answering", model="/tmp/bert-qa")(question="...", context="...")
+  # {"answer": ..., "score": ..., "start": ..., "end": ...}
 """
 
 from typing import Sequence
@@ -66,17 +68,45 @@ class FillMaskPipeline(_Pipeline):
     return self.model.fill_mask(inputs, top_k=top_k, targets=targets)
 
 
+class QuestionAnsweringPipeline(_Pipeline):
+  """pipe(question="...", context="...") -> {"answer", "score", "start", "end"}, as Hugging
+  Face's: the best span of the context (start and end are its characters there; score the
+  start x end probability), from a model fine-tuned for extractive_qa
+  (LanguageModel.answer). Also pipe({"question", "context"}), a list of such dicts, or
+  question= and context= lists of one length: a list of answers."""
+
+  def __call__(self, *args, question: str | Sequence[str] | None = None,
+               context: str | Sequence[str] | None = None, max_answer_len: int | None = None):
+    if args and (question is not None or context is not None or len(args) > 1):
+      raise ConfigError("question-answering takes a {\"question\", \"context\"} dict (or a list "
+                        "of them), or question= and context=")
+    if args:
+      items = args[0]
+    elif isinstance(question, str) and isinstance(context, str):
+      items = {"question": question, "context": context}
+    elif isinstance(question, (list, tuple)) and isinstance(context, (list, tuple)):
+      if len(question) != len(context):
+        raise ConfigError(f"question-answering got {len(question)} questions but "
+                          f"{len(context)} contexts")
+      items = [{"question": q, "context": c} for q, c in zip(question, context)]
+    else:
+      raise ConfigError("question-answering needs question= and context= (str, or lists of one "
+                        "length)")
+    return self.model.answer(items, max_answer_len=max_answer_len)
+
+
 PIPELINES = {"text-generation": TextGenerationPipeline,
              "feature-extraction": FeatureExtractionPipeline,
              "text-classification": TextClassificationPipeline,
-             "fill-mask": FillMaskPipeline}
+             "fill-mask": FillMaskPipeline,
+             "question-answering": QuestionAnsweringPipeline}
 
 
 def pipeline(task: str, model: "str | LanguageModel | None" = None, *,
              checkpoint: int | str | None = None) -> _Pipeline:
   """A Hugging Face-style pipeline around a LanguageModel (or the run or model directory
   `model`, loaded with from_pretrained): text-generation, feature-extraction,
-  text-classification or fill-mask."""
+  text-classification, fill-mask or question-answering."""
   if task not in PIPELINES:
     raise ConfigError(f"unknown pipeline task {task!r}; supported: {', '.join(PIPELINES)}")
   if model is None:
@@ -91,4 +121,7 @@ def pipeline(task: str, model: "str | LanguageModel | None" = None, *,
   if task == "text-classification" and lm.task != "classification":
     raise ConfigError("text-classification needs a model fine-tuned for classification "
                       "(LanguageModel.finetune(..., kind='classification'))")
+  if task == "question-answering" and lm.task != "extractive_qa":
+    raise ConfigError("question-answering needs a model fine-tuned for extractive_qa (e.g. "
+                      "configs/finetune/identifier.py)")
   return PIPELINES[task](lm)

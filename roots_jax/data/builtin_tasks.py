@@ -6,6 +6,12 @@ Every documented function and method (at any depth) of the stdlib modules become
   ("email", "asyncio", ...), for the NUM_PACKAGES packages with the most documented functions
   over all modules, so every split has the same classes; single-file modules take no part.
 - "summary" (seq2seq): a function's code without its docstring -> the docstring's first line.
+- "identifier" (extractive_qa): context = a function's code without its docstring; question =
+  the first sentence of its docstring that names one of its parameters (as a whole word; self,
+  cls and common English words left out), that name blanked out as "___" wherever it occurs in
+  the sentence; answer = the parameter's first occurrence in the signature. One example per
+  such parameter: "Return the ___ of the file." over `def size(path, follow=True): ...` answers
+  `path`.
 
 Splits hold whole modules, stratified by package so that every class is in every split: each
 package's modules (and the single-file modules, as one group) in the order of a hash of their
@@ -17,6 +23,7 @@ import ast
 import collections
 import functools
 import inspect
+import re
 import tokenize
 from typing import NamedTuple
 
@@ -24,12 +31,15 @@ from roots_jax.data import sources
 from roots_jax.errors import DataError
 
 # The built-in tasks (task.builtin) and the task.kind of their examples.
-KINDS = {"package": "classification", "summary": "seq2seq"}
+KINDS = {"package": "classification", "summary": "seq2seq", "identifier": "extractive_qa"}
 NUM_PACKAGES = 10
 TEST_FRACTION = 0.1
 VALIDATION_FRACTION = 0.1
 # A summary target needs at least this many words ("Return the value." but not "Helper.").
 MIN_SUMMARY_WORDS = 3
+# Parameter names that are English words too: a sentence holding them need not name them.
+_ENGLISH = frozenset("a an and as at be by for from if in is it no not of on or the to with "
+                     "all any each new old other same some this that value".split())
 
 
 class Function(NamedTuple):
@@ -117,8 +127,37 @@ def _summary_target(f: Function) -> str:
   return line
 
 
+def _identifier_examples(f: Function) -> list[dict]:
+  """The "identifier" examples of `f` (see the module docstring), as tasks.extractive_qa's."""
+  try:
+    tree = ast.parse(f.code)
+  except SyntaxError:
+    return []
+  if not f.code or not tree.body or not isinstance(tree.body[0], (ast.FunctionDef,
+                                                                  ast.AsyncFunctionDef)):
+    return []
+  a = tree.body[0].args
+  names = [p.arg for p in (*a.posonlyargs, *a.args, a.vararg, *a.kwonlyargs, a.kwarg)
+           if p is not None and p.arg not in ("self", "cls") and len(p.arg) > 1
+           and p.arg.lower() not in _ENGLISH]
+  text = " ".join(f.docstring.split())
+  sentences = [s for s in re.split(r"(?<=[.!?])\s+", text) if s]
+  signature = f.code.index("(") + 1
+  examples = []
+  for name in names:
+    word = re.compile(rf"(?<![\w.]){re.escape(name)}(?!\w)")
+    sentence = next((s for s in sentences if word.search(s)), None)
+    where = word.search(f.code, signature)
+    if sentence is None or where is None:
+      continue
+    examples.append({"id": f"{f.module}:{tree.body[0].name}:{name}",
+                     "question": word.sub("___", sentence), "context": f.code,
+                     "answers": [(name, where.start())]})
+  return examples
+
+
 def load_examples(name: str, split: str) -> list[dict[str, str]]:
-  """The examples of built-in task `name` ("package" | "summary") in `split`."""
+  """The examples of built-in task `name` ("package" | "summary" | "identifier") in `split`."""
   if split not in ("train", "validation", "test"):
     raise ValueError(f"split must be train, validation or test, not {split!r}")
   ours = [f for f in functions() if split_of(f.module) == split]
@@ -127,8 +166,11 @@ def load_examples(name: str, split: str) -> list[dict[str, str]]:
     examples = [{"text": f.docstring, "label": f.package} for f in ours if f.package in classes]
   elif name == "summary":
     examples = [{"text": f.code, "target": t} for f in ours if (t := _summary_target(f))]
+  elif name == "identifier":
+    examples = [e for f in ours for e in _identifier_examples(f)]
   else:
-    raise DataError(f"unknown built-in task {name!r}; set task.builtin to package or summary")
+    raise DataError(f"unknown built-in task {name!r}; set task.builtin to package, summary or "
+                    "identifier")
   if not examples:
     raise DataError(f"the built-in task {name!r} has no {split} examples in this Python's "
                     f"standard library ({sources.builtin_files()[0]}); use task.source=files")

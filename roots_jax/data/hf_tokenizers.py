@@ -522,6 +522,64 @@ class WordPieceTokenizer(HFTokenizer):
         ids.extend(self._wordpiece(word))
     return ids
 
+  def encode_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """encode's steps on each run of non-space characters, a base character with its combining
+    marks normalized together (NFC, lower case, accents) so that every normalized character
+    knows the original span it came from; a piece spans the characters it was cut from, an
+    [UNK] its whole word (as BertTokenizerFast's offset_mapping)."""
+    ids, offsets = [], []
+    for match in regex.finditer(r"\S+", text):
+      if self._basic and unicodedata.normalize("NFC", match.group()) in self._never_split:
+        ids.append(self._vocab.get(unicodedata.normalize("NFC", match.group()), self._unk))
+        offsets.append(match.span())
+        continue
+      chars, spans = [], []  # the normalized word's characters and their original spans
+      for cluster in regex.finditer(r"\P{M}\p{M}*|\p{M}+", match.group()):
+        start, end = match.start() + cluster.start(), match.start() + cluster.end()
+        for ch in self._normalized(cluster.group()) if self._basic else cluster.group():
+          chars.append(ch)
+          spans.append((start, end))
+      word = "".join(chars)
+      for piece, at in self._basic_pieces(word) if self._basic else [(word, 0)]:
+        word_ids = self._wordpiece(piece)
+        if word_ids == (self._unk,):
+          ids.append(self._unk)
+          offsets.append((spans[at][0], spans[at + len(piece) - 1][1]))
+          continue
+        for j, i in enumerate(word_ids):  # pieces after the first are "##" continuations
+          size = len(self._pieces[i]) - (2 if j else 0)
+          ids.append(i)
+          offsets.append((spans[at][0], spans[at + size - 1][1]))
+          at += size
+    return ids, offsets
+
+  def _normalized(self, chars: str) -> str:
+    """A base character and its combining marks as _words normalizes them: cleaned up, NFC,
+    lower-cased and accents stripped as configured, CJK characters spaced."""
+    chars = "".join(" " if _is_whitespace(ch) else ch for ch in chars
+                    if not (ch in "\x00\ufffd" or _is_control(ch)))
+    if self._chinese_chars:
+      chars = "".join(f" {ch} " if _is_cjk(ord(ch)) else ch for ch in chars)
+    chars = unicodedata.normalize("NFC", chars)
+    if self.lower_case:
+      chars = chars.lower()
+      if self._strip_accents is not False:
+        chars = _strip_accents(chars)
+    elif self._strip_accents:
+      chars = _strip_accents(chars)
+    return chars
+
+  def _basic_pieces(self, word: str) -> list[tuple[str, int]]:
+    """(piece, where it starts in `word`) of a normalized word split on spaces (CJK characters)
+    and punctuation, as _words splits it."""
+    out = []
+    for part in regex.finditer(r"\S+", word):
+      at = part.start()
+      for piece in _split_on_punctuation(part.group()):
+        out.append((piece, at))
+        at += len(piece)
+    return out
+
   def _decode(self, ids: list[int]) -> str:
     text = " ".join(self._pieces[i] for i in ids).replace(" ##", "").strip()
     if self._clean_up:

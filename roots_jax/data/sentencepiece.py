@@ -73,6 +73,23 @@ class SentencePieceIds:
   def encode(self, text: str) -> list[int]:
     return self._sp.encode(text)
 
+  def encode_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """sentencepiece's pieces carry UTF-8 byte spans of the input (through its normalization);
+    they become character spans, a word's leading spaces left out (trim_offsets, as HF's fast
+    tokenizers), so that an answer cut from them starts at its word. The byte pieces of one
+    character but the last span nothing (begin == end), as sentencepiece gives them."""
+    # Byte offset -> the character it is part of; the end -> len(text).
+    char_at = [i for i, ch in enumerate(text) for _ in ch.encode("utf-8")] + [len(text)]
+    ids, offsets = [], []
+    for p in self._sp.encode(text, out_type="proto").pieces:
+      start = char_at[p.begin]
+      end = char_at[p.end - 1] + 1 if p.end > p.begin else start
+      if text[start:end].strip():
+        start += len(text[start:end]) - len(text[start:end].lstrip())
+      ids.append(p.id)
+      offsets.append((start, end))
+    return ids, offsets
+
   def piece_text(self, i: int) -> str:
     return sentencepiece_text(self.id_to_piece(i))
 

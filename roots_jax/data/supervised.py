@@ -173,6 +173,8 @@ def _plain(value: Any) -> Any:
     value = value.item()
   if isinstance(value, list):
     return [_plain(v) for v in value]
+  if isinstance(value, dict):  # a nested feature (SQuAD's answers)
+    return {k: _plain(v) for k, v in value.items()}
   return sources.as_text(value) if isinstance(value, bytes) else value
 
 

@@ -62,6 +62,12 @@ class BaseTokenizer:
   def decode(self, ids: Sequence[int]) -> str:
     raise NotImplementedError
 
+  def encode_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """encode(text) and each id's (start, end) character span in `text`, as a Hugging Face fast
+    tokenizer's offset_mapping: what extractive question answering cuts answers with."""
+    raise DataError(f"tokenizer {self.path} gives no character offsets; extractive question "
+                    "answering needs a sentencepiece or BERT WordPiece tokenizer")
+
   def save(self, path: str) -> None:
     """Writes what `Tokenizer.load(path)` reads back (a file or a directory), atomically."""
     raise NotImplementedError

@@ -13,7 +13,7 @@ harness's three requests instead of a scorer: evals.incontext.
 
 from roots_jax.errors import ConfigError
 from roots_jax.evals import classification, generation, perplexity, regression
-from roots_jax.evals import token_classification
+from roots_jax.evals import extractive_qa, token_classification
 from roots_jax.evals.base import LOWER_IS_BETTER, Scorer, Split, is_better
 
 EVALUATORS = {
@@ -22,6 +22,7 @@ EVALUATORS = {
     "regression": regression.Regression,
     "token_classification": token_classification.TokenClassification,
     "generation": generation.Generation,
+    "extractive_qa": extractive_qa.ExtractiveQA,
 }
 
 

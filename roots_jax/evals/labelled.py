@@ -17,14 +17,15 @@ from roots_jax.training import partitioning
 class Labelled:
   """evaluate(params) -> {"loss", term: value, metric: value, "examples", "tokens"} over every
   row of the split; subclasses say how to predict (`predict`, traced), how to score (`metrics`)
-  and what results.json adds (`details`). `labels` names a classifier's classes."""
+  and what results.json adds (`details`). `labels` names a classifier's classes; `task` is the
+  run's task section (a kind's decoding settings)."""
   predicts = True   # whether `metrics` needs predictions
 
   def __init__(self, scorer: Scorer, split: Split, *, tokenizer: BaseTokenizer,
                family: Family, labels: LabelVocab | None = None, target_len: int = 0,
-               generate: bool = True):
+               generate: bool = True, task=None):
     self.scorer, self.split, self.tokenizer, self.family = scorer, split, tokenizer, family
-    self.labels, self.target_len, self.generate = labels, target_len, generate
+    self.labels, self.target_len, self.generate, self.task = labels, target_len, generate, task
     replicated = partitioning.replicated(scorer.batch_sharding.mesh)
     self.score = jax.jit(self._score, in_shardings=(scorer.param_sharding, scorer.batch_sharding),
                          out_shardings=replicated)

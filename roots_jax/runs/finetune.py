@@ -223,7 +223,8 @@ def evaluator(config: ml_collections.ConfigDict, run, scorer: evals.Scorer, spli
                                  split=split, **shard)
   return evals.get(kind.evaluator)(scorer, evals.Split(split, batches, examples),
                                    tokenizer=run.tokenizer, family=family, labels=run.labels,
-                                   target_len=config.task.target_len, generate=generate)
+                                   target_len=config.task.target_len, generate=generate,
+                                   task=config.task)
 
 
 def training_plan(config: ml_collections.ConfigDict, params):
