@@ -10,6 +10,7 @@ import os
 import pickle
 import re
 import textwrap
+import unicodedata
 
 import numpy as np
 import pytest
@@ -410,3 +411,42 @@ def test_finetune_rows_with_each_tokenizer(toks, name, family):
     key = "targets" if family == "decoder" else "decoder_targets"
     weights = kind_row["weights" if family == "decoder" else "decoder_weights"]
     assert kind_row[key][weights > 0].tolist() == [*tok.encode("the dog"), eos]
+
+
+@pytest.mark.extra("hf")
+def test_wordpiece_offsets_match_bert_tokenizer_fast(dirs, toks):
+  """encode_offsets gives encode's ids and BertTokenizerFast's offset_mapping (what extractive
+  question answering cuts answers with), [UNK] words and accents stripped included."""
+  import transformers  # pylint: disable=g-import-not-at-top
+  fast = transformers.BertTokenizerFast.from_pretrained(dirs["bert"])
+  for text in TEXTS + PROSE.splitlines():
+    ids, offsets = toks["bert"].encode_offsets(text)
+    assert ids == toks["bert"].encode(text), text
+    reference = fast(text, add_special_tokens=False, return_offsets_mapping=True)
+    assert ids == reference["input_ids"], text
+    assert offsets == [tuple(o) for o in reference["offset_mapping"]], text
+
+
+@pytest.mark.parametrize("name", ["bert", "bert_cased", "t5", "native"])
+def test_offsets_cut_each_piece_from_the_text(toks, name, tokenizer):
+  """Every tokenizer that has offsets gives encode's ids, and spans that read as the piece (a
+  WordPiece one normalised: lower case, accents stripped; sentencepiece's without the leading
+  space it trims, T5's on ASCII text), in order."""
+  tok = tokenizer if name == "native" else toks[name]
+  for text in TEXTS + ["e\u0301 decomposed", "Ångström's café"]:
+    ids, offsets = tok.encode_offsets(text)
+    assert ids == tok.encode(text) and len(offsets) == len(ids), text
+    assert all(a <= b for a, b in offsets) and offsets == sorted(offsets), text
+    for i, (a, b) in zip(ids, offsets):
+      if tok.is_special(i) or a == b:  # [UNK]; a character's leading byte pieces
+        continue
+      piece = tok.piece_text(i)
+      if name.startswith("bert"):
+        norm = hf_tokenizers._strip_accents(text[a:b].lower()) if name == "bert" else text[a:b]
+        assert unicodedata.normalize("NFC", norm) == unicodedata.normalize("NFC", piece.strip())
+      elif name == "t5":  # NFKC (which expands some characters), whitespace made spaces
+        assert not text.isascii() or text[a:b].split() == piece.split(), (text, piece)
+      else:
+        assert text[a:b] == (piece.lstrip() or piece) or piece.startswith("<0x"), (text, piece)
+  with pytest.raises(DataError, match="no character offsets"):
+    toks["gpt2"].encode_offsets("x")
