@@ -150,8 +150,7 @@ def _identifier_examples(f: Function) -> list[dict]:
     where = word.search(f.code, signature)
     if sentence is None or where is None:
       continue
-    examples.append({"id": f"{f.module}:{tree.body[0].name}:{name}",
-                     "question": word.sub("___", sentence), "context": f.code,
+    examples.append({"question": word.sub("___", sentence), "context": f.code,
                      "answers": [(name, where.start())]})
   return examples
 
