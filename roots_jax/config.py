@@ -208,7 +208,8 @@ def finetune_config() -> ml_collections.ConfigDict:
       train_files=("", "comma-separated paths or globs (.csv, .tsv, .jsonl)"),
       validation_files=("", "like train_files, for the validation split"),
       test_files=("", "like train_files, for the test split"),
-      format=("auto", "auto (by extension) | csv | tsv | jsonl"),
+      format=("auto", "auto (by extension) | csv | tsv | jsonl | squad (the official SQuAD "
+              ".json: one record per question)"),
       text_field=("text", "the text; token_classification: the list of words"),
       text_pair_field=("", "a second text (sentence pairs, e.g. glue/mrpc); empty: none"),
       label_field=("label", "the class, score, tag list or target text"),
@@ -592,7 +593,7 @@ _CHOICES = {
     "task.kind": tasks.NAMES,
     "task.source": ("builtin", "files", "tfds"),
     "task.builtin": tuple(builtin_tasks.KINDS),
-    "task.format": ("auto", "csv", "tsv", "jsonl"),
+    "task.format": ("auto", "csv", "tsv", "jsonl", "squad"),
     "finetune.mode": ("full", "frozen"),
     "finetune.pooling": ("", "first", "last", "mean"),
     "distill.hidden_loss": ("", *distillation.HIDDEN_LOSSES),

@@ -210,7 +210,7 @@ def _squad_task(**kw):
   return task
 
 
-def test_squad_jsonl_both_answer_layouts_and_bad_records(tmp_path):
+def test_squad_jsonl_the_official_json_and_bad_records(tmp_path):
   context = "The cat sat on the mat. The dog sat too."
   good = [
       {"id": "a", "title": "t", "context": context, "question": "Who sat?",
@@ -225,6 +225,17 @@ def test_squad_jsonl_both_answer_layouts_and_bad_records(tmp_path):
       {"id": "a", "question": "Who sat?", "context": context,
        "answers": [("The cat", 0), ("cat", 4)]},
       {"id": "b", "question": "Where?", "context": context, "answers": [("the mat", 15)]}]
+  official = {"version": "1.1", "data": [{"title": "t", "paragraphs": [{"context": context, "qas": [
+      {"id": "a", "question": "Who sat?",
+       "answers": [{"text": "The cat", "answer_start": 0}, {"text": "cat", "answer_start": 4}]},
+      {"id": "b", "question": "Where?", "answers": [{"text": "the mat", "answer_start": 15}]}]}]}]}
+  (tmp_path / "dev.json").write_text(json.dumps(official))
+  assert KIND.load_examples(_squad_task(train_files=str(tmp_path / "dev.json")),
+                            "train") == examples
+  official["data"][0]["paragraphs"][0]["qas"][1]["answers"][0]["answer_start"] = 14
+  (tmp_path / "dev.json").write_text(json.dumps(official))
+  with pytest.raises(DataError, match=r"dev.json:b: answer 'the mat' is not the context"):
+    KIND.load_examples(_squad_task(train_files=str(tmp_path / "dev.json")), "train")
   bad = [
       ({**good[0], "answers": {"text": ["the cat"], "answer_start": [0]}}, "is not the context"),
       ({**good[0], "answers": {"text": ["cat"], "answer_start": [4, 5]}}, "not SQuAD answers"),

@@ -28,7 +28,7 @@ from roots_jax.data.tokenizers import write_atomically
 from roots_jax.errors import ConfigError, DataError
 
 SPLITS = ("train", "validation", "test")
-_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl"}
+_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "squad"}
 # Known labels listed in an unknown-label message.
 _MAX_LISTED = 20
 
@@ -64,12 +64,13 @@ def _format(path: str, fmt: str) -> str:
     return fmt
   if (fmt := _FORMATS.get(os.path.splitext(path)[1].lower())) is None:
     raise DataError(f"cannot tell the format of {path} from its extension; set task.format to "
-                    f"csv, tsv or jsonl (auto knows {', '.join(_FORMATS)})")
+                    f"csv, tsv, jsonl or squad (auto knows {', '.join(_FORMATS)})")
   return fmt
 
 
-def _read_records(path: str, fmt: str) -> list[tuple[int, dict[str, Any]]]:
-  """(line number, record) of every record of a CSV/TSV (with a header row) or JSONL file."""
+def _read_records(path: str, fmt: str) -> list[tuple[int | str, dict[str, Any]]]:
+  """(line number, record) of every record of a CSV/TSV (with a header row) or JSONL file; (its
+  id, record) of every question of an official SQuAD JSON file."""
   try:
     with open(path, "rb") as f:
       data = f.read()
@@ -89,6 +90,8 @@ def _read_records(path: str, fmt: str) -> list[tuple[int, dict[str, Any]]]:
   if fmt == "jsonl":
     records = [(i, _json_record(path, i, line))
                for i, line in enumerate(text.splitlines(), 1) if line.strip()]
+  elif fmt == "squad":
+    records = _squad_records(path, text)
   else:
     records = _csv_records(path, text, fmt)
   if not records:
@@ -106,6 +109,24 @@ def _json_record(path: str, line_no: int, line: str) -> dict[str, Any]:
     raise DataError(f"{path}:{line_no} holds a JSON {type(record).__name__}, not an object; "
                     "JSONL needs one object per line")
   return record
+
+
+def _squad_records(path: str, text: str) -> list[tuple[str, dict[str, Any]]]:
+  """(question id, record) of each question of an official SQuAD JSON file ({"data": [{"title",
+  "paragraphs": [{"context", "qas": [{"id", "question", "answers"}]}]}]}): {"id", "title",
+  "context", "question", "answers"}, as Hugging Face's squad dataset flattens it."""
+  try:
+    records = [(qa.get("id", f"{a}.{p}.{q}"),
+                {"id": qa.get("id", ""), "title": article.get("title", ""),
+                 "context": paragraph["context"], "question": qa["question"],
+                 "answers": qa["answers"]})
+               for a, article in enumerate(json.loads(text)["data"])
+               for p, paragraph in enumerate(article["paragraphs"])
+               for q, qa in enumerate(paragraph["qas"])]
+  except (ValueError, KeyError, TypeError, AttributeError) as e:
+    raise DataError(f"{path} is not an official SQuAD JSON file ({type(e).__name__}: {e}); "
+                    "it needs data[].paragraphs[].context and .qas[].question, .answers") from e
+  return records
 
 
 def _csv_records(path: str, text: str, fmt: str) -> list[tuple[int, dict[str, Any]]]:

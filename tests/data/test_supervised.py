@@ -150,7 +150,8 @@ BAD_INPUTS = {
     "bad_json": ("x.jsonl", b'{"text": "a", "label": 1}\n{"text": \n',
                  r"x.jsonl:2 is not valid JSON"),
     "not_an_object": ("x.jsonl", b'["a", 1]\n', r"x.jsonl:1 holds a JSON list, not an object"),
-    "unknown_extension": ("x.txt", b"text,label\na,1\n", r"set task.format to csv, tsv or jsonl"),
+    "unknown_extension": ("x.txt", b"text,label\na,1\n",
+                          r"set task.format to csv, tsv, jsonl or squad"),
     "non_float_score": ("x.csv", b"text,label\na,0.5\nb,high\n",
                         r"x.csv:3: label 'high' in field 'label' is not a finite number.*"
                         r"task.kind=regression"),
