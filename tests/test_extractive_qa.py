@@ -351,6 +351,7 @@ def test_a_tiny_bert_learns_and_is_scored(qa_run, qa_files):
   evaluations = read_metrics(qa_run, "eval")
   assert sorted(evaluations) == [20, 40]
   assert {"loss", "accuracy", "exact_match", "f1"} <= set(evaluations[40])
+  assert evaluations[40]["examples"] == 16  # questions, each in one or more windows
   results = evaluate_run(qa_run, split="test")
   metrics = results["metrics"]
   assert 0 <= metrics["exact_match"] <= metrics["f1"] <= 100 and metrics["f1"] > 0

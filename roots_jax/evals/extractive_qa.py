@@ -37,10 +37,12 @@ class ExtractiveQA(Labelled):
             for i, found in sorted(windows.items())}
 
   def metrics(self, rows, sums):
+    """EM and F1; "examples" counts the questions (each read in one or more windows)."""
     answers = self.answers(rows)
     examples = self.split.examples
-    return squad.squad_scores([span.text for span in answers.values()],
-                              [[text for text, _ in examples[i]["answers"]] for i in answers])
+    return {**squad.squad_scores([span.text for span in answers.values()],
+                                 [[text for text, _ in examples[i]["answers"]] for i in answers]),
+            "examples": len(answers)}
 
   def details(self, rows):
     examples = self.split.examples
