@@ -8,10 +8,12 @@ windows (task.doc_stride).
       --config.init_from=/tmp/bert
   python -m roots_jax.evaluate --workdir /tmp/bert-qa --split test
 
-SQuAD from TFDS instead (BERT-base's settings, Devlin et al. 2019: 384 tokens, stride 128, lr
-3e-5, batch 32, 2 epochs): --config.task.source=tfds --config.task.tfds_name=squad
---config.task.text_field=question --config.task.text_pair_field=context
---config.task.label_field=answers --config.task.max_len=384 --config.task.doc_stride=128.
+SQuAD from TFDS instead, from a converted bert-base-uncased with the paper's settings (Devlin et
+al. 2019: 384 tokens, stride 128, lr 3e-5, batch 32, 2 epochs): --config.task.source=tfds
+--config.task.tfds_name=squad --config.task.text_field=question
+--config.task.text_pair_field=context --config.task.label_field=answers
+--config.task.test_split=validation --config.task.max_len=384 --config.task.doc_stride=128
+--config.task.max_question_len=64 --config.optimizer.learning_rate=3e-5 --config.train.steps=5500.
 """
 
 from roots_jax.config import finetune_config
