@@ -10,6 +10,7 @@ it, runs.finetune fine-tunes it): no second way to load or train a run.
   bert.fill_mask("The [MASK] sat.")                               # -> [{"score", "token", ...}]
   lm.finetune(texts, labels, kind="classification", steps=50)     # in place; returns lm
   lm.predict(["new text"])                                        # -> [label], typed as given
+  qa.predict({"question": "...", "context": "..."})  # extractive_qa: {"answer", "score", ...}
   lm.save_pretrained("/tmp/tuned")                                # a run from_pretrained reads
   roots_jax.pipeline("text-generation", model=lm)("Hello", max_length=30)  # roots_jax.pipelines
 
