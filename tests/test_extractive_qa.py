@@ -354,7 +354,8 @@ def test_a_tiny_bert_learns_and_is_scored(qa_run, qa_files):
   assert evaluations[40]["examples"] == 16  # questions, each in one or more windows
   results = evaluate_run(qa_run, split="test")
   metrics = results["metrics"]
-  assert 0 <= metrics["exact_match"] <= metrics["f1"] <= 100 and metrics["f1"] > 0
+  # Finding the one number is learnt in 40 steps (100 here; a random span rarely is one).
+  assert 75 <= metrics["exact_match"] <= metrics["f1"] <= 100
   validation = [json.loads(line) for line in open(qa_files[1])]
   assert [s["answers"] for s in results["samples"]] == [
       r["answers"]["text"] for r in validation[:5]]
