@@ -198,11 +198,13 @@ def finetune_config() -> ml_collections.ConfigDict:
 
   c.task = _section(
       "task",
-      kind=("classification", "classification | regression | token_classification | seq2seq"),
+      kind=("classification", "classification | regression | token_classification | seq2seq | "
+            "chat"),
       source=("builtin", "builtin (from the stdlib corpus) | files | tfds"),
       builtin=("package", "package: a function's docstring -> its top-level stdlib package "
                "(classification); summary: a function's code -> the first line of its "
-               "docstring (seq2seq)"),
+               "docstring (seq2seq); instructions: questions about a function's code and their "
+               "answers (chat)"),
       train_files=("", "comma-separated paths or globs (.csv, .tsv, .jsonl)"),
       validation_files=("", "like train_files, for the validation split"),
       test_files=("", "like train_files, for the test split"),
@@ -219,6 +221,11 @@ def finetune_config() -> ml_collections.ConfigDict:
       test_split=("test", "the split evaluate --split test scores"),
       max_len=(128, "input tokens, special tokens included"),
       target_len=(32, "seq2seq: target tokens, eos included"),
+      chat_template=("", "chat: a Jinja chat template; empty: the tokenizer's tokenizer_config.json "
+                     "chat_template, else the built-in one (data.chat_template); the run records "
+                     "the one it trained with"),
+      packing=(True, "chat: several conversations per decoder training row, never attending "
+               "across"),
   )
 
   c.finetune = _section(
