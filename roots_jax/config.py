@@ -221,9 +221,9 @@ def finetune_config() -> ml_collections.ConfigDict:
       test_split=("test", "the split evaluate --split test scores"),
       max_len=(128, "input tokens, special tokens included"),
       target_len=(32, "seq2seq: target tokens, eos included"),
-      chat_template=("", "chat: a Jinja chat template; empty: the tokenizer's tokenizer_config.json "
-                     "chat_template, else the built-in one (data.chat_template); the run records "
-                     "the one it trained with"),
+      chat_template=("", "chat: a Jinja chat template; empty: the chat_template of the "
+                     "tokenizer's tokenizer_config.json, else the built-in one "
+                     "(data.chat_template); the run records the one it trained with"),
       packing=(True, "chat: several conversations per decoder training row, never attending "
                "across"),
   )
