@@ -136,14 +136,15 @@ class Chat(TaskKind):
     row["prompt_len"] = np.int32(len(prompt))
     return row
 
-  def chat_ids(self, messages, *, family, chat: ChatFormat, max_len: int) -> list[int]:
+  def chat_ids(self, messages, *, family, chat: ChatFormat, max_len: int | None) -> list[int]:
     """What generation continues for a conversation, as the evaluation rows lay it out: the
     rendered conversation with the generation prompt, its last max_len tokens (an
-    encoder-decoder's last max_len - 1, then eos)."""
-    ids = chat.prompt_ids(chat_template.check_messages(messages, "the conversation"))
+    encoder-decoder's last max_len - 1, then eos); max_len None: all of them."""
+    ids = chat.prompt_ids(chat_template.check_messages(list(messages), "the conversation"))
     if family.has_encoder:
-      return ids[-(max_len - 1):] + [chat.tokenizer.eos_id]
-    return ids[-max_len:]
+      return ids[-(max_len - 1):] + [chat.tokenizer.eos_id] if max_len else ids + [
+          chat.tokenizer.eos_id]
+    return ids[-max_len:] if max_len else ids
 
 
 def conversation_example(messages: list[dict], where: str) -> dict:
