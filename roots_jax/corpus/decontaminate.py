@@ -82,10 +82,11 @@ def build_index(texts: Iterable[str], path: str, n: int = DEFAULT_N) -> int:
 
 def builtin_eval_texts() -> Iterator[str]:
   """Every field of every test example of the built-in fine-tuning tasks: functions of the
-  stdlib's test modules (docstrings, code, first lines, package names)."""
+  stdlib's test modules (docstrings, code, first lines, package names; a conversation's
+  messages are its text and target again)."""
   for name in builtin_tasks.KINDS:
     for example in builtin_tasks.load_examples(name, "test"):
-      yield from example.values()
+      yield from (v for v in example.values() if isinstance(v, str))
 
 
 def file_eval_texts(patterns: str, fields: tuple[str, ...] = ("text",), *,
