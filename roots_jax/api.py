@@ -173,6 +173,9 @@ class LanguageModel:
     if isinstance(messages, str):
       messages = [{"role": "user", "content": messages}]
     self.check_generates()
+    if self.task not in (None, "chat"):
+      raise ConfigError(f"chat needs a pretrained or chat-tuned model; this one is fine-tuned for "
+                        f"{self.task}: use generate()")
     self._needs_text()
     replies = self._generate_ids([self.chat_ids(messages)], **generation)[0]
     return replies if len(replies) > 1 else replies[0]

@@ -3,6 +3,7 @@ the loss on exactly the assistant's tokens of packed conversations that never at
 encoder-decoder rows, the record formats and their errors, the built-in instructions, and a
 tuned run's chat (the API and generate --chat) prompting exactly as training did."""
 
+import io
 import json
 import random
 
@@ -69,7 +70,8 @@ def _config(max_len: int, target_len: int, batch_size: int = 4, **task):
 # Templates.
 
 
-@pytest.mark.parametrize("template", [BUILTIN, CHATML, LLAMA_LIKE])
+@pytest.mark.parametrize("template", [BUILTIN, CHATML, LLAMA_LIKE],
+                         ids=["builtin", "chatml", "llama_like"])
 @pytest.mark.parametrize("add_generation_prompt", [False, True])
 def test_rendering_equals_transformers(template, add_generation_prompt, tokenizer, tmp_path):
   """A PreTrainedTokenizerFast built here with the same special tokens renders the same text."""
@@ -208,7 +210,8 @@ def test_unpacked_and_evaluation_rows(tokenizer):
 
 def test_encoder_decoder_rows_are_the_last_turn(tokenizer):
   """The encoder reads the conversation before its last assistant turn with the generation
-  prompt, then eos; the decoder predicts that turn (content, eos)."""
+  prompt (its last max_len - 1 tokens), then eos; the decoder predicts that turn (content,
+  eos)."""
   examples = _examples(8, seed=2)
   chat = ChatFormat(BUILTIN, tokenizer)
   family = families.get("encoder_decoder")
@@ -218,7 +221,7 @@ def test_encoder_decoder_rows_are_the_last_turn(tokenizer):
   for i in range(len(rows["encoder_inputs"])):
     source = rows["encoder_inputs"][i][rows["encoder_segment_ids"][i] > 0].tolist()
     e = next(e for e in examples
-             if chat.prompt_ids(e["messages"][:-1]) + [tokenizer.eos_id] == source)
+             if chat.prompt_ids(e["messages"][:-1])[-47:] + [tokenizer.eos_id] == source)
     target = tokenizer.encode(e["target"]) + [tokenizer.eos_id]
     n = len(target)
     assert rows["decoder_targets"][i, :n].tolist() == target and not rows["decoder_targets"][
@@ -237,7 +240,8 @@ def test_prompt_response_is_a_single_turn_conversation():
               {"role": "assistant", "content": "Hello."}]
   assert CHAT.example(record, None, "r") == CHAT.example({"messages": messages}, None, "r") == {
       "messages": messages, "text": "Hi?", "target": "Hello."}
-  assert CHAT.example({"prompt": "a", "response": "b"}, None, "r")["messages"] == messages[1:]
+  del record["system"]
+  assert CHAT.example(record, None, "r")["messages"] == messages[1:]
 
 
 @pytest.mark.parametrize("record,message", [
@@ -304,7 +308,8 @@ def chat_files(tmp_path_factory):
 
 
 @pytest.mark.parametrize("family", ["decoder", "encoder_decoder"])
-def test_a_tuned_run_chats_as_it_trained(family, pretrained, chat_files, tmp_path, capsys):
+def test_a_tuned_run_chats_as_it_trained(family, pretrained, chat_files, tmp_path, capsys,
+                                         monkeypatch):
   """The run records its template; LanguageModel.chat and generate --chat prompt with exactly
   the ids the training rows hold before the assistant's turn, and agree."""
   workdir = str(tmp_path / "run")
@@ -345,3 +350,10 @@ def test_a_tuned_run_chats_as_it_trained(family, pretrained, chat_files, tmp_pat
   assert capsys.readouterr().out.splitlines()[1] == (
       f"[1] {lm.chat([{'role': 'user', 'content': user}], max_new_tokens=6)}")
   assert lm.generate(user, max_new_tokens=6) == [lm.chat(user, max_new_tokens=6)]
+  # Interactively: a message per line, each reply joining the conversation.
+  monkeypatch.setattr("sys.stdin", io.StringIO(f"{user}\nko ba\n"))
+  assert generate.main(["--workdir", workdir, "--chat", "--max_new_tokens", "6"]) == 0
+  first = lm.chat(user, max_new_tokens=6)
+  second = lm.chat([{"role": "user", "content": user}, {"role": "assistant", "content": first},
+                    {"role": "user", "content": "ko ba"}], max_new_tokens=6)
+  assert capsys.readouterr().out.splitlines() == [f"assistant: {first}", f"assistant: {second}"]
