@@ -14,7 +14,7 @@ import pytest
 from roots_jax import generate, tasks
 from roots_jax.api import LanguageModel
 from roots_jax.config import finetune_config
-from roots_jax.data import builtin_tasks, chat_template, load_tokenizer
+from roots_jax.data import builtin_tasks, chat_template, hf_tokenizers, load_tokenizer
 from roots_jax.data.chat_template import BUILTIN, ChatFormat
 from roots_jax.errors import ConfigError, DataError
 from roots_jax.models import families
@@ -33,7 +33,8 @@ LLAMA_LIKE = """{%- set ns = namespace(system='') -%}
   {% if message['role'] == 'system' %}
     {% set ns.system = message['content'] %}
   {% elif message['role'] == 'user' %}
-{{ bos_token }}[INST] {% if ns.system %}<<SYS>>{{ ns.system }}<</SYS>> {% endif %}{{ message['content'] | trim }} [/INST]
+{{ bos_token }}[INST] {% if ns.system %}<<SYS>>{{ ns.system }}<</SYS>> {% endif %}
+{{- message['content'] | trim }} [/INST]
   {% elif message['role'] == 'assistant' %}
  {{ message['content'] | trim }} {{ eos_token }}
   {% else %}
@@ -70,17 +71,19 @@ def _config(max_len: int, target_len: int, batch_size: int = 4, **task):
 # Templates.
 
 
+@pytest.mark.extra("hf")
 @pytest.mark.parametrize("template", [BUILTIN, CHATML, LLAMA_LIKE],
                          ids=["builtin", "chatml", "llama_like"])
 @pytest.mark.parametrize("add_generation_prompt", [False, True])
 def test_rendering_equals_transformers(template, add_generation_prompt, tokenizer, tmp_path):
   """A PreTrainedTokenizerFast built here with the same special tokens renders the same text."""
-  tokenizers = pytest.importorskip("tokenizers")
-  transformers = pytest.importorskip("transformers")
+  import tokenizers  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
   ours = ChatFormat(template, tokenizer)
   specials = ours.variables
   vocab = {token: i for i, token in enumerate(dict.fromkeys(specials.values()))}
-  backend = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token=specials["unk_token"]))
+  word_level = tokenizers.models.WordLevel(vocab, unk_token=specials["unk_token"])
+  backend = tokenizers.Tokenizer(word_level)
   backend.save(str(tmp_path / "tokenizer.json"))
   hf = transformers.PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json"),
                                             **specials)
@@ -89,6 +92,35 @@ def test_rendering_equals_transformers(template, add_generation_prompt, tokenize
                                     add_generation_prompt=add_generation_prompt)
   assert ours.render(CONVERSATION, add_generation_prompt) == expected
   assert CONVERSATION[2]["content"] in expected
+
+
+@pytest.mark.extra("hf")
+def test_a_converted_tokenizers_template_and_special_tokens(tmp_path):
+  """A GPT-2 tokenizer directory whose tokenizer_config.json has a ChatML chat_template and
+  <|im_start|>, <|im_end|> (eos) as added special tokens: the template is the run's, and the
+  text and ids are those of transformers' apply_chat_template (tokenize=False and True)."""
+  import transformers  # pylint: disable=g-import-not-at-top
+  vocab = {c: i for i, c in enumerate(hf_tokenizers.bytes_to_unicode().values())}
+  vocab["<|endoftext|>"] = n = len(vocab)
+  (tmp_path / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+  (tmp_path / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+  (tmp_path / "tokenizer_config.json").write_text(json.dumps({
+      "tokenizer_class": "GPT2Tokenizer", "chat_template": CHATML,
+      "bos_token": "<|endoftext|>", "eos_token": "<|im_end|>",
+      "added_tokens_decoder": {str(n + 1): {"content": "<|im_start|>", "special": True},
+                               str(n + 2): {"content": "<|im_end|>", "special": True}}}))
+  tok = load_tokenizer(str(tmp_path))
+  assert chat_template.resolve("", tok) == CHATML
+  ours = ChatFormat(CHATML, tok)
+  hf = transformers.GPT2Tokenizer.from_pretrained(str(tmp_path))
+  for add_generation_prompt in (False, True):
+    options = dict(add_generation_prompt=add_generation_prompt)
+    assert ours.render(CONVERSATION, **options) == hf.apply_chat_template(
+        CONVERSATION, tokenize=False, **options)
+    ids = hf.apply_chat_template(CONVERSATION, tokenize=True, **options)
+    assert ours.encode(CONVERSATION, **options)[0] == list(getattr(ids, "input_ids", ids))
+  ids, spans = ours.encode(CONVERSATION)
+  assert ids[spans[0][1] - 1] == tok.eos_id == n + 2  # the turn ends with <|im_end|>'s id
 
 
 def test_template_errors_and_the_tokenizers_template(tokenizer):

@@ -7,7 +7,7 @@ conversations packed per row, the loss on the assistant's tokens only.
   python -m roots_jax.finetune --config configs/finetune/chat.py --workdir /tmp/qs-chat \\
       --config.init_from=/tmp/qs
   python -m roots_jax.generate --workdir /tmp/qs-chat --chat \\
-      --prompt $'Which arguments does this function take?\\ndef area(width, height):\\n    return width * height'
+      --prompt $'Which arguments does this function take?\\ndef area(w, h):\\n    return w * h'
 
 Arg: full (default) | frozen. For decoder (GPT) and encoder-decoder (T5) checkpoints; your own
 data: --config.task.source=files --config.task.train_files=chat.jsonl (records {"prompt",
