@@ -160,7 +160,7 @@ class LanguageModel:
         do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
         repetition_penalty=repetition_penalty, num_beams=num_beams,
         length_penalty=length_penalty, early_stopping=early_stopping, seed=seed,
-        use_cache=use_cache)
+        use_cache=use_cache, stop_id=self._chat().end_of_turn_id if self.task == "chat" else None)
     return results[0] if single else results
 
   def chat(self, messages: str | Sequence[dict[str, str]], **generation) -> str | list[str]:
@@ -168,8 +168,9 @@ class LanguageModel:
     "assistant", "content"} (a str: one user message). It is rendered with the chat template a
     chat-tuned run trained with (another model's: its tokenizer's, else the built-in one; see
     roots_jax.data.chat_template) and the generation prompt, tokenized as the training rows
-    were, and continued up to the end of the turn (eos). `generation`: generate()'s keyword
-    arguments; num_return_sequences > 1 gives a list of replies."""
+    were, and continued up to the end of the turn (the template's end-of-turn token: eos for
+    the built-in one). `generation`: generate()'s keyword arguments; num_return_sequences > 1
+    gives a list of replies."""
     if isinstance(messages, str):
       messages = [{"role": "user", "content": messages}]
     self.check_generates()
@@ -177,27 +178,34 @@ class LanguageModel:
       raise ConfigError(f"chat needs a pretrained or chat-tuned model; this one is fine-tuned for "
                         f"{self.task}: use generate()")
     self._needs_text()
-    replies = self._generate_ids([self.chat_ids(messages)], **generation)[0]
+    ids = self.chat_ids(messages)
+    replies = self._generate_ids([ids], stop_id=self._chat().end_of_turn_id,
+                                 **generation)[0]
     return replies if len(replies) > 1 else replies[0]
 
   def chat_ids(self, messages: Sequence[dict[str, str]]) -> list[int]:
     """The token ids chat() continues for `messages` (a chat-tuned run's: its task.max_len
     last ones, as its evaluation rows)."""
+    max_len = self.config.task.max_len if self.task == "chat" else None
+    return tasks.get("chat").chat_ids(list(messages), family=self._family,
+                                      chat=self._chat(), max_len=max_len)
+
+  def _chat(self) -> chat_template.ChatFormat:
+    """The chat template (with this tokenizer) chat() renders with."""
     if self._chat_format is None:
       template = self.config.task.chat_template if self.task == "chat" else ""
       self._chat_format = chat_template.ChatFormat(
           chat_template.resolve(template, self.tokenizer), self.tokenizer)
-    max_len = self.config.task.max_len if self.task == "chat" else None
-    return tasks.get("chat").chat_ids(list(messages), family=self._family,
-                                      chat=self._chat_format, max_len=max_len)
+    return self._chat_format
 
   def _generate_ids(self, encoded: list[list[int]], *, max_length: int | None = None,
                     max_new_tokens: int | None = None, num_return_sequences: int = 1,
                     do_sample: bool = False, temperature: float = 1.0, top_k: int = 0,
                     top_p: float = 1.0, repetition_penalty: float = 1.0, num_beams: int = 1,
                     length_penalty: float = 1.0, early_stopping: bool = True, seed: int = 0,
-                    use_cache: bool = True) -> list[list[str]]:
-    """Each prompt's (token ids') continuations as text (see generate)."""
+                    use_cache: bool = True, stop_id: int | None = None) -> list[list[str]]:
+    """Each prompt's (token ids') continuations as text (see generate), each ending at
+    `stop_id` (default eos)."""
     longest = max(len(ids) for ids in encoded)
     if max_new_tokens is None:
       if max_length is None:
@@ -218,7 +226,9 @@ class LanguageModel:
     self._check_positions(longest, max_new_tokens)
     # The seed is an argument of the compiled function, not part of its static config.
     static = dataclasses.replace(config, seed=0)
-    fn = self._jit(("generate", static, use_cache), lambda: self._generate_fn(static, use_cache))
+    stop_id = self.tokenizer.eos_id if stop_id is None else stop_id
+    fn = self._jit(("generate", static, use_cache, stop_id),
+                   lambda: self._generate_fn(static, use_cache, stop_id))
     prefix = self._family.prompt_prefix
     results = []
     for start in progress.track(range(0, len(encoded), GENERATE_BATCH), "generate",
@@ -229,12 +239,12 @@ class LanguageModel:
       out = self._run(fn, {f"{prefix}inputs": tokens, f"{prefix}segment_ids": segments},
                       len(chunk), np.int32(seed))
       for row_tokens, row_lengths in zip(out.tokens, out.lengths):
-        results.append([self._text(t[:n]) for t, n in zip(row_tokens, row_lengths)])
+        results.append([self._text(t[:n], stop_id) for t, n in zip(row_tokens, row_lengths)])
     return results
 
-  def _generate_fn(self, config: GenerationConfig, use_cache: bool) -> Callable:
+  def _generate_fn(self, config: GenerationConfig, use_cache: bool, eos_id: int) -> Callable:
     # The jitted functions hold no reference to self (which would keep it from being freed).
-    model, family, eos_id = self.model, self._family, self.tokenizer.eos_id
+    model, family = self.model, self._family
     method = model.lm_logits if self.task else None
     pad_id = max(self.tokenizer.pad_id, 0)
     return lambda params, prompts, seed: decoding.generate(
@@ -284,10 +294,10 @@ class LanguageModel:
                         f"({m.position} positions): shorten the prompt or lower max_new_tokens "
                         "(max_length)")
 
-  def _text(self, ids) -> str:
+  def _text(self, ids, stop_id: int) -> str:
     """Generated ids (eos included, if reached) as text."""
     ids = [int(i) for i in ids]
-    if ids and ids[-1] == self.tokenizer.eos_id:
+    if ids and ids[-1] == stop_id:
       ids = ids[:-1]
     return self.tokenizer.decode(ids)
 

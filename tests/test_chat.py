@@ -97,8 +97,9 @@ def test_rendering_equals_transformers(template, add_generation_prompt, tokenize
 @pytest.mark.extra("hf")
 def test_a_converted_tokenizers_template_and_special_tokens(tmp_path):
   """A GPT-2 tokenizer directory whose tokenizer_config.json has a ChatML chat_template and
-  <|im_start|>, <|im_end|> (eos) as added special tokens: the template is the run's, and the
-  text and ids are those of transformers' apply_chat_template (tokenize=False and True)."""
+  <|im_start|>, <|im_end|> as added special tokens: the template is the run's, the text and ids
+  are those of transformers' apply_chat_template (tokenize=False and True), and a turn ends
+  with <|im_end|>, where generation stops (not eos, <|endoftext|>)."""
   import transformers  # pylint: disable=g-import-not-at-top
   vocab = {c: i for i, c in enumerate(hf_tokenizers.bytes_to_unicode().values())}
   vocab["<|endoftext|>"] = n = len(vocab)
@@ -106,7 +107,7 @@ def test_a_converted_tokenizers_template_and_special_tokens(tmp_path):
   (tmp_path / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
   (tmp_path / "tokenizer_config.json").write_text(json.dumps({
       "tokenizer_class": "GPT2Tokenizer", "chat_template": CHATML,
-      "bos_token": "<|endoftext|>", "eos_token": "<|im_end|>",
+      "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>",
       "added_tokens_decoder": {str(n + 1): {"content": "<|im_start|>", "special": True},
                                str(n + 2): {"content": "<|im_end|>", "special": True}}}))
   tok = load_tokenizer(str(tmp_path))
@@ -120,7 +121,8 @@ def test_a_converted_tokenizers_template_and_special_tokens(tmp_path):
     ids = hf.apply_chat_template(CONVERSATION, tokenize=True, **options)
     assert ours.encode(CONVERSATION, **options)[0] == list(getattr(ids, "input_ids", ids))
   ids, spans = ours.encode(CONVERSATION)
-  assert ids[spans[0][1] - 1] == tok.eos_id == n + 2  # the turn ends with <|im_end|>'s id
+  assert ids[spans[0][1] - 1] == ours.end_of_turn_id == n + 2 != tok.eos_id == n
+  assert ChatFormat(BUILTIN, tok).end_of_turn_id == n
 
 
 def test_template_errors_and_the_tokenizers_template(tokenizer):

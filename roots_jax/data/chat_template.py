@@ -19,7 +19,8 @@ marker), so it holds the turn's content and its end-of-turn marker. The text is 
 pieces cut at those character offsets and at special tokens' strings (which become their ids, as
 HF's tokenizers split added tokens out first; our tokenizers never make them from text), so each
 token is wholly inside or outside the assistant's turns, and a prompt for generation tokenizes
-exactly as the same prefix of a training row.
+exactly as the same prefix of a training row. Generation stops at the turn's closing special
+token (end_of_turn_id).
 """
 
 import datetime
@@ -159,6 +160,15 @@ class ChatFormat:
       ids += self._encode_piece(text[a:b])
     at[len(text)] = len(ids)
     return ids, [(at[a], at[b]) for a, b in spans]
+
+  @functools.cached_property
+  def end_of_turn_id(self) -> int:
+    """The id that closes an assistant turn, where generation stops: the turn's last token when
+    it is a special one (eos in BUILTIN, ChatML's <|im_end|>), else eos."""
+    ids, spans = self.encode([{"role": "user", "content": "x"},
+                              {"role": "assistant", "content": "y"}])
+    last = ids[spans[0][1] - 1]
+    return last if self.tokenizer.is_special(last) else self.tokenizer.eos_id
 
   def prompt_ids(self, messages: Sequence[dict]) -> list[int]:
     """What generation continues: the conversation with the generation prompt, tokenized as a
