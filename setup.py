@@ -32,6 +32,7 @@ setup(
         "pyarrow",
         "tensorboardX",
         "tqdm",  # progress bars (roots_jax/progress.py)
+        "jinja2>=3.1.6",  # chat templates (roots_jax/data/chat_template.py); older: sandbox escapes
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist", "hypothesis",

@@ -38,7 +38,7 @@ import numpy as np
 from roots_jax import config as config_lib
 from roots_jax import decoding, progress, tasks
 from roots_jax.cli import log_to_console
-from roots_jax.data import qa_spans
+from roots_jax.data import chat_template, qa_spans
 from roots_jax.decoding import GenerationConfig
 from roots_jax.errors import ConfigError
 from roots_jax.evals import lm_rows
@@ -95,6 +95,7 @@ class LanguageModel:
     self._batch_sharding = loaded.batch_sharding
     self._row_multiple = lm_rows.data_parallel_size(loaded.batch_sharding)
     self._fns: dict[Any, Callable] = {}
+    self._chat_format = None
 
   def __repr__(self):
     what = f"fine-tuned for {self.task}" if self.task else "pretrained"
@@ -149,11 +150,63 @@ class LanguageModel:
     longest, in tokens) plus the new tokens for a decoder, the decoder's start token plus the
     new tokens for an encoder-decoder; max_new_tokens, when given, wins; default 20 new tokens.
     A decoder's prompt starts with bos (where the tokenizer has one), an encoder-decoder's
-    input ends with eos (T5); a fine-tuned seq2seq model reads its task's input layout."""
+    input ends with eos (T5); a fine-tuned seq2seq model reads its task's input layout, a
+    chat-tuned one each prompt as a user's message (see chat())."""
     texts, single = as_texts(prompts, "prompts")
     self.check_generates()
     self._needs_text()
-    encoded = [self._prompt_ids(t) for t in texts]
+    results = self._generate_ids(
+        [self._prompt_ids(t) for t in texts], max_length=max_length,
+        max_new_tokens=max_new_tokens, num_return_sequences=num_return_sequences,
+        do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
+        repetition_penalty=repetition_penalty, num_beams=num_beams,
+        length_penalty=length_penalty, early_stopping=early_stopping, seed=seed,
+        use_cache=use_cache, stop_id=self._chat().end_of_turn_id if self.task == "chat" else None)
+    return results[0] if single else results
+
+  def chat(self, messages: str | Sequence[dict[str, str]], **generation) -> str | list[str]:
+    """The assistant's reply to a conversation: a list of {"role": "system" | "user" |
+    "assistant", "content"} (a str: one user message). It is rendered with the chat template a
+    chat-tuned run trained with (another model's: its tokenizer's, else the built-in one; see
+    roots_jax.data.chat_template) and the generation prompt, tokenized as the training rows
+    were, and continued up to the end of the turn (the template's end-of-turn token: eos for
+    the built-in one). `generation`: generate()'s keyword arguments; num_return_sequences > 1
+    gives a list of replies."""
+    if isinstance(messages, str):
+      messages = [{"role": "user", "content": messages}]
+    self.check_generates()
+    if self.task not in (None, "chat"):
+      raise ConfigError(f"chat needs a pretrained or chat-tuned model; this one is fine-tuned for "
+                        f"{self.task}: use generate()")
+    self._needs_text()
+    ids = self.chat_ids(messages)
+    replies = self._generate_ids([ids], stop_id=self._chat().end_of_turn_id,
+                                 **generation)[0]
+    return replies if len(replies) > 1 else replies[0]
+
+  def chat_ids(self, messages: Sequence[dict[str, str]]) -> list[int]:
+    """The token ids chat() continues for `messages` (a chat-tuned run's: its task.max_len
+    last ones, as its evaluation rows)."""
+    max_len = self.config.task.max_len if self.task == "chat" else None
+    return tasks.get("chat").chat_ids(list(messages), family=self._family,
+                                      chat=self._chat(), max_len=max_len)
+
+  def _chat(self) -> chat_template.ChatFormat:
+    """The chat template (with this tokenizer) chat() renders with."""
+    if self._chat_format is None:
+      template = self.config.task.chat_template if self.task == "chat" else ""
+      self._chat_format = chat_template.ChatFormat(
+          chat_template.resolve(template, self.tokenizer), self.tokenizer)
+    return self._chat_format
+
+  def _generate_ids(self, encoded: list[list[int]], *, max_length: int | None = None,
+                    max_new_tokens: int | None = None, num_return_sequences: int = 1,
+                    do_sample: bool = False, temperature: float = 1.0, top_k: int = 0,
+                    top_p: float = 1.0, repetition_penalty: float = 1.0, num_beams: int = 1,
+                    length_penalty: float = 1.0, early_stopping: bool = True, seed: int = 0,
+                    use_cache: bool = True, stop_id: int | None = None) -> list[list[str]]:
+    """Each prompt's (token ids') continuations as text (see generate), each ending at
+    `stop_id` (default eos)."""
     longest = max(len(ids) for ids in encoded)
     if max_new_tokens is None:
       if max_length is None:
@@ -174,7 +227,9 @@ class LanguageModel:
     self._check_positions(longest, max_new_tokens)
     # The seed is an argument of the compiled function, not part of its static config.
     static = dataclasses.replace(config, seed=0)
-    fn = self._jit(("generate", static, use_cache), lambda: self._generate_fn(static, use_cache))
+    stop_id = self.tokenizer.eos_id if stop_id is None else stop_id
+    fn = self._jit(("generate", static, use_cache, stop_id),
+                   lambda: self._generate_fn(static, use_cache, stop_id))
     prefix = self._family.prompt_prefix
     results = []
     for start in progress.track(range(0, len(encoded), GENERATE_BATCH), "generate",
@@ -185,12 +240,12 @@ class LanguageModel:
       out = self._run(fn, {f"{prefix}inputs": tokens, f"{prefix}segment_ids": segments},
                       len(chunk), np.int32(seed))
       for row_tokens, row_lengths in zip(out.tokens, out.lengths):
-        results.append([self._text(t[:n]) for t, n in zip(row_tokens, row_lengths)])
-    return results[0] if single else results
+        results.append([self._text(t[:n], stop_id) for t, n in zip(row_tokens, row_lengths)])
+    return results
 
-  def _generate_fn(self, config: GenerationConfig, use_cache: bool) -> Callable:
+  def _generate_fn(self, config: GenerationConfig, use_cache: bool, eos_id: int) -> Callable:
     # The jitted functions hold no reference to self (which would keep it from being freed).
-    model, family, eos_id = self.model, self._family, self.tokenizer.eos_id
+    model, family = self.model, self._family
     method = model.lm_logits if self.task else None
     pad_id = max(self.tokenizer.pad_id, 0)
     return lambda params, prompts, seed: decoding.generate(
@@ -203,7 +258,7 @@ class LanguageModel:
     if not self._family.generates:
       raise ConfigError("this is an encoder-only (BERT) model, which does not generate text: use "
                         "embed() for features, or finetune() it for classification or regression")
-    if self.task and self.task != "seq2seq":
+    if self.task and self.task not in ("seq2seq", "chat"):
       raise ConfigError(f"this model is fine-tuned for {self.task}, which does not generate "
                         "text: use predict()")
 
@@ -211,6 +266,8 @@ class LanguageModel:
     """A prompt's token ids: a fine-tuned seq2seq model's input as its task lays it out
     (roots_jax.tasks.seq2seq); else text [eos] (encoder-decoder) or [bos] text (decoder)."""
     tok = self.tokenizer
+    if self.task == "chat":
+      return self.chat_ids([{"role": "user", "content": text}])
     if self._task:
       return self._task.prompt_ids(text, family=self._family, tokenizer=tok,
                                    max_len=self.config.task.max_len)
@@ -238,10 +295,10 @@ class LanguageModel:
                         f"({m.position} positions): shorten the prompt or lower max_new_tokens "
                         "(max_length)")
 
-  def _text(self, ids) -> str:
+  def _text(self, ids, stop_id: int) -> str:
     """Generated ids (eos included, if reached) as text."""
     ids = [int(i) for i in ids]
-    if ids and ids[-1] == self.tokenizer.eos_id:
+    if ids and ids[-1] == stop_id:
       ids = ids[:-1]
     return self.tokenizer.decode(ids)
 
@@ -678,7 +735,7 @@ class LanguageModel:
     if self.task is None:
       raise ConfigError("predict needs a fine-tuned model: call finetune() first, or load a "
                         "fine-tuning run")
-    if self.task == "seq2seq":
+    if self.task in ("seq2seq", "chat"):  # a chat model's text is a user's message
       out = self.generate(texts, max_new_tokens=self.config.task.target_len)
       predictions = [o[0] for o in out]
     elif self.task == "classification":

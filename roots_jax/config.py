@@ -199,12 +199,13 @@ def finetune_config() -> ml_collections.ConfigDict:
   c.task = _section(
       "task",
       kind=("classification", "classification | regression | token_classification | seq2seq | "
-            "extractive_qa"),
+            "extractive_qa | chat"),
       source=("builtin", "builtin (from the stdlib corpus) | files | tfds"),
       builtin=("package", "package: a function's docstring -> its top-level stdlib package "
                "(classification); summary: a function's code -> the first line of its "
                "docstring (seq2seq); identifier: a docstring sentence with a parameter blanked "
-               "-> the parameter's span in the code (extractive_qa)"),
+               "-> the parameter's span in the code (extractive_qa); instructions: questions "
+               "about a function's code and their answers (chat)"),
       train_files=("", "comma-separated paths or globs (.csv, .tsv, .jsonl)"),
       validation_files=("", "like train_files, for the validation split"),
       test_files=("", "like train_files, for the test split"),
@@ -226,6 +227,11 @@ def finetune_config() -> ml_collections.ConfigDict:
                   "for max_len 384)"),
       max_question_len=(64, "extractive_qa: question tokens kept"),
       max_answer_len=(30, "extractive_qa: the longest answer predicted, in tokens (HF: 30)"),
+      chat_template=("", "chat: a Jinja chat template; empty: the chat_template of the "
+                     "tokenizer's tokenizer_config.json, else the built-in one "
+                     "(data.chat_template); the run records the one it trained with"),
+      packing=(True, "chat: several conversations per decoder training row, never attending "
+               "across"),
   )
 
   c.finetune = _section(

@@ -83,7 +83,7 @@ def build_index(texts: Iterable[str], path: str, n: int = DEFAULT_N) -> int:
 def builtin_eval_texts() -> Iterator[str]:
   """Every field of every test example of the built-in fine-tuning tasks: functions of the
   stdlib's test modules (docstrings, code, first lines, package names, questions; an answer
-  span's text is in its context)."""
+  span's text is in its context, a conversation's messages are its text and target again)."""
   for name in builtin_tasks.KINDS:
     for example in builtin_tasks.load_examples(name, "test"):
       yield from (v for v in example.values() if isinstance(v, str))

@@ -12,6 +12,11 @@ Every documented function and method (at any depth) of the stdlib modules become
   the sentence; answer = the parameter's first occurrence in the signature. One example per
   such parameter: "Return the ___ of the file." over `def size(path, follow=True): ...` answers
   `path`.
+- "instructions" (chat): a user's question about a function's code (at most MAX_CODE_LINES
+  lines) and the assistant's answer, one conversation per question, three kinds mixed: "Write a
+  one-line summary of this function:" -> the summary target; "Which arguments does this function
+  take?" and "What does this function return?" -> answers read off its syntax tree (its
+  parameters; the expressions of its own return statements, not a generator's).
 
 Splits hold whole modules, stratified by package so that every class is in every split: each
 package's modules (and the single-file modules, as one group) in the order of a hash of their
@@ -31,7 +36,8 @@ from roots_jax.data import sources
 from roots_jax.errors import DataError
 
 # The built-in tasks (task.builtin) and the task.kind of their examples.
-KINDS = {"package": "classification", "summary": "seq2seq", "identifier": "extractive_qa"}
+KINDS = {"package": "classification", "summary": "seq2seq", "identifier": "extractive_qa",
+         "instructions": "chat"}
 NUM_PACKAGES = 10
 TEST_FRACTION = 0.1
 VALIDATION_FRACTION = 0.1
@@ -40,6 +46,9 @@ MIN_SUMMARY_WORDS = 3
 # Parameter names that are English words too: a sentence holding them need not name them.
 _ENGLISH = frozenset("a an and as at be by for from if in is it no not of on or the to with "
                      "all any each new old other same some this that value".split())
+# The instructions' functions fit a short prompt; a return answer names short expressions.
+MAX_CODE_LINES = 10
+MAX_RETURN_CHARS = 60
 
 
 class Function(NamedTuple):
@@ -155,8 +164,63 @@ def _identifier_examples(f: Function) -> list[dict]:
   return examples
 
 
+def _own_nodes(node: ast.AST):
+  """The nodes of a function's body, not those of the functions, lambdas and classes in it."""
+  for child in ast.iter_child_nodes(node):
+    yield child
+    if not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+      yield from _own_nodes(child)
+
+
+def _arguments_answer(node: ast.FunctionDef | ast.AsyncFunctionDef) -> str:
+  a = node.args
+  names = ([p.arg for p in a.posonlyargs + a.args] + ([f"*{a.vararg.arg}"] if a.vararg else [])
+           + [p.arg for p in a.kwonlyargs] + ([f"**{a.kwarg.arg}"] if a.kwarg else []))
+  if not names:
+    return "It takes no arguments."
+  return f"It takes {', '.join(names[:-1])} and {names[-1]}." if len(names) > 1 else (
+      f"It takes {names[0]}.")
+
+
+def _returns_answer(node: ast.FunctionDef | ast.AsyncFunctionDef) -> str:
+  """"" for a generator or a return expression over MAX_RETURN_CHARS."""
+  own = list(_own_nodes(node))
+  if any(isinstance(n, (ast.Yield, ast.YieldFrom)) for n in own):
+    return ""
+  values = list(dict.fromkeys(ast.unparse(n.value) for n in own
+                              if isinstance(n, ast.Return) and n.value is not None))
+  if any(len(v) > MAX_RETURN_CHARS for v in values):
+    return ""
+  if not values:
+    return "It returns None."
+  return f"It returns {values[0]}." if len(values) == 1 else (
+      f"It returns one of: {'; '.join(values)}.")
+
+
+def _conversation(question: str, code: str, answer: str) -> dict:
+  prompt = f"{question}\n{code}"
+  return {"messages": [{"role": "user", "content": prompt},
+                       {"role": "assistant", "content": answer}],
+          "text": prompt, "target": answer}
+
+
+def _instructions(f: Function) -> list[dict]:
+  """The built-in "instructions" conversations about `f` (see the module docstring)."""
+  if not f.code or f.code.count("\n") >= MAX_CODE_LINES:
+    return []
+  try:
+    node = ast.parse(f.code).body[0]
+  except SyntaxError:
+    return []
+  answers = [("Write a one-line summary of this function:", _summary_target(f)),
+             ("Which arguments does this function take?", _arguments_answer(node)),
+             ("What does this function return?", _returns_answer(node))]
+  return [_conversation(q, f.code, a) for q, a in answers if a]
+
+
 def load_examples(name: str, split: str) -> list[dict[str, str]]:
-  """The examples of built-in task `name` ("package" | "summary" | "identifier") in `split`."""
+  """The examples of built-in task `name` ("package" | "summary" | "identifier" |
+  "instructions") in `split`."""
   if split not in ("train", "validation", "test"):
     raise ValueError(f"split must be train, validation or test, not {split!r}")
   ours = [f for f in functions() if split_of(f.module) == split]
@@ -167,9 +231,11 @@ def load_examples(name: str, split: str) -> list[dict[str, str]]:
     examples = [{"text": f.code, "target": t} for f in ours if (t := _summary_target(f))]
   elif name == "identifier":
     examples = [e for f in ours for e in _identifier_examples(f)]
+  elif name == "instructions":
+    examples = [e for f in ours for e in _instructions(f)]
   else:
-    raise DataError(f"unknown built-in task {name!r}; set task.builtin to package, summary or "
-                    "identifier")
+    raise DataError(f"unknown built-in task {name!r}; set task.builtin to package, summary, "
+                    "identifier or instructions")
   if not examples:
     raise DataError(f"the built-in task {name!r} has no {split} examples in this Python's "
                     f"standard library ({sources.builtin_files()[0]}); use task.source=files")

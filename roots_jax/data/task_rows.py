@@ -52,7 +52,7 @@ def specials(tokenizer: BaseTokenizer) -> dict[str, list[int]]:
 
 def make_dataset(examples: Sequence[dict[str, Any]], encode: Callable[[dict], dict], zero: dict,
                  *, batch_size: int, seed: int, split: str, process_index: int = 0,
-                 process_count: int = 1) -> grain.IterDataset:
+                 process_count: int = 1, batched: bool = True) -> grain.IterDataset:
   """This process's batches ([batch_size // process_count, ...] rows, `encode`d) of `examples`.
 
   "train": this process's share (every process_count-th example), reshuffled every epoch
@@ -60,6 +60,7 @@ def make_dataset(examples: Sequence[dict[str, Any]], encode: Callable[[dict], di
   a position, so a restore resumes exactly. Other splits: one pass in order, the last batch
   filled with `zero` rows and as many all-zero batches added as make every process yield
   ceil(len(examples) / batch_size) batches (collective steps need the same count).
+  `batched`=False leaves the train rows unbatched (for a packer to batch).
   """
   if batch_size % process_count:
     raise ConfigError(f"train.batch_size ({batch_size}) must be divisible by the number of "
@@ -71,7 +72,7 @@ def make_dataset(examples: Sequence[dict[str, Any]], encode: Callable[[dict], di
       raise DataError(f"the train split has {len(examples)} examples, fewer than the "
                       f"{process_count} processes; give more data")
     ds = ds.shuffle(seed=seed).repeat().map(encode).to_iter_dataset()
-    return ds.batch(local_batch, drop_remainder=True)
+    return ds.batch(local_batch, drop_remainder=True) if batched else ds
   num_rows = math.ceil(len(examples) / batch_size) * local_batch
   ds = ds.map(encode)
   if num_rows > len(ds):

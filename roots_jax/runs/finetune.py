@@ -63,6 +63,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
   with config.unlocked():
     config.init_from = os.path.join(pretrained.workdir, "checkpoints", str(pretrained.step))
     config.tokenizer.path = tokenizer_path
+  kind.prepare(config, tokenizer)
   if is_main:
     workdir_lib.save_run_copy(tokenizer, workdir)
     workdir_lib.write_config(config, workdir)

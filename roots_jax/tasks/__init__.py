@@ -9,12 +9,12 @@ A new kind is a module here defining `KIND`, added to KINDS below.
 """
 
 from roots_jax.errors import ConfigError
-from roots_jax.tasks import classification, regression, seq2seq, token_classification
-from roots_jax.tasks import extractive_qa
+from roots_jax.tasks import chat, classification, extractive_qa, regression, seq2seq
+from roots_jax.tasks import token_classification
 from roots_jax.tasks.base import TaskKind
 
 KINDS = {k.name: k for k in (classification.KIND, regression.KIND, token_classification.KIND,
-                             seq2seq.KIND, extractive_qa.KIND)}
+                             seq2seq.KIND, extractive_qa.KIND, chat.KIND)}
 NAMES = tuple(KINDS)
 
 

@@ -38,6 +38,10 @@ class TaskKind:
     if task.max_len < 4:
       raise ConfigError(f"task.max_len ({task.max_len}) must be at least 4")
 
+  def prepare(self, config: ml_collections.ConfigDict, tokenizer: BaseTokenizer) -> None:
+    """Fills what the run records about its task once the tokenizer is known (before the
+    config is written)."""
+
   # Data.
 
   def example(self, record: dict[str, Any], task: ml_collections.ConfigDict,

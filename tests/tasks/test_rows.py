@@ -26,10 +26,14 @@ EXAMPLES = {
     "token_classification": {"words": ["import", "os.path", "as", "p", "é"],
                              "tags": ["B-ORG", "I-ORG", "O", "B-ORG", "O"]},
     "seq2seq": {"text": "def add(a, b):\n    return a + b", "target": "Add two numbers."},
+    "chat": tasks.get("chat").example({"prompt": "What does add return?", "response": "a + b"},
+                                      None, "record"),
 }
 # extractive_qa makes a row per window of an example: tests/test_extractive_qa.py.
 CASES = [(f, k) for f in families.FAMILIES for k in tasks.NAMES
-         if (f, k) != ("encoder", "seq2seq") and k != "extractive_qa"]
+         if (f, k) not in (("encoder", "seq2seq"), ("encoder", "chat")) and k != "extractive_qa"]
+# Chat rows need the run's template, so its datasets make them (tests/test_chat.py).
+ENCODED = [(f, k) for f, k in CASES if k != "chat"]
 
 
 def encode(tokenizer, example, family, kind, max_len=L, target_len=T):
@@ -57,7 +61,7 @@ def real(row, prefix=""):
   return row[f"{prefix}inputs"][row[f"{prefix}segment_ids"] > 0].tolist()
 
 
-@pytest.mark.parametrize("family,kind", CASES)
+@pytest.mark.parametrize("family,kind", ENCODED)
 def test_rows_match_the_spec(tokenizer, family, kind):
   spec = example_spec(family, kind, L, T)
   row = encode(tokenizer, EXAMPLES[kind], family, kind)
@@ -207,9 +211,9 @@ def test_eval_batches_are_padded_with_zero_rows(tokenizer, family, kind):
   examples = [EXAMPLES[kind]] * 5
   labels = TAGS if kind == "token_classification" else LABELS
   spec = example_spec(family, kind, L, T)
+  generated = "weights" if family == "decoder" else "decoder_weights"
   weight = {"classification": "label_weight", "regression": "label_weight",
-            "token_classification": "tag_weights",
-            "seq2seq": "weights" if family == "decoder" else "decoder_weights"}[kind]
+            "token_classification": "tag_weights", "seq2seq": generated, "chat": generated}[kind]
   counts = []
   for p in range(2):  # 5 examples, global batch 4 over 2 processes: 2 batches of 2 rows each
     batches = list(make_dataset(config, tokenizer, labels, examples, family=family,
