@@ -117,9 +117,8 @@ def test_shipped_configs_go_by_name_from_anywhere(tmp_path, monkeypatch):
     assert config_lib.load_config(name).to_dict() == values
   assert config_lib.shipped_configs() == [
       "bert", "distill/bert", "distill/gpt", "distill/package", "distill/t5", "finetune/chat",
-      "finetune/glue",
-      "finetune/package", "finetune/summary", "gpt2", "prep/roots", "quickstart", "t5",
-      "transformer"]
+      "finetune/glue", "finetune/identifier", "finetune/package", "finetune/summary", "gpt2",
+      "prep/roots", "quickstart", "t5", "transformer"]
   with pytest.raises(ConfigError) as e:
     config_lib.load_config("configs/quickstart.py")  # a path is a path: not here
   assert "config 'configs/quickstart.py' does not exist" in str(e.value)
