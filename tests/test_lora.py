@@ -128,20 +128,34 @@ def test_merge_of_a_plain_run_is_an_error(pretrained, task_files, tmp_path, caps
   assert "is not an adapter run" in err and len(err.splitlines()) == 1
 
 
+def test_an_adapter_run_is_saved_by_merging(adapter_runs, tmp_path):
+  """Quantizing, pruning or save_pretrained of an adapter run would write its base as adapters:
+  the message says to merge first."""
+  with pytest.raises(ConfigError, match="merge them into a plain run first"):
+    LanguageModel.from_pretrained(adapter_runs["encoder"]).save_pretrained(str(tmp_path / "x"))
+
+
+def _qlora_run(quantize, pretrained, task_files, workdir):
+  finetune_lib.finetune(_adapter_config(
+      "decoder", pretrained, task_files, finetune__lora__quantize=quantize, train__steps=12,
+      train__eval_every=12, train__checkpoint_every=12, optimizer__learning_rate=3e-2,
+      finetune__lora__modules="all"), workdir)
+  return workdir
+
+
+@pytest.fixture(scope="module")
+def float_lora_run(pretrained, task_files, tmp_path_factory):
+  """The QLoRA test's run over the float base."""
+  return _qlora_run("", pretrained, task_files, str(tmp_path_factory.mktemp("float_lora")))
+
+
 @pytest.mark.parametrize("scheme", ["int8_weight", "int4_weight"])
-def test_qlora_trains_over_a_quantized_base_in_less_memory(scheme, pretrained, task_files,
-                                                           tmp_path):
+def test_qlora_trains_over_a_quantized_base_in_less_memory(scheme, float_lora_run, pretrained,
+                                                           task_files, tmp_path):
   """The loss falls; the compiled step's arguments (state and frozen base) are smaller than
   over the float base; the merged run equals the QLoRA run (its base dequantized)."""
-  runs = {}
-  for quantize in ("", scheme):
-    workdir = str(tmp_path / (quantize or "float"))
-    finetune_lib.finetune(_adapter_config(
-        "decoder", pretrained, task_files, finetune__lora__quantize=quantize, train__steps=12,
-        train__eval_every=12, train__checkpoint_every=12, optimizer__learning_rate=3e-2,
-        finetune__lora__modules="all"),
-        workdir)
-    runs[quantize] = workdir
+  runs = {"": float_lora_run,
+          scheme: _qlora_run(scheme, pretrained, task_files, str(tmp_path / scheme))}
   drop = {}
   for quantize, workdir in runs.items():
     losses = [row["loss"] for _, row in sorted(read_metrics(workdir).items())]
@@ -164,15 +178,14 @@ def test_qlora_trains_over_a_quantized_base_in_less_memory(scheme, pretrained, t
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_resume_is_exact(pretrained, task_files, tmp_path):
+def test_resume_is_exact(adapter_runs, pretrained, task_files, tmp_path):
   """Interrupted after 2 steps and resumed, an adapter run logs the losses and evaluations of
-  the unbroken one and saves the same adapters."""
-  unbroken, resumed = str(tmp_path / "unbroken"), str(tmp_path / "resumed")
-  make = lambda steps: _adapter_config("encoder", pretrained, task_files, train__steps=steps,
-                                       finetune__lora__dropout=0.1)
-  finetune_lib.finetune(make(4), unbroken)
-  finetune_lib.finetune(make(2), resumed)
-  finetune_lib.finetune(make(4), resumed)
+  the unbroken one (the fixture's) and saves the same adapters."""
+  unbroken, resumed = adapter_runs["encoder"], str(tmp_path / "resumed")
+  for steps in (2, 4):
+    finetune_lib.finetune(_adapter_config("encoder", pretrained, task_files, train__steps=steps,
+                                          finetune__lora__modules="all",
+                                          finetune__lora__dropout=0.1), resumed)
   a, b = read_metrics(unbroken), read_metrics(resumed)
   assert [a[s]["loss"] for s in range(1, 5)] == [b[s]["loss"] for s in range(1, 5)]
   assert read_metrics(unbroken, "eval")[4]["loss"] == read_metrics(resumed, "eval")[4]["loss"]

@@ -7,7 +7,8 @@ extractor (no backbone gradients) with finetune.trainable_layers top layers trai
 The validation split is scored every train.eval_every steps; the best score of finetune.metric
 is kept in WORKDIR/best, and finetune.patience evaluations without improvement stop the run;
 without validation examples the run trains unscored and is used at its last checkpoint.
-Running it again resumes.
+Running it again resumes. With finetune.lora.rank > 0 it is an adapter run (runs.lora): LoRA
+adapters train on a frozen base that init_from supplies whenever the run is used.
 """
 
 import logging

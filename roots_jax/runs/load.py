@@ -173,6 +173,10 @@ def save(loaded: Loaded, params, directory: str,
   directory = check_save_directory(loaded, directory)
   if config is None:  # as written: load may have changed the mesh
     config = workdir_lib.read_config(loaded.workdir)
+  if lora.enabled(config):
+    raise ConfigError(f"{loaded.workdir} is an adapter run, whose checkpoints hold its adapters "
+                      "only: merge them into a plain run first (python -m roots_jax.lora merge "
+                      "--run RUN --out DIR) and use that")
   config = config.copy_and_resolve_references()
   tmp = f"{directory}.tmp-save"
   shutil.rmtree(tmp, ignore_errors=True)
