@@ -243,14 +243,13 @@ def setup(config: ml_collections.ConfigDict, workdir: str, mesh, tokenizer: Base
   checkpoint's tokenizer (and a distillation's loss: see `finetune`); call inside the mesh and
   rules contexts."""
   check_vocab_size(tokenizer, config.model.vocab_size, "it is not the checkpoint's tokenizer")
-  plain = plain_model_for(config, workdir, examples)
   m = model_for(config, workdir, examples)
   loss, constants, teacher_flops = distil(m) if distil else (m.loss, (), 0.0)
   tx = optimizers.make_optimizer(config.optimizer, config.train.steps,
                                  head_learning_rate=config.finetune.head_learning_rate)
   init_params, adapter = None, None
   if lora.enabled(config):
-    adapter = adapter_base(config, plain, m, mesh)
+    adapter = adapter_base(config, plain_model_for(config, workdir, examples), m, mesh)
     head_trains = lora.head_trains(config)
     loss, constants = lora.AdapterLoss.of(loss), (adapter.base,)
     init = assemble.param_initializer(m.model, m.loss, m.init_batch)
