@@ -16,6 +16,7 @@ import difflib
 import importlib.util
 import json
 import os
+import re
 from typing import Sequence
 
 import ml_collections
@@ -808,6 +809,11 @@ def _validate_lora(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"finetune.lora.alpha must be positive; got {lora.alpha}")
   if not 0.0 <= lora.dropout < 1.0:
     raise ConfigError(f"finetune.lora.dropout must be in [0, 1); got {lora.dropout}")
+  try:
+    re.compile(lora.modules)
+  except re.error as e:
+    raise ConfigError(f"finetune.lora.modules={lora.modules!r} is not a regex ({e}): give "
+                      "attention, all or a regex over module paths") from e
 
 
 def _validate_distill(config: ml_collections.ConfigDict) -> None:

@@ -213,6 +213,7 @@ def test_fold_equals_the_adapter_layer():
     (dict(finetune__mode="frozen"), "use it with finetune.mode=full"),
     (dict(finetune__lora__quantize="int3"), "finetune.lora.quantize must be"),
     (dict(finetune__lora__rank=0, finetune__lora__quantize="int8_weight"), "set finetune.lora.rank"),
+    (dict(finetune__lora__modules="mlp/(wi"), "is not a regex"),
     (dict(finetune__lora__modules="mlp/fc"),
      "matches no dense layer of this model; use attention, all or a regex over the layers' "
      "paths (backbone/layers/attention/key, backbone/layers/attention/out"),
