@@ -16,6 +16,7 @@ import difflib
 import importlib.util
 import json
 import os
+import re
 from typing import Sequence
 
 import ml_collections
@@ -251,6 +252,18 @@ def finetune_config() -> ml_collections.ConfigDict:
       metric=("", "validation metric choosing the best checkpoint and stopping early; empty: "
               "the task kind's usual one"),
       patience=(0, "evaluations without improvement before stopping; 0: never"),
+  )
+  c.finetune.lora = _section(
+      "finetune.lora",
+      rank=(0, "LoRA (Hu et al. 2021): the adapters' rank r (4-64 is usual); 0: no adapters. "
+            "The base stays frozen; the adapters (and a new task head) train and are saved"),
+      alpha=(16.0, "the adapters' output is scaled by alpha / rank (PEFT's default alpha: 8-32)"),
+      dropout=(0.0, "on an adapter's input, in training (PEFT: 0.05-0.1)"),
+      modules=("attention", "the adapted dense layers: attention (query, key, value, out of "
+               "every attention) | all (those and the MLP's) | a regex over module paths such "
+               "as backbone/layers/mlp/wi"),
+      quantize=("", "QLoRA: the frozen base held as int8_weight or int4_weight (per output "
+                "channel, as python -m roots_jax.quantize); empty: float"),
   )
   c.train.update(steps=500, eval_every=100, checkpoint_every=100, log_every=20)
   c.optimizer.update(learning_rate=5e-5, warmup_steps=50, schedule="linear", end_lr_fraction=0.0,
@@ -784,6 +797,36 @@ def _validate_finetune(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"finetune.label_smoothing must be in [0, 1); got {f.label_smoothing}")
   if f.patience < 0:
     raise ConfigError(f"finetune.patience must be >= 0; got {f.patience}")
+  _validate_lora(config)
+
+
+def _validate_lora(config: ml_collections.ConfigDict) -> None:
+  f, lora = config.finetune, config.finetune.lora
+  if lora.rank < 0:
+    raise ConfigError(f"finetune.lora.rank must be >= 0 (0: no adapters); got {lora.rank}")
+  if lora.quantize not in ("", "int8_weight", "int4_weight"):
+    raise ConfigError(f"finetune.lora.quantize must be int8_weight, int4_weight or empty; got "
+                      f"{lora.quantize!r}")
+  if not lora.rank:
+    if lora.quantize:
+      raise ConfigError("finetune.lora.quantize holds the base of LoRA adapters: set "
+                        "finetune.lora.rank too")
+    return
+  if config.kind != "finetune":
+    raise ConfigError(f"finetune.lora applies to fine-tuning runs; this is a {config.kind} run: "
+                      "set finetune.lora.rank=0")
+  if f.mode != "full" or f.from_scratch:
+    raise ConfigError("finetune.lora trains adapters on a pretrained base: use it with "
+                      "finetune.mode=full and without finetune.from_scratch")
+  if lora.alpha <= 0:
+    raise ConfigError(f"finetune.lora.alpha must be positive; got {lora.alpha}")
+  if not 0.0 <= lora.dropout < 1.0:
+    raise ConfigError(f"finetune.lora.dropout must be in [0, 1); got {lora.dropout}")
+  try:
+    re.compile(lora.modules)
+  except re.error as e:
+    raise ConfigError(f"finetune.lora.modules={lora.modules!r} is not a regex ({e}): give "
+                      "attention, all or a regex over module paths") from e
 
 
 def _validate_distill(config: ml_collections.ConfigDict) -> None:

@@ -12,15 +12,15 @@ import setuptools  # noqa: F401  (distutils, as setuptools provides it)
 from distutils.core import run_setup
 
 from roots_jax import config as config_lib
-from roots_jax import (compress, convert, distill, evaluate, finetune, generate, prune, quantize,
-                       tokenizer, train)
+from roots_jax import (compress, convert, distill, evaluate, finetune, generate, lora, prune,
+                       quantize, tokenizer, train)
 from roots_jax.api import LanguageModel
 from roots_jax.errors import CheckpointError, ConfigError
 from roots_jax.models.config import ModelConfig
 
 COMMANDS = {"train": train, "finetune": finetune, "evaluate": evaluate, "generate": generate,
             "convert": convert, "tokenizer": tokenizer, "distill": distill, "quantize": quantize,
-            "prune": prune, "compress": compress}
+            "prune": prune, "compress": compress, "lora": lora}
 
 
 def _call(capfd, command: str, argv: list[str]) -> tuple[int, str, str]:
@@ -44,6 +44,8 @@ def _call(capfd, command: str, argv: list[str]) -> tuple[int, str, str]:
     ("prune", [], ["--run", "--out", "--heads", "--mlp_units", "--batches"]),
     ("compress", [], ["report"]),
     ("compress", ["report"], ["RUN", "--out", "--eval_batches", "--decode_tokens"]),
+    ("lora", [], ["merge"]),
+    ("lora", ["merge"], ["--run", "--out", "--checkpoint"]),
 ])
 def test_every_command_helps_itself(capfd, command, argv, flags):
   status, out, err = _call(capfd, command, argv + ["--help"])
@@ -91,8 +93,10 @@ def test_config_help_lists_keys_types_defaults_and_meanings(capfd, command, argv
   config = schema()
   assert sorted(rows) == sorted(_leaf_keys(config))
   for key, (kind, value, meaning) in rows.items():
-    node, name = (config, key) if "." not in key else (config[key.split(".")[0]],
-                                                      key.split(".", 1)[1])
+    *sections, name = key.split(".")
+    node = config
+    for section in sections:  # finetune.lora.rank: a section in a section
+      node = node[section]
     assert kind == node.get_type(name).__name__ and value.strip() == repr(node[name]), key
     assert meaning.strip() == meanings[key]
 

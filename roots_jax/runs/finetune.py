@@ -7,7 +7,8 @@ extractor (no backbone gradients) with finetune.trainable_layers top layers trai
 The validation split is scored every train.eval_every steps; the best score of finetune.metric
 is kept in WORKDIR/best, and finetune.patience evaluations without improvement stop the run;
 without validation examples the run trains unscored and is used at its last checkpoint.
-Running it again resumes.
+Running it again resumes. With finetune.lora.rank > 0 it is an adapter run (runs.lora): LoRA
+adapters train on a frozen base that init_from supplies whenever the run is used.
 """
 
 import logging
@@ -27,8 +28,9 @@ from roots_jax.errors import ConfigError
 from roots_jax.models import families
 from roots_jax.models.config import ModelConfig
 from roots_jax.models.heads import FinetuneModel
-from roots_jax.runs import assemble, loop, workdir as workdir_lib
-from roots_jax.training import checkpoints, distributed, optimizers, partitioning, steps
+from roots_jax.runs import assemble, lora, loop, workdir as workdir_lib
+from roots_jax.training import (checkpoints, distributed, optimizers, partitioning, quantization,
+                                steps)
 
 log = logging.getLogger("roots_jax")
 
@@ -84,6 +86,11 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
     log.info("%s fine-tuning for %s of %s (%s, %.2fM parameters)", f.mode, kind.name,
              "a random model shaped like " * f.from_scratch + config.init_from,
              config.model.family, parts.num_params / 1e6)
+    if run.adapter:
+      base = quantization.num_values(run.adapter.base)
+      log.info("LoRA rank %d on %s: %d trained parameters, %.2f%% of the %d of the frozen base%s",
+               f.lora.rank, f.lora.modules, parts.num_params, 100 * parts.num_params / base,
+               base, f" ({f.lora.quantize})" * bool(f.lora.quantize))
 
     # Restore, or initialise: the backbone from init_from, the head fresh.
     manager = checkpoints.make_manager(workdir, keep=t.keep_checkpoints)
@@ -97,8 +104,9 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
     metric = f.metric or kind.default_metric
     evaluate = None
     if run.examples("validation"):
-      evaluate = evaluator(config, run, parts.scorer, "validation",
-                           generate=metric in evals.generation.METRICS)
+      score = evaluator(config, run, run.scorer, "validation",
+                        generate=metric in evals.generation.METRICS)
+      evaluate = lambda params: score(run.for_use(params))
     best = checkpoints.make_manager(
         workdir, keep=1, subdir="best", items=("state",), best_fn=lambda m: m[metric],
         best_mode="min" if metric in evals.LOWER_IS_BETTER else "max")
@@ -141,12 +149,62 @@ class Setup(NamedTuple):
   parts: assemble.Parts
   examples: Callable        # split -> examples
   teacher_flops: float = 0.0  # per token, of a distillation's teacher
+  adapter: "AdapterBase | None" = None  # an adapter run's frozen base
+
+  @property
+  def scorer(self) -> evals.Scorer:
+    """What evaluators run: the model on the parameters evaluate(params) is given (an adapter
+    run's: the trained ones joined with the base)."""
+    return self.adapter.scorer if self.adapter else self.parts.scorer
+
+  def for_use(self, params):
+    """The model's parameters from the train state's."""
+    return lora.join(params, self.adapter.base) if self.adapter else params
+
+
+class AdapterBase(NamedTuple):
+  """An adapter run's frozen base (sharded: float, or quantized for QLoRA) and the scorer of
+  the adapted model."""
+  base: dict
+  scorer: evals.Scorer
+
+
+def adapter_base(config: ml_collections.ConfigDict, plain: assemble.RunModel,
+                 m: assemble.RunModel, mesh) -> AdapterBase:
+  """The frozen base of an adapter run whose model (adapted) is `m` and base model `plain`:
+  init_from's backbone (and LM head), quantized to finetune.lora.quantize if set."""
+  rules = partitioning.logical_rules(config)
+  boxed = assemble.abstract_params(m.model, m.loss, m.init_batch, config.seed)
+  sharding = partitioning.tree_shardings(boxed, mesh, rules)
+  abstract = assemble.unbox(boxed)
+  lora.check_matches(config, abstract)
+  head_trains = lora.head_trains(config)
+  float_boxed = assemble.abstract_params(plain.model, plain.loss, plain.init_batch, config.seed)
+  pretrained = workdir_lib.resolve_init_from(config.init_from)
+  base = pretrained_params(config, plain.model_config, assemble.unbox(float_boxed),
+                           partitioning.tree_shardings(float_boxed, mesh, rules), pretrained)
+  scheme = config.finetune.lora.quantize
+  if scheme:
+    quantized = lora.split(abstract, head_trains)[1]
+    base = jax.jit(lambda b: quantization.quantize_params(b, quantized),
+                   out_shardings=lora.split(sharding, head_trains)[1])(base)
+    log.info("the frozen base is held as %s", scheme)
+  return AdapterBase(base, evals.Scorer(m.model, m.loss, sharding,
+                                        partitioning.data_sharding(mesh, rules)))
 
 
 def model_for(config: ml_collections.ConfigDict, workdir: str,
               examples: dict[str, Sequence[dict]] | None = None) -> assemble.RunModel:
-  """The FinetuneModel of a resolved fine-tuning config (model fields filled) and its loss; the
-  labels are the run's labels.json, made from the train split the first time."""
+  """The FinetuneModel of a resolved fine-tuning config (model fields filled) and its loss, with
+  its LoRA adapters in an adapter run (runs.lora); the labels are the run's labels.json, made
+  from the train split the first time."""
+  m = plain_model_for(config, workdir, examples)
+  return m._replace(model=lora.adapted(config, m.model)) if lora.enabled(config) else m
+
+
+def plain_model_for(config: ml_collections.ConfigDict, workdir: str,
+                    examples: dict[str, Sequence[dict]] | None = None) -> assemble.RunModel:
+  """model_for without adapters: an adapter run's base."""
   task, f = config.task, config.finetune
   kind = tasks.get(task.kind)
   family = families.get(config.model.family)
@@ -190,10 +248,17 @@ def setup(config: ml_collections.ConfigDict, workdir: str, mesh, tokenizer: Base
   loss, constants, teacher_flops = distil(m) if distil else (m.loss, (), 0.0)
   tx = optimizers.make_optimizer(config.optimizer, config.train.steps,
                                  head_learning_rate=config.finetune.head_learning_rate)
+  init_params, adapter = None, None
+  if lora.enabled(config):
+    adapter = adapter_base(config, plain_model_for(config, workdir, examples), m, mesh)
+    head_trains = lora.head_trains(config)
+    loss, constants = lora.AdapterLoss.of(loss), (adapter.base,)
+    init = assemble.param_initializer(m.model, m.loss, m.init_batch)
+    init_params = lambda rng: lora.split(init(rng), head_trains)[0]
   parts = assemble.assemble(config, mesh, m.model_config, m.model, loss, m.init_batch, tx,
                             make_plan=lambda params: training_plan(config, params),
-                            step_constants=constants)
-  return Setup(tokenizer, m.labels, parts, m.examples, teacher_flops)
+                            init_params=init_params, step_constants=constants)
+  return Setup(tokenizer, m.labels, parts, m.examples, teacher_flops, adapter)
 
 
 def eval_split(config: ml_collections.ConfigDict, split: str) -> tuple[str, str]:
@@ -263,21 +328,44 @@ def _initial_state(config: ml_collections.ConfigDict, parts: assemble.Parts,
   """A fresh state whose backbone is the pretrained one (unless finetune.from_scratch); an LM
   head starts as a copy of the pretrained one."""
   state = parts.init(jax.random.key(config.seed))
-  if config.finetune.from_scratch:
+  if config.finetune.from_scratch or lora.enabled(config):  # adapters: the base is a constant
     return state
   params = dict(state.params)
-  shardings = parts.state_sharding.params
+  params.update(pretrained_params(config, parts.model_config, parts.abstract_state.params,
+                                  parts.state_sharding.params, pretrained))
+  return state.replace(params=params)
+
+
+def adapted_params(config: ml_collections.ConfigDict, workdir: str, manager, step: int,
+                   mesh) -> dict:
+  """An adapter run's parameters for use: its trained ones from checkpoint `step` of `manager`
+  joined with its base, read from init_from (and quantized as in training). Call inside the
+  mesh and rules contexts."""
+  plain, m = plain_model_for(config, workdir), model_for(config, workdir)
+  adapter = adapter_base(config, plain, m, mesh)
+  head_trains = lora.head_trains(config)
+  boxed = assemble.abstract_params(m.model, m.loss, m.init_batch, config.seed)
+  trained = lora.split(assemble.unbox(boxed), head_trains)[0]
+  sharding = lora.split(adapter.scorer.param_sharding, head_trains)[0]
+  trained = checkpoints.restore_params(manager, step, checkpoints.abstract_like(trained, sharding))
+  return lora.join(trained, adapter.base)
+
+
+def pretrained_params(config: ml_collections.ConfigDict, model_config: ModelConfig, abstract,
+                      shardings, pretrained: workdir_lib.Pretrained) -> dict:
+  """{"backbone": the pretrained one} and, for an LM head, {"head": a copy of the pretrained
+  LM head}, restored into the shardings of the parameters `abstract`."""
   manager = workdir_lib.checkpoint_manager(pretrained.workdir)
-  params["backbone"] = checkpoints.restore_params(
+  params = {"backbone": checkpoints.restore_params(
       manager, pretrained.step,
-      checkpoints.abstract_like(parts.abstract_state.params["backbone"], shardings["backbone"]))
+      checkpoints.abstract_like(abstract["backbone"], shardings["backbone"]))}
   if tasks.get(config.task.kind).reads == "lm":
     family = families.get(config.model.family)
-    kernel = jax.jit(lambda b: family.output_kernel(parts.model_config, b),
+    kernel = jax.jit(lambda b: family.output_kernel(model_config, b),
                      out_shardings=shardings["head"]["kernel"])(params["backbone"])
     params["head"] = {"kernel": kernel}
   log.info("initialised the backbone from %s step %d", pretrained.workdir, pretrained.step)
-  return state.replace(params=params)
+  return params
 
 
 class _BestTracker:

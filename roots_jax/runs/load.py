@@ -28,7 +28,7 @@ from roots_jax.data.tokenizers import BaseTokenizer
 from roots_jax.errors import ConfigError, DataError
 from roots_jax.models import families
 from roots_jax.models.config import ModelConfig
-from roots_jax.runs import (assemble, convert, distilled, finetune, pretrain, quantized,
+from roots_jax.runs import (assemble, convert, distilled, finetune, lora, pretrain, quantized,
                             workdir as workdir_lib)
 from roots_jax.training import checkpoints, partitioning
 from roots_jax.training.losses import Loss
@@ -148,8 +148,11 @@ def load_run(workdir: str, config: ml_collections.ConfigDict, which: str | None 
     param_sharding = partitioning.tree_shardings(boxed, mesh, rules)
     manager, step = workdir_lib.find_checkpoint(workdir, which or kind.DEFAULT_CHECKPOINT)
     try:
-      params = checkpoints.restore_params(
-          manager, step, checkpoints.abstract_like(assemble.unbox(boxed), param_sharding))
+      if lora.enabled(config):  # the adapters and a new head: the base is init_from's
+        params = finetune.adapted_params(config, workdir, manager, step, mesh)
+      else:
+        params = checkpoints.restore_params(
+            manager, step, checkpoints.abstract_like(assemble.unbox(boxed), param_sharding))
     finally:
       manager.close()
   return Loaded(workdir=workdir, step=step, config=config, tokenizer=tokenizer,
@@ -170,6 +173,10 @@ def save(loaded: Loaded, params, directory: str,
   directory = check_save_directory(loaded, directory)
   if config is None:  # as written: load may have changed the mesh
     config = workdir_lib.read_config(loaded.workdir)
+  if lora.enabled(config):
+    raise ConfigError(f"{loaded.workdir} is an adapter run, whose checkpoints hold its adapters "
+                      "only: merge them into a plain run first (python -m roots_jax.lora merge "
+                      "--run RUN --out DIR) and use that")
   config = config.copy_and_resolve_references()
   tmp = f"{directory}.tmp-save"
   shutil.rmtree(tmp, ignore_errors=True)

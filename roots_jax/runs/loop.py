@@ -8,6 +8,7 @@ import time
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from roots_jax import progress
@@ -102,6 +103,11 @@ def _compile(parts: Parts, state, batch, writer, step: int) -> Callable:
   stats["compile_seconds"] = time.perf_counter() - begin
   profiling.log_compiled_stats(stats)
   writer.write(step, "setup", stats, echo=False)
+  if any(jnp.issubdtype(x.dtype, jnp.integer) and jnp.iinfo(x.dtype).bits < 8
+         for x in jax.tree.leaves(parts.step_constants)):
+    # XLA:CPU compiles int4 arguments (a QLoRA base's) packed but holds such arrays unpacked,
+    # which a compiled step refuses; the jitted step lays them out as it needs.
+    return parts.train_step
   return compiled
 
 

@@ -107,6 +107,41 @@ def training_model(model: nn.Module, quant: ml_collections.ConfigDict) -> nn.Mod
   return model
 
 
+def outside_interception(fn):
+  """`fn` run without Qwix's interception of matmuls: inside a quantized model, a matmul whose
+  weights must stay float (the LoRA adapters of a QLoRA model, runs.lora)."""
+  from qwix._src import interception  # pylint: disable=g-import-not-at-top
+  return interception.disable_interceptions(fn)
+
+
+def dequantized(value):
+  """A parameter in float: a quantized kernel (a QArray, or the PTQ parameter holding one)
+  dequantized, anything else as it is."""
+  value = getattr(value, "array", value)  # Qwix's PTQ keeps a QArray with how it was quantized
+  return qwix().dequantize(value) if isinstance(value, _qarray_type()) else value
+
+
+def is_quantized(value) -> bool:
+  """Whether a parameter (a leaf, or a QArray with `is_leaf=is_quantized`) is quantized."""
+  return isinstance(getattr(value, "array", value), _qarray_type())
+
+
+def num_values(params) -> int:
+  """The values of a parameter tree, a quantized kernel's counted as in float."""
+  qarray = _qarray_type()
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(
+      params, is_leaf=lambda x: isinstance(x, qarray)))
+
+
+def _qarray_type():
+  """Qwix's QArray, or () (nothing is an instance) without Qwix."""
+  try:
+    import qwix as module  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return ()
+  return module.QArray
+
+
 def check_fp8() -> None:
   """fp8 matmuls run fast only on GPUs with fp8 tensor cores (H100 and later)."""
   if jax.default_backend() != "gpu":
