@@ -391,3 +391,38 @@ def test_a_tuned_run_chats_as_it_trained(family, pretrained, chat_files, tmp_pat
   second = lm.chat([{"role": "user", "content": user}, {"role": "assistant", "content": first},
                     {"role": "user", "content": "ko ba"}], max_new_tokens=6)
   assert capsys.readouterr().out.splitlines() == [f"assistant: {first}", f"assistant: {second}"]
+
+
+@pytest.mark.extra("hf")
+def test_a_lora_chat_run_merges_and_exports_with_its_template(pretrained, chat_files, tmp_path):
+  """A LoRA chat run of the tiny GPT-2, merged and exported: transformers' tokenizer renders the
+  recorded template to exactly the ids the run prompts with, and its model gives the merged
+  run's logits (LoRA keeps the base's tied head, which Hugging Face's GPT-2 ties)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  from roots_jax.runs import convert, load, lora_merge  # pylint: disable=g-import-not-at-top
+  run, hf = str(tmp_path / "run"), str(tmp_path / "hf")
+  finetune_lib.finetune(tiny_finetune_config(
+      "chat", pretrained["decoder"], chat_files, task__max_len=48, task__target_len=16,
+      finetune__lora__rank=4, finetune__lora__modules="all", train__steps=2,
+      train__eval_every=2), run)
+  merged = lora_merge.merge(run, str(tmp_path / "merged"))["out"]
+  convert.export_hf(merged, hf)
+  tokenizer = transformers.AutoTokenizer.from_pretrained(hf)
+  assert tokenizer.chat_template == BUILTIN
+  lm = LanguageModel.from_pretrained(merged)
+  messages = [{"role": "user", "content": "What is 7 + 42?"}]
+  ids = lm.chat_ids(messages)
+  assert tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                       return_dict=True)["input_ids"] == ids
+
+  loaded = load.load(merged)
+  n = len(ids)
+  batch = {"inputs": np.array([ids] * 8, np.int32), "segment_ids": np.ones((8, n), np.int32),
+           "positions": np.tile(np.arange(n, dtype=np.int32), (8, 1))}  # a row per device
+  with loaded.context():
+    ours = np.asarray(loaded.model.apply({"params": loaded.params}, batch))[:1]
+  model = transformers.AutoModelForCausalLM.from_pretrained(hf).eval()
+  with torch.no_grad():
+    theirs = model(input_ids=torch.tensor([ids])).logits.numpy()
+  np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)

@@ -18,7 +18,7 @@ from roots_jax import objectives
 from roots_jax.data import load_tokenizer
 from roots_jax.errors import ConfigError
 from roots_jax.runs import finetune as finetune_lib
-from roots_jax.runs import evaluation, workdir as workdir_lib
+from roots_jax.runs import convert, evaluation, workdir as workdir_lib
 from roots_jax.runs.evaluation import evaluate_run
 from roots_jax.training import partitioning
 from tiny_gpt import read_metrics, tiny_finetune_config as _config
@@ -103,6 +103,12 @@ def test_evaluate_writes_results(family, kind, pretrained, task_files, tmp_path)
       workdir, ["task.source=files", f"task.kind={kind}", f"task.train_files={train_file}",
                 f"task.validation_files={test_file}", "task.target_len=8"], config_spec=spec)
   assert other["metrics"] == pytest.approx(results["metrics"], rel=1e-5)
+  # Hugging Face has no classification head here, and ties GPT-2's LM head to its embeddings,
+  # which this fine-tune trained apart (a merged LoRA run exports: tests/test_chat.py).
+  with pytest.raises(ConfigError, match="trained an LM head apart" if kind == "seq2seq" else
+                     "is fine-tuned for classification, whose head has no Hugging Face form"):
+    convert.export_hf(workdir, str(tmp_path / "hf"))
+  assert not os.path.exists(tmp_path / "hf")
 
 
 def test_frozen_backbone_trains_only_the_head(pretrained, task_files, tmp_path):

@@ -15,7 +15,7 @@ from roots_jax.api import LanguageModel
 from roots_jax.errors import ConfigError
 from roots_jax.models import lora as lora_model
 from roots_jax.runs import finetune as finetune_lib
-from roots_jax.runs import load, lora, lora_merge
+from roots_jax.runs import convert, load, lora, lora_merge
 from roots_jax.training import quantization
 from tiny_gpt import read_metrics, tiny_finetune_config as _config
 
@@ -133,6 +133,8 @@ def test_an_adapter_run_is_saved_by_merging(adapter_runs, tmp_path):
   the message says to merge first."""
   with pytest.raises(ConfigError, match="merge them into a plain run first"):
     LanguageModel.from_pretrained(adapter_runs["encoder"]).save_pretrained(str(tmp_path / "x"))
+  with pytest.raises(ConfigError, match="is an adapter run.*merge them first"):
+    convert.export_hf(adapter_runs["decoder"], str(tmp_path / "hf"))
 
 
 def _qlora_run(quantize, pretrained, task_files, workdir):

@@ -1,5 +1,6 @@
 """Hugging Face checkpoints <-> roots_jax runs (GPT-2, GPT-NeoX, Llama, BERT, T5): converted
-runs (kind "converted") and the export of pretraining ones (`python -m roots_jax.convert`).
+runs (kind "converted") and the export of pretraining ones (`python -m roots_jax.convert`), and
+of language models fine-tuned on an LM head (seq2seq, chat: with their chat template).
 
 A converted run is laid out like a pretraining run: config.json (the pretraining keys with the
 model section from Hugging Face's, kind "converted"), checkpoints/0 (the parameters only:
@@ -20,13 +21,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from roots_jax import config as config_lib, progress
+from roots_jax import config as config_lib, progress, tasks
 from roots_jax.errors import CheckpointError, ConfigError
 from roots_jax.hf import architectures, files, mapping, tokenizer_json
 from roots_jax.models import families
 from roots_jax.models.config import RUNTIME_FIELDS, ModelConfig
 from roots_jax.models.layers import INIT_STD
-from roots_jax.runs import cache, workdir as workdir_lib
+from roots_jax.runs import cache, lora, workdir as workdir_lib
 from roots_jax.training import checkpoints
 
 log = logging.getLogger("roots_jax")
@@ -146,8 +147,9 @@ def export_hf(run_dir: str, hf_dir: str, *, step: int | None = None) -> dict:
   tokenizer_files (empty: not exported) and tokenizer_note (why not, where that is known)."""
   run_dir, hf_dir = os.path.abspath(run_dir), os.path.abspath(hf_dir)
   config = workdir_lib.read_config(run_dir)
-  if "task" in config:
-    raise ConfigError(f"{run_dir} is a fine-tuned model; export a pretraining (or converted) run")
+  finetuned = "task" in config
+  if finetuned:
+    _check_exports_finetuned(run_dir, config)
   model_config = ModelConfig.from_config(config.model)
   module = architectures.for_model(model_config)
   kept_heads = tuple(config.prune.kept_heads)  # structured pruning's record (runs.prune)
@@ -166,11 +168,18 @@ def export_hf(run_dir: str, hf_dir: str, *, step: int | None = None) -> dict:
   if step not in steps:
     raise CheckpointError(f"--step {step}: {run_dir}/checkpoints has steps {steps}")
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  abstract = abstract_params(model_config)
+  if finetuned:  # the backbone and its LM head
+    family = families.get(model_config.family)
+    abstract = {"backbone": abstract, "head": {"kernel": jax.eval_shape(
+        lambda b: family.output_kernel(model_config, b), abstract)}}
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-                          abstract_params(model_config))
+                          abstract)
   with progress.Progress(f"export step {step}", 3, unit="stage") as stages:
     params = jax.device_get(checkpoints.restore_params(manager, step, abstract))
     manager.close()
+    if finetuned:
+      params = _with_lm_head(run_dir, model_config, params)
     stages.update(postfix="read")
     flat = traverse_util.flatten_dict(params)
     tensors = module.finish(mapping.export_params(module.layout(model_config), flat,
@@ -192,10 +201,53 @@ def export_hf(run_dir: str, hf_dir: str, *, step: int | None = None) -> dict:
       tokenizer_files = files.copy_tokenizer(tokenizer, hf_dir)
     else:
       tokenizer_files = files.write_tokenizer(hf_dir, written)
+    template = config.task.get("chat_template") if finetuned else ""
+    if template and "tokenizer_config.json" in tokenizer_files:
+      _add_chat_template(hf_dir, template)
     stages.update(postfix="written")
   log.info("exported %s step %d in %.1f s", run_dir, step, stages.elapsed())
   return dict(architecture=hf_config["architectures"][0], step=step,
               tokenizer_files=tokenizer_files, tokenizer_note=note)
+
+
+def _check_exports_finetuned(run_dir: str, config) -> None:
+  """ConfigError unless the fine-tuned run is a language model Hugging Face can hold: an LM head
+  task's, its adapters merged."""
+  if tasks.get(config.task.kind).reads != "lm":
+    raise ConfigError(f"{run_dir} is fine-tuned for {config.task.kind}, whose head has no Hugging "
+                      "Face form here; export a pretraining or converted run, or a language model "
+                      "fine-tuned for seq2seq or chat")
+  if lora.enabled(config):
+    raise ConfigError(f"{run_dir} is an adapter run, whose checkpoints hold its adapters only: "
+                      "merge them first (python -m roots_jax.lora merge --run RUN --out DIR) and "
+                      "export that")
+
+
+def _with_lm_head(run_dir: str, model_config: ModelConfig, params: dict) -> dict:
+  """A fine-tuned language model's backbone parameters holding its task's LM head: an untied
+  model's lm_head is that head; a tied model's head must be its embedding's (as LoRA keeps
+  it), since Hugging Face ties them too."""
+  backbone, head = params["backbone"], params["head"]["kernel"]
+  if not model_config.tie_embeddings:
+    return {**backbone, "lm_head": {"kernel": head}}
+  family = families.get(model_config.family)
+  tied = jax.jit(lambda b: family.output_kernel(model_config, b))(backbone)
+  if not np.array_equal(np.asarray(tied), head):
+    raise ConfigError(f"{run_dir} trained an LM head apart from its tied embeddings "
+                      "(model.tie_embeddings), which Hugging Face cannot hold; fine-tune with "
+                      "LoRA (finetune.lora.rank: the base's head stays) or an untied model")
+  return backbone
+
+
+def _add_chat_template(hf_dir: str, template: str) -> None:
+  """Records a chat run's template in the exported tokenizer_config.json, as Hugging Face's
+  tokenizers carry theirs (apply_chat_template reads it)."""
+  path = os.path.join(hf_dir, "tokenizer_config.json")
+  with open(path) as f:
+    values = json.load(f)
+  values["chat_template"] = template
+  with open(path, "w") as f:
+    json.dump(values, f, ensure_ascii=False, indent=2)
 
 
 def _read(path: str) -> bytes:
