@@ -8,6 +8,7 @@ import json
 import random
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -17,6 +18,7 @@ from roots_jax.config import finetune_config
 from roots_jax.data import builtin_tasks, chat_template, hf_tokenizers, load_tokenizer
 from roots_jax.data.chat_template import BUILTIN, ChatFormat
 from roots_jax.errors import ConfigError, DataError
+from roots_jax.evals import generation
 from roots_jax.models import families
 from roots_jax.runs import finetune as finetune_lib
 from tiny_gpt import tiny_finetune_config
@@ -123,6 +125,13 @@ def test_a_converted_tokenizers_template_and_special_tokens(tmp_path):
   ids, spans = ours.encode(CONVERSATION)
   assert ids[spans[0][1] - 1] == ours.end_of_turn_id == n + 2 != tok.eos_id == n
   assert ChatFormat(BUILTIN, tok).end_of_turn_id == n
+  # The validation generations of a chat run end there too.
+  task = ml_collections.ConfigDict({"kind": "chat", "chat_template": CHATML})
+  assert generation.stop_id(task, tok) == n + 2
+  assert generation.stop_id(ml_collections.ConfigDict({"kind": "seq2seq"}), tok) == n
+  reply = tok.encode("It is 49.")
+  rows = [(np.array([reply + [n + 2] + tok.encode(" more") + [n]], np.int32), {})]
+  assert generation.generations(rows, [{}], tok, 1, n + 2) == [(0, "It is 49.")]
 
 
 def test_template_errors_and_the_tokenizers_template(tokenizer):

@@ -31,12 +31,13 @@ def test_generations_meet_their_references(process_count):
         if index < num_examples:
           generated[p * local + j, :2] = [100 + index, _Tokenizer.eos_id]
     rows.append((generated, {}))
-  scores = generation_metrics(rows, examples, _Tokenizer(), process_count)
+  scores = generation_metrics(rows, examples, _Tokenizer(), process_count, _Tokenizer.eos_id)
   assert scores["exact_match"] == 1.0 and scores["bleu"] == 0.0  # one-word outputs: no 4-grams
   assert scores["rouge1"] == scores["rougeL"] == 100.0
   # Read back in the wrong order, they do not.
   shuffled = [(g[::-1], batch) for g, batch in rows]
-  assert generation_metrics(shuffled, examples, _Tokenizer(), process_count)["exact_match"] < 1.0
+  assert generation_metrics(shuffled, examples, _Tokenizer(), process_count,
+                            _Tokenizer.eos_id)["exact_match"] < 1.0
 
 
 @pytest.mark.parametrize("metric,value,best,better", [
