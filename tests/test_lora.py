@@ -13,7 +13,7 @@ import pytest
 from roots_jax import lora as lora_cli
 from roots_jax.api import LanguageModel
 from roots_jax.errors import ConfigError
-from roots_jax.models import lora as lora_model
+from roots_jax.models import families, lora as lora_model
 from roots_jax.runs import finetune as finetune_lib
 from roots_jax.runs import convert, load, lora, lora_merge
 from roots_jax.training import quantization
@@ -119,6 +119,22 @@ def test_merged_run_equals_base_plus_adapters(family, adapter_runs, tmp_path):
   assert model_bytes == sum(v.nbytes for v in _leaves(merged.params).values())
   assert 3 * trained_bytes <= saved_bytes <= 3 * trained_bytes + 64
   assert saved_bytes < model_bytes / 2, (saved_bytes, model_bytes)
+
+
+@pytest.mark.parametrize("family", list(RUNS))
+def test_flops_count_no_weight_gradient_of_the_base(family, adapter_runs):
+  """MFU's FLOPs under LoRA: full fine-tuning's less one matmul per base weight (its gradient,
+  not computed), the LM head's included (frozen with the base); a new head's is computed."""
+  loaded = load.load(adapter_runs[family])
+  config, model, length = loaded.config, loaded.model, 24
+  matmuls = families.get(family).matmuls(model.config, length, config.task.target_len,
+                                         reads=model.reads, outputs=model.num_outputs,
+                                         pooling=model.pooling)
+  weights = sum(m.forward for m in matmuls[:-1] if m.trains)
+  head = matmuls[-1].forward if RUNS[family] == "seq2seq" else 0.0
+  assert weights > 0 and (head > 0) == (RUNS[family] == "seq2seq")
+  assert finetune_lib.flops_per_token(config, model, length) * length == pytest.approx(
+      families.step_flops(matmuls) - weights - head)
 
 
 def test_merge_of_a_plain_run_is_an_error(pretrained, task_files, tmp_path, capsys):

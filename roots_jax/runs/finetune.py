@@ -83,7 +83,8 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
     shard = dict(process_index=jax.process_index(), process_count=jax.process_count())
     train_iter = iter(kind.dataset(config, run.tokenizer, run.labels, run.examples("train"),
                                    family=family, split="train", **shard))
-    log.info("%s fine-tuning for %s of %s (%s, %.2fM parameters)", f.mode, kind.name,
+    log.info("%s fine-tuning for %s of %s (%s, %.2fM parameters)",
+             "LoRA" if run.adapter else f.mode, kind.name,
              "a random model shaped like " * f.from_scratch + config.init_from,
              config.model.family, parts.num_params / 1e6)
     if run.adapter:
@@ -135,11 +136,20 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
 def flops_per_token(config: ml_collections.ConfigDict, model: FinetuneModel, length: int) -> float:
   """Training FLOPs per token of `length`-token rows of what the step runs: the backbone's
   features and the head, all of it trained (full) or the head and the top trainable_layers
-  forward and backward over a backbone run forward only (frozen)."""
+  forward and backward over a backbone run forward only (frozen). Under LoRA gradients pass
+  through every base matmul but none is computed for its weights, and a new task head trains;
+  the adapters' own matmuls (2 r (inputs + outputs) per token and kernel) are not counted."""
   f = config.finetune
+  head = dict(reads=model.reads, outputs=model.num_outputs, pooling=model.pooling)
+  if lora.enabled(config):
+    matmuls = families.get(model.config.family).matmuls(model.config, length,
+                                                        config.task.target_len, **head)
+    matmuls = ([m._replace(trains=False) for m in matmuls[:-1]]
+               + [matmuls[-1]._replace(trains=lora.head_trains(config))])
+    return families.step_flops(matmuls) / length
   return models.flops_per_token(
-      model.config, length, config.task.target_len, reads=model.reads, outputs=model.num_outputs,
-      pooling=model.pooling, trained_layers=None if f.mode == "full" else f.trainable_layers)
+      model.config, length, config.task.target_len, **head,
+      trained_layers=None if f.mode == "full" else f.trainable_layers)
 
 
 class Setup(NamedTuple):
