@@ -106,3 +106,25 @@ def test_prep_benchmark_prints_every_step(tmp_path):
   assert rows["whole pipeline, 1 worker"][0].strip() == "42"
   assert all(cells[0].strip() == "10" and float(cells[3].replace(",", "")) > 0
              for name, cells in rows.items() if name != "whole pipeline, 1 worker")
+
+
+@pytest.mark.extra("quant")
+def test_lora_benchmark_prints_full_lora_and_qlora(pretrained, task_files):
+  """LoRA trains a small share of the parameters and keeps a small state; QLoRA's base is a
+  smaller step argument than LoRA's float one."""
+  train_file, _, _ = task_files["seq2seq"]
+  result = subprocess.run(
+      [sys.executable, "benchmarks/lora.py", "--config", "finetune/summary", "--init_from",
+       pretrained["decoder"], "--steps", "1", "--rank", "4", "--config.task.source=files",
+       f"--config.task.train_files={train_file}", "--config.task.max_len=16",
+       "--config.task.target_len=8", "--config.train.batch_size=8"],
+      capture_output=True, text=True, check=True)
+  lines = result.stdout.splitlines()
+  assert lines[0] == ("| variant | trained params | state MiB | arguments MiB | peak MiB | "
+                      "step ms |")
+  rows = {line.split("|")[1].strip(): [float(c.replace(",", "")) for c in line.split("|")[2:-1]]
+          for line in lines[2:]}
+  assert list(rows) == ["full", "LoRA", "QLoRA int8", "QLoRA int4"]
+  full, lora, int8, int4 = rows.values()
+  assert lora[0] == int8[0] == int4[0] < full[0] / 10 and lora[1] < full[1] / 5
+  assert int4[2] <= int8[2] < lora[2] and all(row[4] > 0 for row in rows.values())
