@@ -89,11 +89,13 @@ def test_only_adapters_train_and_are_saved(family, adapter_runs, pretrained):
 
 
 @pytest.mark.parametrize("family", list(RUNS))
-def test_merged_run_equals_base_plus_adapters(family, adapter_runs, tmp_path):
+def test_merged_run_equals_base_plus_adapters(family, adapter_runs, tmp_path, capsys):
   """python -m roots_jax.lora merge writes a plain run whose logits equal the adapter run's;
   its checkpoint is the whole model, the adapter run's a small part of it."""
   out = str(tmp_path / "merged")
   assert lora_cli.main(["merge", "--run", adapter_runs[family], "--out", out]) == 0
+  if family == "decoder":  # 2 layers of query, key, value, out, wi and wo
+    assert capsys.readouterr().out.startswith("merged 12 adapted kernels of ")
   adapted, merged = load.load(adapter_runs[family]), load.load(out)
   assert not lora.enabled(merged.config) and merged.config.init_from == adapted.config.init_from
   assert not any("lora_" in k for k in _leaves(merged.params))

@@ -45,7 +45,7 @@ def merge(run: str, out: str, *, checkpoint: int | str | None = None) -> dict:
 
 def fold(params: dict, scale: float) -> tuple[dict, int]:
   """(an adapted model's parameters with every adapter folded into its kernel and every
-  quantized kernel dequantized, how many adapters were folded)."""
+  quantized kernel dequantized, how many adapted kernels were folded, a layer's each)."""
   count = 0
 
   def walk(tree):
@@ -54,8 +54,11 @@ def fold(params: dict, scale: float) -> tuple[dict, int]:
            for k, v in tree.items()
            if k not in (lora_model.A, lora_model.B)}
     if lora_model.A in tree:
-      out["kernel"] = lora_model.fold(out["kernel"], tree[lora_model.A], tree[lora_model.B], scale)
-      count += 1
+      a, b, kernel = tree[lora_model.A], tree[lora_model.B], out["kernel"]
+      out["kernel"] = lora_model.fold(kernel, a, b, scale)
+      # A scanned stack's kernel [layers, ...] holds one adapted kernel per layer (A and B
+      # carry the layer axis too: one axis more than an unstacked kernel's pair).
+      count += kernel.shape[0] if a.ndim + b.ndim == kernel.ndim + 3 else 1
     return out
 
   return walk(params), count
