@@ -473,23 +473,31 @@ class WordPieceTokenizer(HFTokenizer):
 
   def _words(self, text: str) -> list[str]:
     """HF's BasicTokenizer.tokenize."""
+    words = []
+    for word in self._cleaned(text).split():
+      if word in self._never_split:
+        words.append(word)
+        continue
+      words.extend(_split_on_punctuation(self._cased(word)))
+    return " ".join(words).split()
+
+  def _cleaned(self, text: str) -> str:
+    """Control characters dropped, whitespace as spaces, CJK characters spaced, NFC."""
     text = "".join(" " if _is_whitespace(ch) else ch for ch in text
                    if not (ch in "\x00\ufffd" or _is_control(ch)))
     if self._chinese_chars:
       text = "".join(f" {ch} " if _is_cjk(ord(ch)) else ch for ch in text)
-    words = []
-    for word in unicodedata.normalize("NFC", text).split():
-      if word in self._never_split:
-        words.append(word)
-        continue
-      if self.lower_case:
-        word = word.lower()
-        if self._strip_accents is not False:
-          word = _strip_accents(word)
-      elif self._strip_accents:
-        word = _strip_accents(word)
-      words.extend(_split_on_punctuation(word))
-    return " ".join(words).split()
+    return unicodedata.normalize("NFC", text)
+
+  def _cased(self, text: str) -> str:
+    """Lower-cased and accents stripped as configured."""
+    if self.lower_case:
+      text = text.lower()
+      if self._strip_accents is not False:
+        text = _strip_accents(text)
+    elif self._strip_accents:
+      text = _strip_accents(text)
+    return text
 
   def _wordpiece(self, word: str) -> tuple[int, ...]:
     """Greedy longest-match-first: the longest prefix in the vocabulary, then the longest
@@ -556,18 +564,7 @@ class WordPieceTokenizer(HFTokenizer):
   def _normalized(self, chars: str) -> str:
     """A base character and its combining marks as _words normalizes them: cleaned up, NFC,
     lower-cased and accents stripped as configured, CJK characters spaced."""
-    chars = "".join(" " if _is_whitespace(ch) else ch for ch in chars
-                    if not (ch in "\x00\ufffd" or _is_control(ch)))
-    if self._chinese_chars:
-      chars = "".join(f" {ch} " if _is_cjk(ord(ch)) else ch for ch in chars)
-    chars = unicodedata.normalize("NFC", chars)
-    if self.lower_case:
-      chars = chars.lower()
-      if self._strip_accents is not False:
-        chars = _strip_accents(chars)
-    elif self._strip_accents:
-      chars = _strip_accents(chars)
-    return chars
+    return self._cased(self._cleaned(chars))
 
   def _basic_pieces(self, word: str) -> list[tuple[str, int]]:
     """(piece, where it starts in `word`) of a normalized word split on spaces (CJK characters)

@@ -346,19 +346,15 @@ def _initial_state(config: ml_collections.ConfigDict, parts: assemble.Parts,
   return state.replace(params=params)
 
 
-def adapted_params(config: ml_collections.ConfigDict, workdir: str, manager, step: int,
-                   mesh) -> dict:
+def adapted_params(config: ml_collections.ConfigDict, workdir: str, m: assemble.RunModel,
+                   abstract, manager, step: int, mesh) -> dict:
   """An adapter run's parameters for use: its trained ones from checkpoint `step` of `manager`
-  joined with its base, read from init_from (and quantized as in training). Call inside the
-  mesh and rules contexts."""
-  plain, m = plain_model_for(config, workdir), model_for(config, workdir)
-  adapter = adapter_base(config, plain, m, mesh)
-  head_trains = lora.head_trains(config)
-  boxed = assemble.abstract_params(m.model, m.loss, m.init_batch, config.seed)
-  trained = lora.split(assemble.unbox(boxed), head_trains)[0]
-  sharding = lora.split(adapter.scorer.param_sharding, head_trains)[0]
-  trained = checkpoints.restore_params(manager, step, checkpoints.abstract_like(trained, sharding))
-  return lora.join(trained, adapter.base)
+  joined with its base, read from init_from (and quantized as in training). `m` is its
+  (adapted) model, `abstract` that model's parameters (sharded ShapeDtypeStructs). Call inside
+  the mesh and rules contexts."""
+  trained = checkpoints.restore_params(manager, step,
+                                       lora.split(abstract, lora.head_trains(config))[0])
+  return lora.join(trained, adapter_base(config, plain_model_for(config, workdir), m, mesh).base)
 
 
 def pretrained_params(config: ml_collections.ConfigDict, model_config: ModelConfig, abstract,

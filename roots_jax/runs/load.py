@@ -147,12 +147,12 @@ def load_run(workdir: str, config: ml_collections.ConfigDict, which: str | None 
     boxed = assemble.abstract_params(m.model, m.loss, m.init_batch, config.seed)
     param_sharding = partitioning.tree_shardings(boxed, mesh, rules)
     manager, step = workdir_lib.find_checkpoint(workdir, which or kind.DEFAULT_CHECKPOINT)
+    abstract = checkpoints.abstract_like(assemble.unbox(boxed), param_sharding)
     try:
       if lora.enabled(config):  # the adapters and a new head: the base is init_from's
-        params = finetune.adapted_params(config, workdir, manager, step, mesh)
+        params = finetune.adapted_params(config, workdir, m, abstract, manager, step, mesh)
       else:
-        params = checkpoints.restore_params(
-            manager, step, checkpoints.abstract_like(assemble.unbox(boxed), param_sharding))
+        params = checkpoints.restore_params(manager, step, abstract)
     finally:
       manager.close()
   return Loaded(workdir=workdir, step=step, config=config, tokenizer=tokenizer,
