@@ -20,6 +20,7 @@ Every task's output depends only on the config and the input, never on the worke
 the order tasks ran in: a resumed prep writes what an unbroken one writes.
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -205,8 +206,8 @@ def _run_local(name: str, pipeline: list, tasks: int, workers: int, layout: Layo
       failure.append(e)
 
   runner = threading.Thread(target=run, daemon=True)
-  runner.start()
-  with bar:
+  with _forkserver_default(), bar:
+    runner.start()
     while runner.is_alive():
       runner.join(PROGRESS_S)
       bar.update(max(count(), 0))
@@ -218,6 +219,20 @@ def _run_local(name: str, pipeline: list, tasks: int, workers: int, layout: Layo
                     + f"; their logs are in {layout.logs(name)}/logs (run the command again to "
                     "retry them)")
   log.info("%s: done in %.1f s", name, time.perf_counter() - began)
+
+
+@contextlib.contextmanager
+def _forkserver_default():
+  """Makes forkserver multiprocess's default start method while a stage runs. The executor
+  starts its Manager in the default context, and a child forked from this process (whose XLA and
+  pool threads may hold malloc's lock at that moment) can die on its first free(); the
+  forkserver forks from a fresh single-threaded process instead."""
+  previous = multiprocess.get_start_method(allow_none=True)
+  multiprocess.set_start_method("forkserver", force=True)
+  try:
+    yield
+  finally:
+    multiprocess.set_start_method(previous, force=True)
 
 
 def _check_cluster(kind: str) -> None:

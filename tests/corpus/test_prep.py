@@ -42,8 +42,12 @@ def prepared(raw, tmp_path_factory):
   root, docs = raw
   workdir = tmp_path_factory.mktemp("prep") / "prep"
   config = config_lib.load_config("prep/roots", overrides(root))
-  report = prep.prepare(config, str(workdir))
-  return workdir, docs, report
+  forks = []  # os.fork calls in this (multi-threaded) process during the prep
+  fork = os.fork
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(os, "fork", lambda: forks.append(1) or fork())
+    report = prep.prepare(config, str(workdir))
+  return workdir, docs, report, forks
 
 
 def shards(workdir) -> dict[str, list[dict]]:
@@ -75,7 +79,7 @@ def outcome(workdir, docs) -> dict[str, str]:
 
 
 def test_planted_documents_meet_their_steps(prepared):
-  workdir, docs, _ = prepared
+  workdir, docs, _, _ = prepared
   kinds = outcome(workdir, docs)
   assert set(kinds["clean_en"]) == set(kinds["clean_fr"]) == set(kinds["clean_de"]) == {"kept"}
   # Of a pair, the first document (by task, then position) stays.
@@ -97,7 +101,7 @@ def test_planted_documents_meet_their_steps(prepared):
 
 
 def test_manifest_counts_what_the_shards_hold(prepared):
-  workdir, _, _ = prepared
+  workdir, _, _, _ = prepared
   with open(workdir / "manifest.json") as f:
     manifest = json.load(f)
   from roots_jax.data import load_tokenizer  # pylint: disable=g-import-not-at-top
@@ -115,8 +119,15 @@ def test_manifest_counts_what_the_shards_hold(prepared):
   assert manifest["tokens"] == sum(s["tokens"] for s in manifest["shards"])
 
 
+def test_the_prep_forks_nothing_from_its_caller(prepared):
+  """A child forked from a process whose other threads (XLA's) may hold malloc's lock can die
+  on its first free(); the stages' processes come from the forkserver."""
+  *_, forks = prepared
+  assert not forks
+
+
 def test_report_accounts_for_every_document(prepared):
-  workdir, docs, report = prepared
+  workdir, docs, report, _ = prepared
   assert report["summary"]["total"]["docs_in"] == len(docs)
   assert report["summary"]["total"]["docs_out"] == 37
   steps = [s["step"] for s in report["steps"]]
@@ -174,7 +185,7 @@ def test_a_killed_prep_resumes_to_the_same_output(raw, prepared, tmp_path):
 def test_training_reads_the_prepared_corpus(prepared, tmp_path):
   from roots_jax.runs.pretrain import train  # pylint: disable=g-import-not-at-top
   from tiny_gpt import read_metrics  # pylint: disable=g-import-not-at-top
-  workdir, _, _ = prepared
+  workdir, _, _, _ = prepared
   with open(workdir / "manifest.json") as f:
     tokenizer = json.load(f)["tokenizer"]
   config = config_lib.load_config("configs/gpt2.py:tiny", [
