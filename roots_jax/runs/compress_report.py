@@ -194,12 +194,7 @@ def _decode(loaded: load.Loaded, prompt: np.ndarray, new_tokens: int) -> float |
 def _count(loaded: load.Loaded) -> tuple[int, int | None]:
   """(parameters, nonzero ones where the run was trained with unstructured sparsity); a
   quantized array counts its logical elements."""
-  is_leaf = None
-  if loaded.config.kind == "quantized":
-    q = quantization.qwix()
-    is_leaf = lambda x: isinstance(x, q.QArray)
-  leaves = jax.tree.leaves(loaded.params, is_leaf=is_leaf)
-  parameters = sum(int(np.prod(x.shape)) for x in leaves)
+  parameters = quantization.num_values(loaded.params)
   nonzero = None
   if loaded.config.prune.method:
     nonzero = sum(int(np.count_nonzero(jax.device_get(x)))

@@ -12,9 +12,9 @@ or is loaded. `join(trained, base)` is the adapted model's parameter tree.
 import dataclasses
 import re
 
-import jax
 import ml_collections
 from flax import linen as nn
+from flax import traverse_util
 
 from roots_jax import tasks
 from roots_jax.errors import ConfigError
@@ -57,42 +57,26 @@ def _is_trained(path: tuple[str, ...], head_trains: bool) -> bool:
 
 def split(params: dict, head_trains: bool) -> tuple[dict, dict]:
   """(trained, base) of an adapted model's parameters (boxed, abstract or arrays)."""
-
-  def partition(tree, path):
-    trained, base = {}, {}
-    for key, value in tree.items():
-      if isinstance(value, dict):
-        t, b = partition(value, path + (key,))
-        if t:
-          trained[key] = t
-        if b:
-          base[key] = b
-      elif _is_trained(path + (key,), head_trains):
-        trained[key] = value
-      else:
-        base[key] = value
-    return trained, base
-
-  return partition(params, ())
+  flat = traverse_util.flatten_dict(params)
+  trained = {p: v for p, v in flat.items() if _is_trained(p, head_trains)}
+  base = {p: v for p, v in flat.items() if p not in trained}
+  return traverse_util.unflatten_dict(trained), traverse_util.unflatten_dict(base)
 
 
 def join(trained: dict, base: dict) -> dict:
   """The inverse of split."""
-  out = dict(base)
-  for key, value in trained.items():
-    out[key] = join(value, base[key]) if isinstance(value, dict) and key in base else value
-  return out
+  return traverse_util.unflatten_dict({**traverse_util.flatten_dict(base),
+                                       **traverse_util.flatten_dict(trained)})
 
 
 def check_matches(config: ml_collections.ConfigDict, params: dict) -> None:
   """ConfigError when finetune.lora.modules adapts no layer of the adapted model whose
   parameters (abstract) are `params`, naming the dense layers there are."""
-  paths = ["/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
-           for path, _ in jax.tree_util.tree_leaves_with_path(params)]
-  if any(p.endswith(f"/{lora.A}") for p in paths):
+  paths = traverse_util.flatten_dict(params)
+  if any(p[-1] == lora.A for p in paths):
     return
-  layers = sorted({p.split("/kernel")[0] for p in paths if "/kernel" in p
-                   and p.startswith("backbone/") and not re.search(r"layers_[1-9]", p)})
+  layers = sorted({"/".join(p[:-1]) for p in paths if p[-1] == "kernel" and p[0] == "backbone"
+                   and not any(re.fullmatch(r"layers_[1-9]\d*", k) for k in p)})
   raise ConfigError(f"finetune.lora.modules={config.finetune.lora.modules!r} matches no dense "
                     f"layer of this model; use attention, all or a regex over the layers' paths "
                     f"({', '.join(layers)})")
